@@ -1,0 +1,569 @@
+//! The catalog: which databases exist, which version of each is being served,
+//! and the state of every version the daemon knows about.
+//!
+//! This is the one place both front ends (the FUSE mount and the HTTP
+//! sidecar) read from. A lookup is: `catalog.current(db)` (an atomic pointer
+//! load, no lock) and then [`Version::get`] on the returned handle. Holding the
+//! `Arc<Version>` pins that version's data: it stays readable, unchanged, until
+//! the last handle is dropped, however many switches happen meanwhile.
+//!
+//! The refresh machinery is the only writer: it reports progress through
+//! [`Catalog::set_state`], publishes a loaded version with
+//! [`Catalog::publish`] (the atomic switch), and retires old versions with
+//! [`Catalog::remove_database`] and [`Catalog::take_expired`]. Every change is
+//! announced to listeners registered with [`Catalog::on_change`], called after
+//! all catalog locks are released, so a listener may call back into the
+//! catalog (the mount uses this to invalidate the kernel's cached entry for a
+//! database from outside its request threads).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+/// Read access to the data of one loaded version.
+///
+/// Keys are arbitrary byte strings. Besides point lookups, a version keeps its
+/// keys in a sorted index so that the mount can list them in order and find
+/// the keys under a prefix in logarithmic time (see NAMING in the docs).
+/// Ordinals are positions in that sorted order, `0..key_count()`.
+pub trait VersionData: Send + Sync + 'static {
+    /// The value stored under `key`, borrowed from the mapping where the data
+    /// is stored uncompressed.
+    fn get(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError>;
+    /// Number of distinct keys.
+    fn key_count(&self) -> u64;
+    /// The key at `ordinal` in ascending byte order.
+    fn key_at(&self, ordinal: u64) -> Result<&[u8], LookupError>;
+    /// Length of the value of the key at `ordinal` (what `stat` reports).
+    fn value_len_at(&self, ordinal: u64) -> Result<u64, LookupError>;
+    /// The first ordinal whose key is `>= key` (`key_count()` if none).
+    fn lower_bound(&self, key: &[u8]) -> Result<u64, LookupError>;
+}
+
+/// A lookup failed because the stored data is unreadable (for example a local
+/// file was damaged after it was validated). Never "key not found".
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{db} version {version}: {message}")]
+pub struct LookupError {
+    pub db: String,
+    pub version: String,
+    pub message: String,
+}
+
+impl LookupError {
+    /// An error without the db/version context, which [`Version`] fills in.
+    pub fn new(message: impl Into<String>) -> Self {
+        LookupError {
+            db: String::new(),
+            version: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Process-wide counter giving every loaded version a generation number that
+/// is never reused while the process lives. The mount encodes it in inode
+/// numbers so the kernel can never confuse an old version's inode with a new
+/// one's.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// One loaded, servable version of one database. Immutable.
+pub struct Version {
+    db: String,
+    name: String,
+    generation: u64,
+    created_at: SystemTime,
+    source_path: String,
+    num_partitions: u32,
+    data: Box<dyn VersionData>,
+}
+
+impl Version {
+    /// Wraps loaded data. `created_at` is when the version was created on the
+    /// source (or loaded, when the source has no time); `source_path` is how
+    /// the status page shows where it came from.
+    pub fn new(
+        db: impl Into<String>,
+        name: impl Into<String>,
+        created_at: SystemTime,
+        source_path: impl Into<String>,
+        num_partitions: u32,
+        data: Box<dyn VersionData>,
+    ) -> Arc<Self> {
+        Arc::new(Version {
+            db: db.into(),
+            name: name.into(),
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            created_at,
+            source_path: source_path.into(),
+            num_partitions,
+            data,
+        })
+    }
+
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Unique for the lifetime of the process; see [`NEXT_GENERATION`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    pub fn created_at(&self) -> SystemTime {
+        self.created_at
+    }
+    pub fn source_path(&self) -> &str {
+        &self.source_path
+    }
+    pub fn num_partitions(&self) -> u32 {
+        self.num_partitions
+    }
+
+    /// Looks a key up. `Ok(None)` means the key is not in this version.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError> {
+        self.data.get(key).map_err(|e| self.context(e))
+    }
+
+    /// The sorted key index of this version.
+    pub fn keys(&self) -> &dyn VersionData {
+        self.data.as_ref()
+    }
+
+    /// Adds this version's db and name to an error from its data.
+    pub fn context(&self, mut err: LookupError) -> LookupError {
+        if err.db.is_empty() {
+            err.db = self.db.clone();
+            err.version = self.name.clone();
+        }
+        err
+    }
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("db", &self.db)
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lifecycle states of a version, named as sequins reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionState {
+    /// Being downloaded and indexed.
+    Building,
+    /// The version being served.
+    Active,
+    /// Superseded (or its database is gone); deleted once the grace period
+    /// has passed and no reader holds it.
+    Removing,
+    /// The build failed; the previous version keeps serving.
+    Error,
+}
+
+/// How far a build has got. Totals are known once the source was listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub records_done: u64,
+}
+
+/// What the catalog knows about one version of one database, for status
+/// pages, `.status` and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionStatus {
+    pub version: String,
+    pub state: VersionState,
+    /// Where the version lives in the source root.
+    pub path: String,
+    pub num_partitions: u32,
+    /// When the version was created on the source.
+    #[serde(with = "rfc3339")]
+    pub created_at: SystemTime,
+    /// When it became the served version, if it has.
+    #[serde(with = "rfc3339_opt")]
+    pub active_at: Option<SystemTime>,
+    /// Whether this is the version being served now.
+    pub current: bool,
+    pub progress: Progress,
+    /// Number of keys, once loaded.
+    pub num_keys: Option<u64>,
+    /// Why the version is in state ERROR.
+    pub error: Option<String>,
+}
+
+/// The status of one database: all its versions, oldest name first.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseStatus {
+    pub name: String,
+    pub current: Option<String>,
+    pub versions: Vec<VersionStatus>,
+}
+
+/// A change announced to [`Catalog::on_change`] listeners.
+#[derive(Debug, Clone)]
+pub enum CatalogEvent {
+    /// `db` now serves `version` (its first version, or a switch).
+    Switched { db: String, version: String },
+    /// `db` is no longer served.
+    Removed { db: String },
+    /// The data of `db`/`version` was deleted from the local store.
+    Deleted { db: String, version: String },
+}
+
+type Listener = Box<dyn Fn(&CatalogEvent) + Send + Sync>;
+
+/// One database: the pointer to its current version and the versions it
+/// still holds.
+struct Database {
+    current: ArcSwapOption<Version>,
+    inner: Mutex<DatabaseInner>,
+}
+
+#[derive(Default)]
+struct DatabaseInner {
+    /// Status per version name, in name order.
+    versions: BTreeMap<String, VersionStatus>,
+    /// Superseded versions kept for their grace period, with the instant it
+    /// ends.
+    retired: Vec<(Arc<Version>, Instant)>,
+}
+
+/// The set of databases; see the module docs.
+#[derive(Default)]
+pub struct Catalog {
+    dbs: RwLock<BTreeMap<String, Arc<Database>>>,
+    listeners: RwLock<Vec<Listener>>,
+}
+
+impl Catalog {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Catalog::default())
+    }
+
+    /// The version of `db` being served now, if any. Lock-free apart from a
+    /// read lock on the (rarely written) database table.
+    pub fn current(&self, db: &str) -> Option<Arc<Version>> {
+        let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
+        dbs.get(db)?.current.load_full()
+    }
+
+    /// Every database that has a version being served, with that version,
+    /// in name order.
+    pub fn served(&self) -> Vec<Arc<Version>> {
+        let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
+        dbs.values().filter_map(|d| d.current.load_full()).collect()
+    }
+
+    /// Every version of `db` still held: the current one and those in their
+    /// grace period, in name order.
+    pub fn held_versions(&self, db: &str) -> Vec<Arc<Version>> {
+        let Some(database) = self.database(db) else {
+            return Vec::new();
+        };
+        let mut held: Vec<Arc<Version>> = database.current.load_full().into_iter().collect();
+        let inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+        held.extend(inner.retired.iter().map(|(v, _)| Arc::clone(v)));
+        held.sort_by(|a, b| a.name.cmp(&b.name));
+        held.dedup_by(|a, b| a.name == b.name);
+        held
+    }
+
+    /// A held version of `db` by name.
+    pub fn held_version(&self, db: &str, version: &str) -> Option<Arc<Version>> {
+        self.held_versions(db)
+            .into_iter()
+            .find(|v| v.name == version)
+    }
+
+    /// Names of all databases the catalog knows, including those with no
+    /// servable version (for example only ERROR versions).
+    pub fn database_names(&self) -> Vec<String> {
+        let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
+        dbs.keys().cloned().collect()
+    }
+
+    /// A snapshot of every database's status.
+    pub fn status(&self) -> Vec<DatabaseStatus> {
+        let dbs: Vec<(String, Arc<Database>)> = {
+            let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
+            dbs.iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        dbs.into_iter()
+            .map(|(name, db)| {
+                let current = db.current.load_full().map(|v| v.name.clone());
+                let inner = db.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let versions = inner
+                    .versions
+                    .values()
+                    .cloned()
+                    .map(|mut s| {
+                        s.current = current.as_deref() == Some(s.version.as_str());
+                        s
+                    })
+                    .collect();
+                DatabaseStatus {
+                    name,
+                    current,
+                    versions,
+                }
+            })
+            .collect()
+    }
+
+    /// The status of one database.
+    pub fn database_status(&self, db: &str) -> Option<DatabaseStatus> {
+        self.status().into_iter().find(|s| s.name == db)
+    }
+
+    /// Registers a listener called after every change, outside catalog locks.
+    pub fn on_change(&self, listener: impl Fn(&CatalogEvent) + Send + Sync + 'static) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(listener));
+    }
+
+    /// Records the state of a version that is not (yet) served: BUILDING with
+    /// progress, or ERROR with the error. Creates the database entry if new.
+    pub fn set_state(&self, db: &str, status: VersionStatus) {
+        let db = self.database_or_insert(db);
+        let mut inner = db.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.versions.insert(status.version.clone(), status);
+    }
+
+    /// Updates the progress of a BUILDING version.
+    pub fn set_progress(&self, db: &str, version: &str, progress: Progress) {
+        if let Some(database) = self.database(db) {
+            let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = inner.versions.get_mut(version) {
+                s.progress = progress;
+            }
+        }
+    }
+
+    /// Makes `version` the served version of its database: the atomic switch.
+    /// Readers that already hold the previous version keep it; new lookups see
+    /// only the new one. The previous version is retired for `grace`.
+    pub fn publish(&self, version: Arc<Version>, path: String, grace: Duration) {
+        let database = self.database_or_insert(&version.db);
+        {
+            let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let now = SystemTime::now();
+            let previous = database.current.swap(Some(Arc::clone(&version)));
+            if let Some(prev) = previous {
+                if let Some(s) = inner.versions.get_mut(&prev.name) {
+                    s.state = VersionState::Removing;
+                }
+                inner.retired.push((prev, Instant::now() + grace));
+            }
+            let status = inner
+                .versions
+                .entry(version.name.clone())
+                .or_insert_with(|| VersionStatus {
+                    version: version.name.clone(),
+                    state: VersionState::Building,
+                    path,
+                    num_partitions: version.num_partitions,
+                    created_at: version.created_at,
+                    active_at: None,
+                    current: false,
+                    progress: Progress::default(),
+                    num_keys: None,
+                    error: None,
+                });
+            status.state = VersionState::Active;
+            status.active_at = Some(now);
+            status.error = None;
+            status.num_keys = Some(version.keys().key_count());
+        }
+        self.notify(&CatalogEvent::Switched {
+            db: version.db.clone(),
+            version: version.name.clone(),
+        });
+    }
+
+    /// Stops serving `db` (it is gone from the source). Its current version is
+    /// retired for `grace` like a superseded one.
+    pub fn remove_database(&self, db: &str, grace: Duration) {
+        let Some(database) = self.database(db) else {
+            return;
+        };
+        {
+            let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(prev) = database.current.swap(None) {
+                if let Some(s) = inner.versions.get_mut(&prev.name) {
+                    s.state = VersionState::Removing;
+                }
+                inner.retired.push((prev, Instant::now() + grace));
+            }
+            inner
+                .versions
+                .retain(|_, s| s.state == VersionState::Removing);
+        }
+        self.notify(&CatalogEvent::Removed { db: db.to_string() });
+    }
+
+    /// Takes the retired versions whose grace period has ended and that no
+    /// reader holds any more, forgetting them. The caller deletes their data
+    /// (outside any lock) and then calls [`Catalog::deleted`].
+    pub fn take_expired(&self, now: Instant) -> Vec<Arc<Version>> {
+        let dbs: Vec<(String, Arc<Database>)> = {
+            let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
+            dbs.iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        let mut expired = Vec::new();
+        for (_, database) in dbs {
+            let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let retired = std::mem::take(&mut inner.retired);
+            for (version, deadline) in retired {
+                // One reference is ours (in `retired`); any other is a reader.
+                if deadline <= now && Arc::strong_count(&version) == 1 {
+                    inner.versions.remove(&version.name);
+                    expired.push(version);
+                } else {
+                    inner.retired.push((version, deadline));
+                }
+            }
+        }
+        expired
+    }
+
+    /// Announces that a version's local data was deleted, and forgets a
+    /// database entry that has nothing left to report.
+    pub fn deleted(&self, db: &str, version: &str) {
+        {
+            let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(database) = dbs.get(db) {
+                let inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let empty = database.current.load().is_none()
+                    && inner.retired.is_empty()
+                    && inner.versions.is_empty();
+                drop(inner);
+                if empty {
+                    dbs.remove(db);
+                }
+            }
+        }
+        self.notify(&CatalogEvent::Deleted {
+            db: db.to_string(),
+            version: version.to_string(),
+        });
+    }
+
+    fn database(&self, db: &str) -> Option<Arc<Database>> {
+        let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
+        dbs.get(db).cloned()
+    }
+
+    fn database_or_insert(&self, db: &str) -> Arc<Database> {
+        if let Some(d) = self.database(db) {
+            return d;
+        }
+        let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(dbs.entry(db.to_string()).or_insert_with(|| {
+            Arc::new(Database {
+                current: ArcSwapOption::empty(),
+                inner: Mutex::new(DatabaseInner::default()),
+            })
+        }))
+    }
+
+    fn notify(&self, event: &CatalogEvent) {
+        let listeners = self.listeners.read().unwrap_or_else(|e| e.into_inner());
+        for listener in listeners.iter() {
+            listener(event);
+        }
+    }
+}
+
+/// Sorted in-memory version data: for tests, examples and tools that build a
+/// small database without a local store.
+pub struct InMemoryVersionData {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl InMemoryVersionData {
+    /// Later pairs win over earlier ones with the same key.
+    pub fn new(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
+        let mut map = BTreeMap::new();
+        for (k, v) in pairs {
+            map.insert(k, v);
+        }
+        InMemoryVersionData {
+            pairs: map.into_iter().collect(),
+        }
+    }
+}
+
+impl VersionData for InMemoryVersionData {
+    fn get(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError> {
+        Ok(self
+            .pairs
+            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()
+            .map(|i| Cow::Borrowed(self.pairs[i].1.as_slice())))
+    }
+    fn key_count(&self) -> u64 {
+        self.pairs.len() as u64
+    }
+    fn key_at(&self, ordinal: u64) -> Result<&[u8], LookupError> {
+        self.pairs
+            .get(ordinal as usize)
+            .map(|(k, _)| k.as_slice())
+            .ok_or_else(|| LookupError::new(format!("ordinal {ordinal} out of range")))
+    }
+    fn value_len_at(&self, ordinal: u64) -> Result<u64, LookupError> {
+        self.pairs
+            .get(ordinal as usize)
+            .map(|(_, v)| v.len() as u64)
+            .ok_or_else(|| LookupError::new(format!("ordinal {ordinal} out of range")))
+    }
+    fn lower_bound(&self, key: &[u8]) -> Result<u64, LookupError> {
+        Ok(self.pairs.partition_point(|(k, _)| k.as_slice() < key) as u64)
+    }
+}
+
+/// RFC 3339 in UTC truncated to seconds, as sequins prints times.
+pub fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+mod rfc3339 {
+    use std::time::SystemTime;
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(*t))
+    }
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The `sequinsfs` command line: argument parsing and dispatch to the
+//! subcommands. Errors are printed as one line on stderr with a non-zero exit.
+
+pub mod inspect;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sequinsfs",
+    version,
+    about = "Serve read-only key/value datasets as files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the header, record count and (optionally) the first records of
+    /// SequenceFiles and Sparkey tables.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Parses the command line, runs the subcommand and maps its outcome to an
+/// exit code: 0 on success, 1 on an error (printed as one line), 2 on usage
+/// errors (printed by clap).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sequinsfs: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Hadoop SequenceFiles: streaming reader, writer, codecs and Writable
+//! unwrapping. (Being built.)

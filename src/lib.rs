@@ -1,0 +1,31 @@
+//! sequinsfs: mirror a source root of read-only key/value datasets (Hadoop
+//! SequenceFiles, Sparkey tables) into memory-mapped local indexes and serve
+//! them as files through FUSE and over a sequins-compatible HTTP API.
+//!
+//! Map of the crate, from the bytes on disk up to the front ends:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`format`] | byte formats: Hadoop SequenceFile, Sparkey log/index, framed snappy |
+//! | [`partition`] | sequins' key -> partition function |
+//! | [`source`] | the source root over `object_store`: listing, name rules, downloads |
+//! | [`store`] | the local store: building, publishing and opening versions |
+//! | [`catalog`] | databases, versions, states; the atomic switch; retention |
+//! | [`refresh`] | refresh triggers, planning and load scheduling |
+//! | [`config`] | the TOML config file (sequins' keys) and defaults |
+//! | [`naming`] | key bytes <-> file names |
+//! | [`fs`] | the FUSE mount: a filesystem core and a thin fuser adapter |
+//! | [`http`] | the sequins-compatible HTTP sidecar |
+//! | [`cli`] | the `sequinsfs` command line |
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod format;
+pub mod fs;
+pub mod http;
+pub mod naming;
+pub mod partition;
+pub mod refresh;
+pub mod source;
+pub mod store;

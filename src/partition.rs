@@ -1,0 +1,1 @@
+//! sequins' key -> partition function. (Being built.)
