@@ -1,1 +1,371 @@
-//! (Being built.)
+//! Configuration: the TOML file (sequins' keys, so an existing
+//! `sequins.conf` works unchanged) and the defaults every front end shares.
+//!
+//! Command-line flags override the file; both end up in one [`Config`].
+//! Unknown keys are rejected with a message naming them, because a typo in a
+//! config file should stop the daemon at startup, not be silently ignored.
+//! sequins keys for features sequinsfs does not have yet (sharding,
+//! ZooKeeper, statsd, the debug server) are accepted and reported at startup
+//! by [`Config::unsupported_keys`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Everything the daemon needs to know, after the file and flags are merged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The source root: a local path, `file://`, `s3://bucket/prefix` or
+    /// `hdfs://namenode:port/path`. Required.
+    pub source: String,
+    /// HTTP sidecar address (sequins' `bind`). sequins listens on all
+    /// interfaces; we default to loopback so a sidecar is never exposed by
+    /// accident.
+    pub bind: String,
+    /// Where versions are mirrored and indexed. Same default as sequins.
+    pub local_store: PathBuf,
+    /// Workers loading individual files, shared by all databases and
+    /// versions. sequins maps 0 to 10; so do we.
+    pub max_parallel_loads: usize,
+    /// Pause before every SequenceFile record (sequins' knob to keep loads
+    /// from starving lookups); zero is off.
+    #[serde(deserialize_with = "go_duration")]
+    pub throttle_loads: Duration,
+    /// Cap on download bandwidth over all downloads, in MiB/s; 0 is off.
+    pub max_download_bandwidth_mb_per_second: u64,
+    /// Accepted for compatibility; sequinsfs writes through the page cache.
+    pub write_buffer_size: u64,
+    /// Period of automatic refreshes; zero is off (refresh on SIGHUP or
+    /// `.refresh` only), as in sequins.
+    #[serde(deserialize_with = "go_duration")]
+    pub refresh_period: Duration,
+    /// Only versions with a `_SUCCESS` file count.
+    pub require_success_file: bool,
+    /// `Content-Type` of values served over HTTP (sequins parses this key and
+    /// ignores it; we honour it).
+    pub content_type: String,
+    /// How long a superseded version stays readable (under `.versions/` and
+    /// for readers holding it) before its local data is deleted. One minute
+    /// lets scripts that resolved the old path finish; readers holding it
+    /// keep it longer regardless.
+    #[serde(deserialize_with = "go_duration")]
+    pub version_grace_period: Duration,
+    pub storage: StorageConfig,
+    pub s3: S3Config,
+    pub debug: DebugConfig,
+    /// sequins' distributed-mode sections: accepted, not yet used.
+    pub sharding: Option<toml::Table>,
+    pub zk: Option<toml::Table>,
+    pub datadog: Option<toml::Table>,
+    pub test: Option<toml::Table>,
+    pub goforit_flag_json_path: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: String::new(),
+            bind: "127.0.0.1:9599".to_string(),
+            local_store: PathBuf::from("/var/sequins/"),
+            max_parallel_loads: 0,
+            throttle_loads: Duration::ZERO,
+            max_download_bandwidth_mb_per_second: 0,
+            write_buffer_size: 32768,
+            refresh_period: Duration::ZERO,
+            require_success_file: false,
+            content_type: String::new(),
+            version_grace_period: Duration::from_secs(60),
+            storage: StorageConfig::default(),
+            s3: S3Config::default(),
+            debug: DebugConfig::default(),
+            sharding: None,
+            zk: None,
+            datadog: None,
+            test: None,
+            goforit_flag_json_path: None,
+        }
+    }
+}
+
+/// `[storage]`: how locally built Sparkey logs are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `snappy` or `none`; sequins' default is snappy. Values of sequins'
+    /// typical size (tens to hundreds of bytes) compress well in blocks.
+    pub compression: StorageCompression,
+    /// Sparkey compression block size; sequins' default.
+    pub block_size: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            compression: StorageCompression::Snappy,
+            block_size: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageCompression {
+    None,
+    Snappy,
+}
+
+/// `[s3]`: credentials and endpoint. Empty fields fall back to the usual
+/// `AWS_*` environment variables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// A custom endpoint (MinIO, moto, Ceph...); implies path-style requests.
+    pub endpoint: String,
+    /// Retries of transient errors per request; 0 uses the default (10).
+    pub max_retries: usize,
+}
+
+/// `[debug]`: only the request log is implemented.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    pub bind: String,
+    pub expvars: bool,
+    pub pprof: bool,
+    pub request_log_enable: bool,
+    /// A path, or `stdout`.
+    pub request_log_file: String,
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        DebugConfig {
+            bind: String::new(),
+            expvars: true,
+            pprof: false,
+            request_log_enable: false,
+            request_log_file: "stdout".to_string(),
+        }
+    }
+}
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML config file. Unknown keys are an error naming the key.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text (see [`Config::from_file`]).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Effective number of file-loading workers (sequins maps 0 to 10).
+    pub fn parallel_loads(&self) -> usize {
+        if self.max_parallel_loads == 0 {
+            10
+        } else {
+            self.max_parallel_loads
+        }
+    }
+
+    /// Checks what cannot be expressed in types: a source is given, the
+    /// local store is absolute and not inside a local source root.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.source.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no source root given (set `source` or pass SOURCE)".into(),
+            ));
+        }
+        if !self.local_store.is_absolute() {
+            return Err(ConfigError::Invalid(format!(
+                "local_store {} must be an absolute path",
+                self.local_store.display()
+            )));
+        }
+        let local_source = self.source.strip_prefix("file://").unwrap_or(&self.source);
+        if !self.source.contains("://") || self.source.starts_with("file://") {
+            // Compare whole path components (sequins compares strings and
+            // wrongly rejects /foo/bar vs /foo/barx).
+            if self.local_store.starts_with(Path::new(local_source)) {
+                return Err(ConfigError::Invalid(format!(
+                    "local_store {} is inside the source root {}",
+                    self.local_store.display(),
+                    local_source
+                )));
+            }
+        }
+        if self.storage.block_size == 0 {
+            return Err(ConfigError::Invalid(
+                "[storage] block_size must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// sequins keys present in the file that sequinsfs accepts but does not
+    /// act on yet, for a startup warning.
+    pub fn unsupported_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.sharding.is_some() {
+            keys.push("[sharding]");
+        }
+        if self.zk.is_some() {
+            keys.push("[zk]");
+        }
+        if self.datadog.is_some() {
+            keys.push("[datadog]");
+        }
+        if self.test.is_some() {
+            keys.push("[test]");
+        }
+        if self.goforit_flag_json_path.is_some() {
+            keys.push("goforit_flag_json_path");
+        }
+        if !self.debug.bind.is_empty() {
+            keys.push("[debug] bind");
+        }
+        keys
+    }
+}
+
+/// Parses a Go-style duration ("10m", "1h30m", "800µs", "100ms", "0").
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    // humantime reads the same units as Go, written together ("1h30m"); Go
+    // also spells microseconds "µs", which humantime spells "us".
+    humantime::parse_duration(&text.replace('µ', "u"))
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+fn go_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Seconds(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_sequins_example_config() {
+        let cfg = Config::from_toml(
+            r#"
+source = "s3://my-bucket/sequins"
+bind = "0.0.0.0:9599"
+local_store = "/var/sequins/"
+max_parallel_loads = 4
+throttle_loads = "800µs"
+refresh_period = "10m"
+require_success_file = true
+content_type = "application/json"
+
+[storage]
+compression = "snappy"
+block_size = 8192
+
+[s3]
+region = "us-west-2"
+access_key_id = "AKIA"
+secret_access_key = "secret"
+
+[sharding]
+enabled = false
+
+[zk]
+servers = ["localhost:2181"]
+
+[debug]
+request_log_enable = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.source, "s3://my-bucket/sequins");
+        assert_eq!(cfg.parallel_loads(), 4);
+        assert_eq!(cfg.throttle_loads, Duration::from_micros(800));
+        assert_eq!(cfg.refresh_period, Duration::from_secs(600));
+        assert!(cfg.require_success_file);
+        assert_eq!(cfg.storage.block_size, 8192);
+        assert_eq!(cfg.s3.region, "us-west-2");
+        assert!(cfg.debug.request_log_enable);
+        assert_eq!(cfg.unsupported_keys(), vec!["[sharding]", "[zk]"]);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = Config::from_toml("source = \"/x\"\nrefresh_perod = \"1m\"\n").unwrap_err();
+        assert!(err.to_string().contains("refresh_perod"), "{err}");
+        let err = Config::from_toml("[storage]\ncompresion = \"none\"\n").unwrap_err();
+        assert!(err.to_string().contains("compresion"), "{err}");
+        let err = Config::from_toml("[storage]\ncompression = \"lz4\"\n").unwrap_err();
+        assert!(err.to_string().contains("lz4"), "{err}");
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("ten minutes").is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let mut cfg = Config {
+            source: "/data/src".into(),
+            local_store: "/data/src/store".into(),
+            ..Config::default()
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("inside"));
+        cfg.local_store = "/data/srcx/store".into();
+        cfg.validate().unwrap();
+        cfg.local_store = "relative".into();
+        assert!(cfg.validate().is_err());
+        cfg.source = String::new();
+        assert!(cfg.validate().is_err());
+    }
+}

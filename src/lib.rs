@@ -12,6 +12,7 @@
 //! | [`store`] | the local store: building, publishing and opening versions |
 //! | [`catalog`] | databases, versions, states; the atomic switch; retention |
 //! | [`refresh`] | refresh triggers, planning and load scheduling |
+//! | [`engine`] | the running core: store + catalog + refresh loop |
 //! | [`config`] | the TOML config file (sequins' keys) and defaults |
 //! | [`naming`] | key bytes <-> file names |
 //! | [`fs`] | the FUSE mount: a filesystem core and a thin fuser adapter |
@@ -21,6 +22,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod format;
 pub mod fs;
 pub mod http;
