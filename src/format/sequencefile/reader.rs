@@ -152,8 +152,8 @@ impl<R: Read> Reader<R> {
     /// internal buffers that are reused for the following records.
     pub fn next_raw(&mut self) -> FormatResult<Option<(&[u8], &[u8])>> {
         match self.header.compression {
-            Compression::None | Compression::Record => self.next_plain_record(),
-            Compression::Block => self.next_block_record(),
+            Compression::None | Compression::Record => self.next_plain_record(false),
+            Compression::Block => self.next_block_record(false),
         }
     }
 
@@ -161,22 +161,10 @@ impl<R: Read> Reader<R> {
     /// `Text` without their (checked) length prefix, other classes as
     /// serialized.
     pub fn next_unwrapped(&mut self) -> FormatResult<Option<(&[u8], &[u8])>> {
-        let (key_kind, value_kind) = (self.key_kind, self.value_kind);
-        let name = self.name.clone();
-        let offset = self.record_offset;
-        let Some((key, value)) = self.next_raw()? else {
-            return Ok(None);
-        };
-        let fail = |what: &str, kind: FormatErrorKind| {
-            let kind = match kind {
-                FormatErrorKind::Corrupt(m) => FormatErrorKind::Corrupt(format!("{what}: {m}")),
-                other => other,
-            };
-            FormatError::new(name.as_str(), offset, kind)
-        };
-        let key = key_kind.unwrap(key).map_err(|k| fail("key", k))?;
-        let value = value_kind.unwrap(value).map_err(|k| fail("value", k))?;
-        Ok(Some((key, value)))
+        match self.header.compression {
+            Compression::None | Compression::Record => self.next_plain_record(true),
+            Compression::Block => self.next_block_record(true),
+        }
     }
 
     /// Reads to the end and returns the number of records, checking every
@@ -266,7 +254,7 @@ impl<R: Read> Reader<R> {
         Ok(Some(i32::from_be_bytes(bytes)))
     }
 
-    fn next_plain_record(&mut self) -> FormatResult<Option<(&[u8], &[u8])>> {
+    fn next_plain_record(&mut self, unwrap: bool) -> FormatResult<Option<(&[u8], &[u8])>> {
         let (offset, record_len) = loop {
             let offset = self.input.position();
             match self.next_int_or_eof("record length")? {
@@ -308,19 +296,24 @@ impl<R: Read> Reader<R> {
             .take(record_len, "record")
             .map_err(|k| FormatError::new(name, offset, k))?;
         let (key, value) = body.split_at_checked(key_len).unwrap_or_default();
-        match &mut self.decompressor {
-            None => Ok(Some((key, value))),
+        let value = match &mut self.decompressor {
+            None => value,
             Some(decompressor) => {
                 let value_at = offset + 8 + key_len as u64;
                 decompressor
                     .decompress(value, &mut self.value_buf, self.options.max_record_bytes)
                     .map_err(|k| FormatError::new(name, value_at, k))?;
-                Ok(Some((key, &self.value_buf)))
+                &self.value_buf
             }
+        };
+        if unwrap {
+            let kinds = (self.key_kind, self.value_kind);
+            return unwrap_pair(kinds, key, value, name, offset).map(Some);
         }
+        Ok(Some((key, value)))
     }
 
-    fn next_block_record(&mut self) -> FormatResult<Option<(&[u8], &[u8])>> {
+    fn next_block_record(&mut self, unwrap: bool) -> FormatResult<Option<(&[u8], &[u8])>> {
         while self.block.remaining == 0 {
             if !self.read_block()? {
                 return Ok(None);
@@ -345,6 +338,10 @@ impl<R: Read> Reader<R> {
         b.keys_pos = key_end;
         b.values_pos = value_end;
         b.remaining -= 1;
+        if unwrap {
+            let kinds = (self.key_kind, self.value_kind);
+            return unwrap_pair(kinds, key, value, &self.name, self.record_offset).map(Some);
+        }
         Ok(Some((key, value)))
     }
 
@@ -422,6 +419,27 @@ impl<R: Read> Reader<R> {
         b.remaining = count as u64;
         Ok(true)
     }
+}
+
+/// Unwraps a record's key and value; errors name the record's offset.
+#[inline]
+fn unwrap_pair<'a>(
+    (key_kind, value_kind): (WritableKind, WritableKind),
+    key: &'a [u8],
+    value: &'a [u8],
+    name: &str,
+    offset: u64,
+) -> FormatResult<(&'a [u8], &'a [u8])> {
+    let fail = |what: &str, kind: FormatErrorKind| {
+        let kind = match kind {
+            FormatErrorKind::Corrupt(m) => FormatErrorKind::Corrupt(format!("{what}: {m}")),
+            other => other,
+        };
+        FormatError::new(name, offset, kind)
+    };
+    let key = key_kind.unwrap(key).map_err(|k| fail("key", k))?;
+    let value = value_kind.unwrap(value).map_err(|k| fail("value", k))?;
+    Ok((key, value))
 }
 
 fn block_bug() -> FormatErrorKind {
