@@ -138,24 +138,27 @@ fn truncated_block_is_an_error_at_its_section() {
 }
 
 #[test]
-fn record_length_beyond_the_file_is_too_large_when_the_length_is_known() {
+fn record_length_beyond_the_file_is_truncated_with_or_without_a_known_length() {
     let mut bytes = file(Compression::None, Codec::Default, 2, 1 << 20);
     let start = header_len(&bytes) as usize;
     bytes[start..start + 4].copy_from_slice(&0x3fff_0000i32.to_be_bytes());
+    // A known length refuses it before reading: the bytes left after the
+    // two length fields are what is available.
     let options = ReaderOptions {
         input_len: Some(bytes.len() as u64),
         ..ReaderOptions::default()
     };
     let err = read_err_with(&bytes, options);
+    let left = (bytes.len() - start - 8) as u64;
     assert!(
-        matches!(err.kind, FormatErrorKind::TooLarge { what: "record", length: 0x3fff_0000, limit } if limit == (bytes.len() - start - 8) as u64),
+        matches!(err.kind, FormatErrorKind::Truncated { what: "record", needed: 0x3fff_0000, available } if available == left),
         "{err}"
     );
     assert_eq!(err.offset, start as u64);
-    // Without a known length the same file is a truncation at that record.
+    // A stream finds the same when it runs out.
     let err = read_err(&bytes);
     assert!(
-        matches!(err.kind, FormatErrorKind::Truncated { what: "record", .. }),
+        matches!(err.kind, FormatErrorKind::Truncated { what: "record", needed: 0x3fff_0000, available } if available == left),
         "{err}"
     );
     assert_eq!(err.offset, start as u64);

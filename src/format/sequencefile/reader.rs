@@ -37,8 +37,9 @@ pub struct ReaderOptions {
     pub max_record_bytes: usize,
     /// Initial size of the input window; see [`DEFAULT_BUFFER_SIZE`].
     pub buffer_size: usize,
-    /// Total length of the input, when known: lengths that run past it are
-    /// reported at once as too large instead of as a truncation later.
+    /// Total length of the input, when known: a length that runs past it is
+    /// reported as a truncation at once, before anything is read into
+    /// memory for it.
     pub input_len: Option<u64>,
 }
 
@@ -181,8 +182,8 @@ impl<R: Read> Reader<R> {
         FormatError::new(self.name.as_str(), offset, kind)
     }
 
-    /// Refuses a length read at `offset` that exceeds the configured limit or
-    /// the bytes left in the input (when known).
+    /// Refuses a length read at `offset` that exceeds the configured limit
+    /// (too large) or the bytes left in the input, when known (truncated).
     fn check_len(
         &self,
         offset: u64,
@@ -205,10 +206,10 @@ impl<R: Read> Reader<R> {
             if len as u64 > left {
                 return Err(self.fail(
                     offset,
-                    FormatErrorKind::TooLarge {
+                    FormatErrorKind::Truncated {
                         what,
-                        length: len as u64,
-                        limit: left,
+                        needed: len as u64,
+                        available: left,
                     },
                 ));
             }
@@ -391,10 +392,10 @@ impl<R: Read> Reader<R> {
             if let Some(left) = self.options.input_len.map(|t| t.saturating_sub(after))
                 && len as u64 > left
             {
-                return Err(fail(FormatErrorKind::TooLarge {
+                return Err(fail(FormatErrorKind::Truncated {
                     what,
-                    length: len as u64,
-                    limit: left,
+                    needed: len as u64,
+                    available: left,
                 }));
             }
             let compressed = self.input.take(len, what).map_err(fail)?;
