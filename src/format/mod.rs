@@ -75,6 +75,12 @@ pub enum FormatErrorKind {
     /// A checksum did not match.
     #[error("checksum mismatch: expected {expected:#010x}, computed {computed:#010x}")]
     Checksum { expected: u32, computed: u32 },
+    /// A SequenceFile sync marker differs from the one in the file header.
+    #[error("sync marker mismatch: found {found}, the header has {expected}")]
+    SyncMismatch { expected: HexBytes, found: HexBytes },
+    /// A variable-length integer is cut short or out of range.
+    #[error("invalid vint: {0}")]
+    BadVint(String),
     /// Any other structural inconsistency.
     #[error("{0}")]
     Corrupt(String),
