@@ -1,0 +1,34 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The interoperability fixtures directory from `SEQUINSFS_FIXTURES`, or
+/// `None` (after saying so on stderr) when it is not set, so that tests
+/// needing fixtures are visibly skipped rather than silently passing.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    match std::env::var_os("SEQUINSFS_FIXTURES") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            assert!(
+                dir.is_dir(),
+                "SEQUINSFS_FIXTURES={} is not a directory",
+                dir.display()
+            );
+            Some(dir)
+        }
+        None => {
+            eprintln!("skipped: SEQUINSFS_FIXTURES not set");
+            None
+        }
+    }
+}
+
+/// Decodes lower- or upper-case hex.
+pub fn unhex(hex: &str) -> Vec<u8> {
+    assert!(hex.len() % 2 == 0, "odd hex length: {hex}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
