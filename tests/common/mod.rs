@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// without fixtures is visibly skipped rather than silently passing.
 pub fn fixtures_dir() -> Option<PathBuf> {
     match std::env::var_os("SEQUINSFS_FIXTURES") {
-        Some(dir) => {
+        Some(dir) if !dir.is_empty() => {
             let dir = PathBuf::from(dir);
             assert!(
                 dir.is_dir(),
@@ -17,8 +17,11 @@ pub fn fixtures_dir() -> Option<PathBuf> {
             );
             Some(dir)
         }
-        None => {
-            eprintln!("skipped: SEQUINSFS_FIXTURES not set");
+        _ => {
+            eprintln!(
+                "skipped: SEQUINSFS_FIXTURES not set ({})",
+                std::thread::current().name().unwrap_or("test")
+            );
             None
         }
     }
@@ -27,4 +30,13 @@ pub fn fixtures_dir() -> Option<PathBuf> {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes lower- or upper-case hex.
+pub fn unhex(hex: &str) -> Vec<u8> {
+    assert!(hex.len() % 2 == 0, "odd hex length: {hex}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
+        .collect()
 }

@@ -1,0 +1,804 @@
+//! Writing Sparkey tables: [`LogWriter`] for logs (uncompressed, snappy or
+//! zstd blocks) and the hash index builder behind
+//! [`LogWriter::finish_with_index`] and [`write_index`].
+//!
+//! The output follows libsparkey exactly (header fields, block rules,
+//! capacity `1 | floor(num_puts * 1.3)`, hash and address sizes, Robin Hood
+//! slots), so libsparkey and sparkey-java read what we write. Files are
+//! written under a temporary name in the target directory and renamed into
+//! place when complete; the caller decides about `fsync`.
+//!
+//! Bulk loading is the hot case (10^7 entries per load), so the writer
+//! remembers each entry's hash and location as it goes: finishing builds the
+//! index from that list and reads the log back only to compare keys whose
+//! hashes collide.
+
+use std::fs::{self, File};
+use std::hash::{BuildHasher, RandomState};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::hash::HashSize;
+use super::index::{INDEX_HEADER_SIZE, IndexHeader};
+use super::log::{
+    CompressionType, EntryKind, LOG_HEADER_SIZE, LogFile, LogHeader, MAX_BLOCK_SIZE, write_vlq,
+};
+use super::storage::Backing;
+use crate::format::{FormatError, FormatErrorKind, FormatResult};
+
+/// Compression of a log being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Snappy,
+    /// libsparkey and sparkey-java use level 3.
+    Zstd {
+        level: i32,
+    },
+}
+
+/// Smallest block size accepted for compressed logs, as libsparkey's tool
+/// (an entry's two header varints must fit in a block).
+pub const MIN_BLOCK_SIZE: u32 = 16;
+
+/// Capacity at or above which libsparkey switches to 64-bit hashes
+/// (2^23 slots, about 6.4 million puts).
+const HASH64_CAPACITY: u64 = 1 << 23;
+
+/// Marks a delete in [`PendingIndex::locations`] (real offsets stay far
+/// below 2^63).
+const DELETE_BIT: u64 = 1 << 63;
+
+/// Writes a Sparkey log. Entries are appended with [`put`](Self::put) and
+/// [`delete`](Self::delete); nothing is visible under the final name before
+/// [`finish`](Self::finish) (or [`finish_with_index`](Self::finish_with_index)).
+pub struct LogWriter {
+    path: PathBuf,
+    temp_path: PathBuf,
+    name: String,
+    file: BufWriter<File>,
+    header: LogHeader,
+    /// File offset of the next byte handed to `file`.
+    pos: u64,
+    blocks: Option<BlockWriter>,
+    pending: PendingIndex,
+    /// Scratch for an entry's two header varints.
+    head: Vec<u8>,
+    finished: bool,
+}
+
+struct BlockWriter {
+    /// Uncompressed bytes of the block being filled.
+    buf: Vec<u8>,
+    size: usize,
+    /// Entries whose header is in `buf`.
+    entries: u32,
+    codec: BlockCodec,
+    /// Compressed output, reused.
+    out: Vec<u8>,
+    /// Length prefix of a block, reused.
+    prefix: Vec<u8>,
+}
+
+enum BlockCodec {
+    Snappy(Box<snap::raw::Encoder>),
+    Zstd(Box<zstd::bulk::Compressor<'static>>),
+}
+
+impl LogWriter {
+    /// Starts a log at `path` (written to a temporary name next to it until
+    /// finished). `block_size` is the uncompressed size of compressed blocks
+    /// (16..=2^30; libsparkey's default is 4096); it is ignored, and stored as
+    /// 0, for [`Compression::None`].
+    pub fn create(
+        path: &Path,
+        compression: Compression,
+        block_size: u32,
+    ) -> FormatResult<LogWriter> {
+        let name = path.display().to_string();
+        let temp_path = temp_name(path);
+        let io_err = |e| FormatError::new(name.as_str(), 0, FormatErrorKind::Io(e));
+        let compression_type = match compression {
+            Compression::None => CompressionType::None,
+            Compression::Snappy => CompressionType::Snappy,
+            Compression::Zstd { .. } => CompressionType::Zstd,
+        };
+        let blocks = match compression {
+            Compression::None => None,
+            Compression::Snappy | Compression::Zstd { .. } => {
+                if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+                    return Err(FormatError::new(
+                        name.as_str(),
+                        0,
+                        FormatErrorKind::Corrupt(format!(
+                            "block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"
+                        )),
+                    ));
+                }
+                let codec = match compression {
+                    Compression::Zstd { level } => BlockCodec::Zstd(Box::new(
+                        zstd::bulk::Compressor::new(level).map_err(io_err)?,
+                    )),
+                    _ => BlockCodec::Snappy(Box::new(snap::raw::Encoder::new())),
+                };
+                Some(BlockWriter {
+                    buf: Vec::with_capacity(block_size as usize),
+                    size: block_size as usize,
+                    entries: 0,
+                    codec,
+                    out: Vec::new(),
+                    prefix: Vec::with_capacity(10),
+                })
+            }
+        };
+        let header = LogHeader {
+            major_version: 1,
+            minor_version: 0,
+            file_identifier: random_u32(),
+            num_puts: 0,
+            num_deletes: 0,
+            data_end: LOG_HEADER_SIZE,
+            max_key_len: 0,
+            max_value_len: 0,
+            delete_size: 0,
+            compression: compression_type,
+            compression_block_size: if blocks.is_some() { block_size } else { 0 },
+            put_size: 0,
+            max_entries_per_block: 0,
+        };
+        let file = File::create(&temp_path).map_err(io_err)?;
+        // Large writes: the log is written sequentially, often 10^8+ bytes.
+        let mut file = BufWriter::with_capacity(1 << 20, file);
+        // The real header is written by `finish`.
+        file.write_all(&[0u8; LOG_HEADER_SIZE as usize])
+            .map_err(io_err)?;
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            temp_path,
+            name,
+            file,
+            header,
+            pos: LOG_HEADER_SIZE,
+            blocks,
+            pending: PendingIndex::new(random_u32(), true),
+            head: Vec::with_capacity(20),
+            finished: false,
+        })
+    }
+
+    /// Appends a put; a later put of the same key wins.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> FormatResult<()> {
+        self.head.clear();
+        write_vlq(&mut self.head, key.len() as u64 + 1);
+        write_vlq(&mut self.head, value.len() as u64);
+        let location = self.append(key, value)?;
+        let h = &mut self.header;
+        h.num_puts += 1;
+        h.put_size += (self.head.len() + key.len() + value.len()) as u64;
+        h.max_key_len = h.max_key_len.max(key.len() as u64);
+        h.max_value_len = h.max_value_len.max(value.len() as u64);
+        self.pending.record(key, location, h.num_puts);
+        Ok(())
+    }
+
+    /// Appends a delete (of a key that may or may not exist).
+    pub fn delete(&mut self, key: &[u8]) -> FormatResult<()> {
+        self.head.clear();
+        write_vlq(&mut self.head, 0);
+        write_vlq(&mut self.head, key.len() as u64);
+        let location = self.append(key, &[])?;
+        let h = &mut self.header;
+        h.num_deletes += 1;
+        h.delete_size += (self.head.len() + key.len()) as u64;
+        self.pending.record(key, location | DELETE_BIT, h.num_puts);
+        Ok(())
+    }
+
+    /// Writes `self.head`, key and value; returns the entry's location: its
+    /// file offset, or for compressed logs the offset its block will have.
+    fn append(&mut self, key: &[u8], value: &[u8]) -> FormatResult<u64> {
+        let Some(blocks) = &mut self.blocks else {
+            let location = self.pos;
+            let io_err = |e| FormatError::new(self.name.as_str(), self.pos, FormatErrorKind::Io(e));
+            self.file.write_all(&self.head).map_err(io_err)?;
+            self.file.write_all(key).map_err(io_err)?;
+            self.file.write_all(value).map_err(io_err)?;
+            self.pos += (self.head.len() + key.len() + value.len()) as u64;
+            return Ok(location);
+        };
+        // libsparkey's block rules: the header varints never straddle a
+        // block; an entry that fits in an empty block never straddles one
+        // either; a larger entry starts here and spills, and the block
+        // holding its tail is then closed so the next entry starts fresh.
+        let total = self.head.len() + key.len() + value.len();
+        let room = blocks.size - blocks.buf.len();
+        if self.head.len() > room || (total > room && total <= blocks.size) {
+            flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
+        }
+        if self.head.len() > blocks.size - blocks.buf.len() {
+            return Err(FormatError::new(
+                self.name.as_str(),
+                self.pos,
+                FormatErrorKind::TooLarge {
+                    what: "entry header in a block",
+                    length: self.head.len() as u64,
+                    limit: blocks.size as u64,
+                },
+            ));
+        }
+        let location = self.pos;
+        blocks.buf.extend_from_slice(&self.head);
+        blocks.entries += 1;
+        self.header.max_entries_per_block = self.header.max_entries_per_block.max(blocks.entries);
+        let mut spilled = false;
+        for mut part in [key, value] {
+            loop {
+                let room = blocks.size - blocks.buf.len();
+                if part.len() <= room {
+                    blocks.buf.extend_from_slice(part);
+                    break;
+                }
+                let (now, later) = part.split_at(room);
+                blocks.buf.extend_from_slice(now);
+                flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
+                spilled = true;
+                part = later;
+            }
+        }
+        if spilled {
+            flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
+        }
+        Ok(location)
+    }
+
+    /// Completes the log: flushes the last block, writes the header and
+    /// renames the file into place.
+    pub fn finish(mut self) -> FormatResult<LogHeader> {
+        self.finish_log()
+    }
+
+    /// Completes the log and writes its index at `index` from what was
+    /// remembered while writing (hash size chosen as libsparkey does).
+    pub fn finish_with_index(self, index: &Path) -> FormatResult<(LogHeader, IndexHeader)> {
+        self.finish_with_index_using(index, None)
+    }
+
+    /// As [`finish_with_index`](Self::finish_with_index), with the hash size
+    /// forced (`None`: automatic).
+    pub fn finish_with_index_using(
+        mut self,
+        index: &Path,
+        hash_size: Option<HashSize>,
+    ) -> FormatResult<(LogHeader, IndexHeader)> {
+        let header = self.finish_log()?;
+        let mut pending = std::mem::replace(&mut self.pending, PendingIndex::new(0, false));
+        let hash_size = hash_size.unwrap_or_else(|| auto_hash_size(header.num_puts));
+        if !pending.has(hash_size) {
+            // Forced 32-bit after the writer stopped keeping 32-bit hashes:
+            // index from the log instead.
+            let index_header = write_index_with(&self.path, index, Some(hash_size))?;
+            return Ok((header, index_header));
+        }
+        let log = LogFile::new(self.name.clone(), Backing::map(&self.path)?)?;
+        let bits = header.entry_block_bits();
+        if header.compression != CompressionType::None {
+            pending.resolve_block_ordinals(bits);
+        }
+        let index_header = build_and_write_index(&log, pending, hash_size, index)?;
+        Ok((header, index_header))
+    }
+
+    fn finish_log(&mut self) -> FormatResult<LogHeader> {
+        if let Some(blocks) = &mut self.blocks {
+            flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
+        }
+        self.header.data_end = self.pos;
+        let io_err = |e| FormatError::new(self.name.as_str(), 0, FormatErrorKind::Io(e));
+        self.file.flush().map_err(io_err)?;
+        let file = self.file.get_mut();
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        file.write_all(&self.header.to_bytes()).map_err(io_err)?;
+        fs::rename(&self.temp_path, &self.path).map_err(io_err)?;
+        self.finished = true;
+        Ok(self.header.clone())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // An abandoned or failed log must not leave a partial file.
+            let _ = fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Compresses and writes the block being filled, if it holds anything.
+fn flush_block(
+    blocks: &mut BlockWriter,
+    file: &mut BufWriter<File>,
+    pos: &mut u64,
+    name: &str,
+) -> FormatResult<()> {
+    if blocks.buf.is_empty() {
+        return Ok(());
+    }
+    let err = |kind| FormatError::new(name, *pos, kind);
+    match &mut blocks.codec {
+        BlockCodec::Snappy(encoder) => {
+            blocks
+                .out
+                .resize(snap::raw::max_compress_len(blocks.buf.len()), 0);
+            let len = encoder
+                .compress(&blocks.buf, &mut blocks.out)
+                .map_err(|e| {
+                    err(FormatErrorKind::Decompress {
+                        codec: "snappy",
+                        message: e.to_string(),
+                    })
+                })?;
+            blocks.out.truncate(len);
+        }
+        BlockCodec::Zstd(compressor) => {
+            blocks.out.clear();
+            blocks
+                .out
+                .reserve(zstd::zstd_safe::compress_bound(blocks.buf.len()));
+            compressor
+                .compress_to_buffer(&blocks.buf, &mut blocks.out)
+                .map_err(|e| err(FormatErrorKind::Io(e)))?;
+        }
+    }
+    blocks.prefix.clear();
+    write_vlq(&mut blocks.prefix, blocks.out.len() as u64);
+    file.write_all(&blocks.prefix)
+        .and_then(|()| file.write_all(&blocks.out))
+        .map_err(|e| err(FormatErrorKind::Io(e)))?;
+    *pos += (blocks.prefix.len() + blocks.out.len()) as u64;
+    blocks.buf.clear();
+    blocks.entries = 0;
+    Ok(())
+}
+
+/// Writes the index for an existing log, as libsparkey's `writehash` does
+/// (hash size chosen by capacity).
+pub fn write_index(log: &Path, index: &Path) -> FormatResult<IndexHeader> {
+    write_index_with(log, index, None)
+}
+
+/// As [`write_index`], with the hash size forced (`None`: automatic).
+pub fn write_index_with(
+    log: &Path,
+    index: &Path,
+    hash_size: Option<HashSize>,
+) -> FormatResult<IndexHeader> {
+    let log = LogFile::new(log.display().to_string(), Backing::map(log)?)?;
+    let header = &log.header;
+    let hash_size = hash_size.unwrap_or_else(|| auto_hash_size(header.num_puts));
+    let mut pending = PendingIndex::new(random_u32(), false);
+    pending.only(hash_size);
+    let mut cursor = log.cursor(header.data_end, header.entry_block_bits());
+    let mut puts = 0u64;
+    while let Some(entry) = cursor.next_entry(true)? {
+        let location = match entry.kind {
+            EntryKind::Put => {
+                puts += 1;
+                entry.address
+            }
+            EntryKind::Delete => entry.address | DELETE_BIT,
+        };
+        pending.record(&entry.key, location, puts);
+    }
+    let deletes = pending.locations.len() as u64 - puts;
+    if puts != header.num_puts || deletes != header.num_deletes {
+        return Err(log.corrupt(
+            16,
+            format!(
+                "header counts {} puts and {} deletes, the log holds {puts} and {deletes}",
+                header.num_puts, header.num_deletes
+            ),
+        ));
+    }
+    build_and_write_index(&log, pending, hash_size, index)
+}
+
+fn auto_hash_size(num_puts: u64) -> HashSize {
+    if capacity_for(num_puts) >= HASH64_CAPACITY {
+        HashSize::Bits64
+    } else {
+        HashSize::Bits32
+    }
+}
+
+/// libsparkey's table size: `1 | (uint64_t)(num_puts * 1.3)`, computed in
+/// double precision exactly as the C code does.
+fn capacity_for(num_puts: u64) -> u64 {
+    ((num_puts as f64 * 1.3) as u64) | 1
+}
+
+// ---------------------------------------------------------------------------
+// What the index needs, remembered per entry
+
+/// Per log entry, in log order: its hash(es) and location.
+struct PendingIndex {
+    seed: u32,
+    /// Kept while the final hash size may still be 32 bits.
+    hashes32: Option<Vec<u32>>,
+    hashes64: Option<Vec<u64>>,
+    /// Address (or block offset, until resolved), with [`DELETE_BIT`].
+    locations: Vec<u64>,
+}
+
+impl PendingIndex {
+    fn new(seed: u32, both: bool) -> PendingIndex {
+        PendingIndex {
+            seed,
+            hashes32: both.then(Vec::new),
+            hashes64: both.then(Vec::new),
+            locations: Vec::new(),
+        }
+    }
+
+    /// Keep only the hash of `size`.
+    fn only(&mut self, size: HashSize) {
+        self.hashes32 = (size == HashSize::Bits32).then(Vec::new);
+        self.hashes64 = (size == HashSize::Bits64).then(Vec::new);
+    }
+
+    fn has(&self, size: HashSize) -> bool {
+        match size {
+            HashSize::Bits32 => self.hashes32.is_some(),
+            HashSize::Bits64 => self.hashes64.is_some(),
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, key: &[u8], location: u64, puts_so_far: u64) {
+        if let Some(hashes) = &mut self.hashes32 {
+            hashes.push(super::hash::murmur3_32(key, self.seed));
+        }
+        if let Some(hashes) = &mut self.hashes64 {
+            hashes.push(super::hash::murmur3_x64_128_h1(key, self.seed));
+            // Once the table will surely need 64-bit hashes, the 32-bit
+            // ones are dead weight (4 bytes per entry).
+            if self.hashes32.is_some() && capacity_for(puts_so_far) >= HASH64_CAPACITY {
+                self.hashes32 = None;
+            }
+        }
+        self.locations.push(location);
+    }
+
+    fn hash(&self, i: usize, size: HashSize) -> u64 {
+        match size {
+            HashSize::Bits32 => self
+                .hashes32
+                .as_ref()
+                .and_then(|h| h.get(i))
+                .map_or(0, |&h| u64::from(h)),
+            HashSize::Bits64 => self
+                .hashes64
+                .as_ref()
+                .and_then(|h| h.get(i))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Turns block offsets into addresses: entries sharing a block offset
+    /// are consecutive, numbered from 0 in log order.
+    fn resolve_block_ordinals(&mut self, bits: u32) {
+        let mut current = u64::MAX;
+        let mut ordinal = 0u64;
+        for location in &mut self.locations {
+            let delete = *location & DELETE_BIT;
+            let block = *location & !DELETE_BIT;
+            if block != current {
+                current = block;
+                ordinal = 0;
+            }
+            *location = delete | (block << bits) | ordinal;
+            ordinal += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building the table
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    hash: u64,
+    /// 0: empty.
+    address: u64,
+}
+
+struct TableBuilder<'a> {
+    log: &'a LogFile,
+    bits: u32,
+    slots: Vec<Slot>,
+    num_entries: u64,
+    garbage_size: u64,
+}
+
+impl TableBuilder<'_> {
+    fn capacity(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    fn displacement(&self, slot: u64, hash: u64) -> u64 {
+        let capacity = self.capacity();
+        (slot + capacity - hash % capacity) % capacity
+    }
+
+    fn key_at(&self, address: u64) -> FormatResult<(Vec<u8>, u64)> {
+        let entry = self.log.entry_at(address, self.bits)?;
+        Ok((entry.key.into_owned(), entry.encoded_len))
+    }
+
+    /// Robin Hood insertion: take over a slot whose resident is closer to
+    /// home than we are, and carry the resident on.
+    fn put(&mut self, hash: u64, address: u64) -> FormatResult<()> {
+        let capacity = self.capacity();
+        let mut slot = hash % capacity;
+        let mut carried = Slot { hash, address };
+        let mut displacement = 0u64;
+        let mut may_be_present = true;
+        let mut key: Option<Vec<u8>> = None;
+        for _ in 0..capacity {
+            let resident = self.slots[slot as usize];
+            if resident.address == 0 {
+                self.slots[slot as usize] = carried;
+                self.num_entries += 1;
+                return Ok(());
+            }
+            if may_be_present && resident.hash == carried.hash {
+                if key.is_none() {
+                    key = Some(self.key_at(carried.address)?.0);
+                }
+                let (resident_key, resident_len) = self.key_at(resident.address)?;
+                if key.as_deref() == Some(resident_key.as_slice()) {
+                    self.slots[slot as usize].address = carried.address;
+                    self.garbage_size += resident_len;
+                    return Ok(());
+                }
+            }
+            let resident_displacement = self.displacement(slot, resident.hash);
+            if displacement > resident_displacement {
+                self.slots[slot as usize] = carried;
+                carried = resident;
+                displacement = resident_displacement;
+                may_be_present = false;
+            }
+            displacement += 1;
+            slot = (slot + 1) % capacity;
+        }
+        Err(self.log.corrupt(
+            16,
+            "more live keys than index slots (num_puts in the header is wrong)",
+        ))
+    }
+
+    /// Removes the key of the delete entry at `address`, shifting the
+    /// following slots back (backward-shift deletion).
+    fn delete(&mut self, hash: u64, address: u64) -> FormatResult<()> {
+        let (key, delete_len) = self.key_at(address)?;
+        self.garbage_size += delete_len;
+        let capacity = self.capacity();
+        let mut slot = hash % capacity;
+        for displacement in 0..capacity {
+            let resident = self.slots[slot as usize];
+            if resident.address == 0 {
+                return Ok(());
+            }
+            if resident.hash == hash {
+                let (resident_key, resident_len) = self.key_at(resident.address)?;
+                if resident_key == key {
+                    self.garbage_size += resident_len;
+                    self.num_entries -= 1;
+                    self.shift_back(slot);
+                    return Ok(());
+                }
+            }
+            if displacement > self.displacement(slot, resident.hash) {
+                return Ok(());
+            }
+            slot = (slot + 1) % capacity;
+        }
+        Ok(())
+    }
+
+    fn shift_back(&mut self, mut slot: u64) {
+        let capacity = self.capacity();
+        loop {
+            let next = (slot + 1) % capacity;
+            let follower = self.slots[next as usize];
+            if follower.address == 0 || self.displacement(next, follower.hash) == 0 {
+                self.slots[slot as usize] = Slot::default();
+                return;
+            }
+            self.slots[slot as usize] = follower;
+            slot = next;
+        }
+    }
+}
+
+/// Builds the table from `pending` (addresses resolved) and writes the
+/// index file.
+fn build_and_write_index(
+    log: &LogFile,
+    pending: PendingIndex,
+    hash_size: HashSize,
+    index: &Path,
+) -> FormatResult<IndexHeader> {
+    let header = &log.header;
+    let bits = header.entry_block_bits();
+    let capacity = capacity_for(header.num_puts);
+    let seed = pending.seed;
+    let mut table = TableBuilder {
+        log,
+        bits,
+        slots: vec![Slot::default(); capacity as usize],
+        num_entries: 0,
+        garbage_size: 0,
+    };
+    for (i, &location) in pending.locations.iter().enumerate() {
+        let hash = pending.hash(i, hash_size);
+        if location & DELETE_BIT != 0 {
+            table.delete(hash, location & !DELETE_BIT)?;
+        } else {
+            table.put(hash, location)?;
+        }
+    }
+    drop(pending);
+
+    let mut max_displacement = 0;
+    let mut total_displacement = 0;
+    let mut hash_collisions = 0;
+    for (i, slot) in table.slots.iter().enumerate() {
+        if slot.address == 0 {
+            continue;
+        }
+        let displacement = table.displacement(i as u64, slot.hash);
+        max_displacement = max_displacement.max(displacement);
+        total_displacement += displacement;
+        let next = &table.slots[(i + 1) % table.slots.len()];
+        if table.slots.len() > 1 && next.address != 0 && next.hash == slot.hash {
+            hash_collisions += 1;
+        }
+    }
+    let address_size = if header.data_end < 1u64 << (32 - bits) {
+        4
+    } else {
+        8
+    };
+    let index_header = IndexHeader {
+        major_version: 1,
+        minor_version: 1,
+        file_identifier: header.file_identifier,
+        hash_seed: seed,
+        data_end: header.data_end,
+        max_key_len: header.max_key_len,
+        max_value_len: header.max_value_len,
+        num_puts: header.num_puts,
+        garbage_size: table.garbage_size,
+        num_entries: table.num_entries,
+        address_size,
+        hash_size,
+        hash_capacity: capacity,
+        max_displacement,
+        entry_block_bits: bits,
+        hash_collisions,
+        total_displacement,
+    };
+    write_index_file(index, &index_header, &table.slots)?;
+    Ok(index_header)
+}
+
+/// Writes header and slots to a temporary file next to `index`, then
+/// renames it into place (readers of an old index keep their mapping).
+fn write_index_file(index: &Path, header: &IndexHeader, slots: &[Slot]) -> FormatResult<()> {
+    let name = index.display().to_string();
+    let temp_path = temp_name(index);
+    let io_err = |e| FormatError::new(name.as_str(), 0, FormatErrorKind::Io(e));
+    let write = || -> std::io::Result<()> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&temp_path)?);
+        out.write_all(&header.to_bytes())?;
+        let hash_bytes = header.hash_size.bytes() as usize;
+        let address_bytes = header.address_size as usize;
+        for slot in slots {
+            out.write_all(&slot.hash.to_le_bytes()[..hash_bytes])?;
+            out.write_all(&slot.address.to_le_bytes()[..address_bytes])?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?;
+        fs::rename(&temp_path, index)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&temp_path);
+        io_err(e)
+    })?;
+    debug_assert_eq!(INDEX_HEADER_SIZE, header.to_bytes().len() as u64);
+    Ok(())
+}
+
+/// `NAME.tmp-PID-N` next to `path`: unique per process and call, and never
+/// mistaken for a table by its extension.
+fn temp_name(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// A random u32 for file identifiers and hash seeds (std's per-process
+/// random hasher keys, mixed with the clock; no cryptographic need).
+fn random_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mixed = RandomState::new().hash_one(nanos);
+    (mixed ^ (mixed >> 32)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_matches_libsparkey() {
+        assert_eq!(capacity_for(0), 1);
+        assert_eq!(capacity_for(1), 1);
+        assert_eq!(capacity_for(2), 3);
+        assert_eq!(capacity_for(10), 13);
+        assert_eq!(capacity_for(1_000_000), 1_300_001);
+        assert_eq!(auto_hash_size(6_000_000), HashSize::Bits32);
+        assert_eq!(auto_hash_size(6_500_000), HashSize::Bits64);
+    }
+
+    /// A worked example: capacity 7, keys whose home slots are 3, 4, 3, 5,
+    /// 3 in insertion order.
+    #[test]
+    fn robin_hood_insertion_follows_the_displacement_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.spl");
+        LogWriter::create(&path, Compression::None, 0)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let log = LogFile::new("t.spl".into(), Backing::map(&path).unwrap()).unwrap();
+        let mut table = TableBuilder {
+            log: &log,
+            bits: 0,
+            slots: vec![Slot::default(); 7],
+            num_entries: 0,
+            garbage_size: 0,
+        };
+        // Hashes chosen so that hash % 7 is the home slot and no two are
+        // equal (so the log is never consulted). Addresses name the keys:
+        // 1=a 2=b 3=c 4=d 5=e.
+        for (address, hash) in [(1, 3), (2, 4), (3, 10), (4, 5), (5, 17)] {
+            table.put(hash, address).unwrap();
+        }
+        let layout: Vec<u64> = table.slots.iter().map(|s| s.address).collect();
+        // a takes 3, b takes 4; c (home 3) passes a, evicts b (0 < 1) from
+        // 4, and b lands in 5; d (home 5) lands in 6; e (home 3) evicts b
+        // from 5 (1 < 2), b evicts d from 6 (1 < 2), d wraps round to 0.
+        assert_eq!(layout, [4, 0, 0, 1, 3, 5, 2]);
+        let displacements: Vec<u64> = (0..7)
+            .filter(|&i| table.slots[i].address != 0)
+            .map(|i| table.displacement(i as u64, table.slots[i].hash))
+            .collect();
+        assert_eq!(displacements, [2, 0, 1, 2, 2]);
+        assert_eq!(table.num_entries, 5);
+    }
+
+    #[test]
+    fn block_size_outside_the_accepted_range_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.spl");
+        assert!(LogWriter::create(&path, Compression::Snappy, 8).is_err());
+        assert!(LogWriter::create(&path, Compression::Snappy, MAX_BLOCK_SIZE + 1).is_err());
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,185 @@
+//! Corrupt and mismatched Sparkey files give typed errors naming the file
+//! and offset, never panics.
+
+use std::path::{Path, PathBuf};
+
+use sequinsfs::format::FormatErrorKind;
+use sequinsfs::format::sparkey::{Compression, LogWriter, Reader};
+
+/// Writes a 50-entry table and returns (log bytes, index bytes).
+fn table(dir: &Path, name: &str, compression: Compression) -> (Vec<u8>, Vec<u8>) {
+    let log = dir.join(format!("{name}.spl"));
+    let index = dir.join(format!("{name}.spi"));
+    let mut writer = LogWriter::create(&log, compression, 64).unwrap();
+    for i in 0..50u32 {
+        writer
+            .put(format!("k{i}").as_bytes(), format!("value {i}").as_bytes())
+            .unwrap();
+    }
+    writer.finish_with_index(&index).unwrap();
+    (std::fs::read(log).unwrap(), std::fs::read(index).unwrap())
+}
+
+fn open(log: Vec<u8>, index: Vec<u8>) -> sequinsfs::format::FormatResult<Reader> {
+    Reader::from_bytes("t.spl", log, "t.spi", index)
+}
+
+/// Every lookup and both iterations, collecting the first error.
+fn exercise(reader: &Reader) -> Option<sequinsfs::format::FormatError> {
+    for i in 0..50u32 {
+        if let Err(e) = reader.get(format!("k{i}").as_bytes()) {
+            return Some(e);
+        }
+    }
+    if let Some(Err(e)) = reader.iter_live().find(|r| r.is_err()) {
+        return Some(e);
+    }
+    reader.iter_log().find_map(|r| r.err())
+}
+
+const BOTH: [Compression; 2] = [Compression::None, Compression::Snappy];
+
+#[test]
+fn truncated_files_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    for compression in BOTH {
+        let (log, index) = table(dir.path(), "t", compression);
+        for cut in [0, 10, 83, 84, log.len() - 1] {
+            let err = open(log[..cut].to_vec(), index.clone())
+                .err()
+                .expect("refused");
+            assert_eq!(err.file, "t.spl");
+            assert!(
+                matches!(err.kind, FormatErrorKind::Truncated { .. }),
+                "{cut}: {err}"
+            );
+        }
+        for cut in [0, 111, 112, index.len() - 1] {
+            let err = open(log.clone(), index[..cut].to_vec())
+                .err()
+                .expect("refused");
+            assert_eq!(err.file, "t.spi");
+            assert!(
+                matches!(err.kind, FormatErrorKind::Truncated { .. }),
+                "{cut}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_magic_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, index) = table(dir.path(), "t", Compression::None);
+    let mut bad_log = log.clone();
+    bad_log[0] = 0;
+    let err = open(bad_log, index.clone()).err().unwrap();
+    assert!(matches!(err.kind, FormatErrorKind::BadMagic { .. }));
+    assert_eq!((err.file.as_str(), err.offset), ("t.spl", 0));
+    let mut bad_index = index.clone();
+    bad_index[3] = 0;
+    let err = open(log, bad_index).err().unwrap();
+    assert!(matches!(err.kind, FormatErrorKind::BadMagic { .. }));
+    assert_eq!((err.file.as_str(), err.offset), ("t.spi", 0));
+}
+
+#[test]
+fn an_index_of_another_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log_a, _) = table(dir.path(), "a", Compression::None);
+    let (_, index_b) = table(dir.path(), "b", Compression::None);
+    let err = open(log_a, index_b).err().unwrap();
+    assert_eq!((err.file.as_str(), err.offset), ("t.spi", 12));
+    assert!(err.to_string().contains("file identifier"), "{err}");
+}
+
+#[test]
+fn slot_addresses_past_the_end_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for compression in BOTH {
+        let (log, index) = table(dir.path(), "t", compression);
+        let reader = open(log.clone(), index.clone()).unwrap();
+        let slot_size = reader.index_header().slot_size() as usize;
+        let hash_bytes = reader.index_header().hash_size.bytes() as usize;
+        let address_bytes = reader.index_header().address_size as usize;
+        // Point every occupied slot far past the log.
+        let mut bad = index.clone();
+        for slot in bad[112..].chunks_exact_mut(slot_size) {
+            let address = &mut slot[hash_bytes..hash_bytes + address_bytes];
+            if address.iter().any(|&b| b != 0) {
+                address.fill(0x7f);
+            }
+        }
+        let reader = open(log, bad).unwrap();
+        let err = exercise(&reader).expect("an error");
+        assert!(
+            matches!(
+                err.kind,
+                FormatErrorKind::Corrupt(_) | FormatErrorKind::Truncated { .. }
+            ),
+            "{compression:?}: {err}"
+        );
+    }
+}
+
+/// An uncompressed log whose only entry has an 11-byte key length varint.
+fn overflowing_varint_log(dir: &Path) -> PathBuf {
+    let path = dir.join("v.spl");
+    let mut writer = LogWriter::create(&path, Compression::None, 0).unwrap();
+    writer.put(b"abcdefghijkl", b"v").unwrap();
+    writer.finish().unwrap();
+    // The entry is `0d 01 "abcdefghijkl" "v"`; rewrite it as a varint that
+    // never ends within 64 bits.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in &mut bytes[84..84 + 11] {
+        *b = 0xff;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
+#[test]
+fn overflowing_varints_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = overflowing_varint_log(dir.path());
+    let index = dir.path().join("v.spi");
+    let err = sequinsfs::format::sparkey::write_index(&log, &index).unwrap_err();
+    assert_eq!(err.offset, 84, "{err}");
+    assert!(err.to_string().contains("overflows"), "{err}");
+
+    // Through a valid index of the original entry: lookups fail cleanly.
+    let good = dir.path().join("g.spl");
+    let good_index = dir.path().join("g.spi");
+    let mut writer = LogWriter::create(&good, Compression::None, 0).unwrap();
+    writer.put(b"abcdefghijkl", b"v").unwrap();
+    writer.finish_with_index(&good_index).unwrap();
+    let mut log_bytes = std::fs::read(&good).unwrap();
+    let corrupt = std::fs::read(&log).unwrap();
+    log_bytes[84..].copy_from_slice(&corrupt[84..]);
+    let reader = open(log_bytes, std::fs::read(&good_index).unwrap()).unwrap();
+    let err = reader.get(b"abcdefghijkl").unwrap_err();
+    assert_eq!(err.offset, 84, "{err}");
+    assert!(reader.iter_log().next().unwrap().is_err());
+}
+
+#[test]
+fn corrupt_compressed_blocks_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, index) = table(dir.path(), "t", Compression::Snappy);
+    // Garble every byte of the first block's payload.
+    let mut bad = log.clone();
+    for b in &mut bad[86..100] {
+        *b = 0xee;
+    }
+    let reader = open(bad, index).unwrap();
+    assert!(exercise(&reader).is_some());
+}
+
+#[test]
+fn log_header_counts_that_cannot_fit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, index) = table(dir.path(), "t", Compression::None);
+    log[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    let err = open(log, index).err().unwrap();
+    assert_eq!(err.offset, 16, "{err}");
+}

@@ -1,0 +1,199 @@
+//! Mutation fuzzing of the Sparkey log and index parsers and the framed
+//! snappy decoder: real fixture tables with random structural damage must
+//! give `Ok` or `Err`, never a panic or a hang.
+//!
+//! The default case count keeps CI fast; raise it with `PROPTEST_CASES`
+//! (for example `PROPTEST_CASES=20000 cargo test --release --test sparkey_fuzz`).
+
+mod common;
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use sequinsfs::format::sparkey::{Reader, framed};
+
+/// A fixture table and some of its keys.
+struct Table {
+    log: Vec<u8>,
+    index: Vec<u8>,
+    framed_index: Vec<u8>,
+    keys: Vec<Vec<u8>>,
+}
+
+fn tables() -> &'static [Table] {
+    static TABLES: OnceLock<Vec<Table>> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let Some(fixtures) = common::fixtures_dir() else {
+            return Vec::new();
+        };
+        let dir = fixtures.join("sparkey");
+        [
+            "none_small",
+            "snappy_big",
+            "zstd_big",
+            "ops_snappy_4k",
+            "ops_none_hash64",
+        ]
+        .iter()
+        .map(|stem| {
+            let read = |ext: &str| std::fs::read(dir.join(format!("{stem}.{ext}"))).unwrap();
+            let (log, index) = (read("spl"), read("spi"));
+            let reader = Reader::from_bytes("l", log.clone(), "i", index.clone()).unwrap();
+            let keys = reader
+                .iter_log()
+                .take(64)
+                .map(|e| e.unwrap().key.into_owned())
+                .collect();
+            Table {
+                framed_index: read("spi.sz"),
+                log,
+                index,
+                keys,
+            }
+        })
+        .collect()
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    Truncate {
+        len: usize,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Overwrite {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    /// A length, count or offset field set to a huge value.
+    Huge {
+        at: usize,
+        width: usize,
+        value: u64,
+    },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    // Positions are taken modulo the file length when applied; low
+    // positions are favoured because the headers live there.
+    let at = prop_oneof![0usize..128, 0usize..1 << 20];
+    prop_oneof![
+        4 => (at.clone(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
+        1 => (0usize..1 << 20).prop_map(|len| Mutation::Truncate { len }),
+        1 => (at.clone(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        2 => (at.clone(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
+        2 => (at, prop::sample::select(vec![1usize, 2, 4, 8]),
+              prop::sample::select(vec![u64::MAX, u64::MAX / 2, 1 << 32, u32::MAX as u64, 0x7f, 0x80, 0]))
+            .prop_map(|(at, width, value)| Mutation::Huge { at, width, value }),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
+    let len = bytes.len().max(1);
+    match mutation {
+        Mutation::FlipBit { at, bit } => {
+            if let Some(b) = bytes.get_mut(at % len) {
+                *b ^= 1 << bit;
+            }
+        }
+        Mutation::Truncate { len: to } => bytes.truncate(to % len),
+        Mutation::Insert { at, bytes: new } => {
+            let at = at % len;
+            bytes.splice(
+                at.min(bytes.len())..at.min(bytes.len()),
+                new.iter().copied(),
+            );
+        }
+        Mutation::Overwrite { at, bytes: new } => {
+            for (i, &b) in new.iter().enumerate() {
+                if let Some(slot) = bytes.get_mut(at % len + i) {
+                    *slot = b;
+                }
+            }
+        }
+        Mutation::Huge { at, width, value } => {
+            for (i, b) in value.to_le_bytes()[..*width].iter().enumerate() {
+                if let Some(slot) = bytes.get_mut(at % len + i) {
+                    *slot = *b;
+                }
+            }
+        }
+    }
+}
+
+/// Drives every read path over a (possibly damaged) table. Iterations are
+/// bounded only by the data: each entry consumes at least one byte, so a
+/// hang would show up as a test timeout.
+fn exercise(log: Vec<u8>, index: Vec<u8>, keys: &[Vec<u8>]) {
+    let Ok(reader) = Reader::from_bytes("l.spl", log, "i.spi", index) else {
+        return;
+    };
+    for key in keys {
+        let _ = reader.get(key);
+        let _ = reader.get_with(key, |v| v.len());
+    }
+    let _ = reader.get(b"not a key in any fixture");
+    let live = reader.iter_live().take_while(|r| r.is_ok()).count();
+    let all = reader.iter_log().count();
+    // Bound sanity: entries take at least one byte each.
+    assert!(live <= all.max(1) + reader.log_header().data_end as usize);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn damaged_tables_never_panic(
+        table in any::<prop::sample::Index>(),
+        log_mutations in prop::collection::vec(mutation(), 0..4),
+        index_mutations in prop::collection::vec(mutation(), 0..4),
+    ) {
+        let tables = tables();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let table = &tables[table.index(tables.len())];
+        let mut log = table.log.clone();
+        let mut index = table.index.clone();
+        for m in &log_mutations {
+            apply(&mut log, m);
+        }
+        for m in &index_mutations {
+            apply(&mut index, m);
+        }
+        exercise(log, index, &table.keys);
+    }
+
+    #[test]
+    fn damaged_framed_indexes_never_panic(
+        table in any::<prop::sample::Index>(),
+        mutations in prop::collection::vec(mutation(), 1..4),
+    ) {
+        let tables = tables();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let table = &tables[table.index(tables.len())];
+        let mut framed_index = table.framed_index.clone();
+        for m in &mutations {
+            apply(&mut framed_index, m);
+        }
+        let mut decoded = Vec::new();
+        if framed::decode(&framed_index[..], &mut decoded, "i.spi.sz").is_ok() {
+            exercise(table.log.clone(), decoded, &table.keys);
+        }
+    }
+}
