@@ -110,6 +110,9 @@ impl RemoteRead {
                 continue;
             };
             match stream.next().await {
+                // Empty chunks are no progress: skip them, so they neither
+                // reach callers nor reset the count of failures in a row.
+                Some(Ok(chunk)) if chunk.is_empty() => {}
                 Some(Ok(chunk)) => {
                     let len = chunk.len() as u64;
                     let end = self.position.saturating_add(len);
@@ -504,4 +507,211 @@ pub(crate) async fn download_local(
         let _ = tokio::fs::remove_file(dest).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStoreExt,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+    use std::sync::Mutex;
+
+    /// An in-memory store whose next `get` response breaks after a given
+    /// number of bytes, like a dropped connection.
+    #[derive(Debug)]
+    struct FlakyStore {
+        inner: InMemory,
+        break_next_get_after: Mutex<Option<usize>>,
+        /// Break every response, forever, after this many bytes.
+        break_every_get_after: Mutex<Option<usize>>,
+        gets: Mutex<Vec<GetOptions>>,
+    }
+
+    impl std::fmt::Display for FlakyStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "FlakyStore")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for FlakyStore {
+        async fn put_opts(
+            &self,
+            location: &ObjectPath,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjectPath,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &ObjectPath,
+            options: GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.gets.lock().unwrap().push(options.clone());
+            let head = options.head;
+            let result = self.inner.get_opts(location, options).await?;
+            let always = *self.break_every_get_after.lock().unwrap();
+            let armed = self.break_next_get_after.lock().unwrap().take().or(always);
+            if let Some(limit) = armed.filter(|_| !head) {
+                let body = result.bytes().await?;
+                let mut broken = result_like(location, body.slice(..limit.min(body.len())));
+                broken.meta.size = self.inner.head(location).await?.size;
+                broken.meta.e_tag = self.inner.head(location).await?.e_tag;
+                let chunk = body.slice(..limit.min(body.len()));
+                let reset = object_store::Error::Generic {
+                    store: "flaky",
+                    source: Box::new(io::Error::from(io::ErrorKind::ConnectionReset)),
+                };
+                broken.payload = GetResultPayload::Stream(
+                    futures::stream::iter([Ok(chunk), Err(reset)]).boxed(),
+                );
+                return Ok(broken);
+            }
+            Ok(result)
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &ObjectPath,
+            to: &ObjectPath,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn result_like(location: &ObjectPath, body: Bytes) -> object_store::GetResult {
+        object_store::GetResult {
+            payload: GetResultPayload::Stream(futures::stream::empty().boxed()),
+            meta: ObjectMeta {
+                location: location.clone(),
+                last_modified: chrono::Utc::now(),
+                size: body.len() as u64,
+                e_tag: None,
+                version: None,
+            },
+            range: 0..body.len() as u64,
+            attributes: Default::default(),
+            extensions: Default::default(),
+        }
+    }
+
+    async fn flaky_with(data: &[u8]) -> (Arc<FlakyStore>, ObjectPath, ObjectMeta) {
+        let store = Arc::new(FlakyStore {
+            inner: InMemory::new(),
+            break_next_get_after: Mutex::new(None),
+            break_every_get_after: Mutex::new(None),
+            gets: Mutex::new(Vec::new()),
+        });
+        let location = ObjectPath::from("db/1/part-0");
+        store.put(&location, data.to_vec().into()).await.unwrap();
+        let meta = store.head(&location).await.unwrap();
+        (store, location, meta)
+    }
+
+    fn remote(store: Arc<FlakyStore>, location: ObjectPath, meta: &ObjectMeta) -> RemoteRead {
+        RemoteRead::new(
+            store,
+            location,
+            "mem://db/1/part-0".into(),
+            meta.size,
+            meta.e_tag.clone(),
+            3,
+            None,
+        )
+    }
+
+    async fn collect(remote: &mut RemoteRead) -> Result<Vec<u8>, SourceError> {
+        let mut data = Vec::new();
+        while let Some(chunk) = remote.next_chunk().await? {
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn broken_response_resumes_from_the_last_byte() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let (store, location, meta) = flaky_with(&data).await;
+        *store.break_next_get_after.lock().unwrap() = Some(4_000);
+        let mut read = remote(store.clone(), location, &meta);
+        assert_eq!(collect(&mut read).await.unwrap(), data);
+        let gets = store.gets.lock().unwrap();
+        let gets: Vec<&GetOptions> = gets.iter().filter(|g| !g.head).collect();
+        assert_eq!(gets.len(), 2, "one resume");
+        assert_eq!(gets[1].range, Some(GetRange::Offset(4_000)));
+        assert_eq!(gets[1].if_match, meta.e_tag, "the resume is pinned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn object_replaced_before_a_resume_fails_as_changed() {
+        let data = vec![7u8; 10_000];
+        let (store, location, meta) = flaky_with(&data).await;
+        *store.break_next_get_after.lock().unwrap() = Some(4_000);
+        let mut read = remote(store.clone(), location.clone(), &meta);
+        let first = read.next_chunk().await.unwrap().unwrap();
+        assert_eq!(first.len(), 4_000);
+        store
+            .put(&location, vec![9u8; 10_000].into())
+            .await
+            .unwrap();
+        let err = read.next_chunk().await.unwrap_err();
+        assert!(matches!(err, SourceError::Changed { .. }), "{err}");
+        assert!(err.to_string().contains("mem://db/1/part-0"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_configured_attempts() {
+        let data = vec![1u8; 100];
+        let (store, location, meta) = flaky_with(&data).await;
+        // Every response breaks before its first byte (an empty chunk, then
+        // an error): no progress, so the attempts run out.
+        *store.break_every_get_after.lock().unwrap() = Some(0);
+        let mut read = remote(store.clone(), location, &meta);
+        let err = read.next_chunk().await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("byte 0"), "{err}");
+        let gets = store
+            .gets
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| !g.head)
+            .count();
+        assert_eq!(gets, 4, "the first request and three resumes");
+    }
 }
