@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::PathBuf;
 
 /// The interoperability fixtures directory from `SEQUINSFS_FIXTURES`, or
