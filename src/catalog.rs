@@ -43,6 +43,12 @@ pub trait VersionData: Send + Sync + 'static {
     fn value_len_at(&self, ordinal: u64) -> Result<u64, LookupError>;
     /// The first ordinal whose key is `>= key` (`key_count()` if none).
     fn lower_bound(&self, key: &[u8]) -> Result<u64, LookupError>;
+    /// The local directory holding this data and its inode number, if the
+    /// data lives in the local store: lets the janitor delete exactly this
+    /// copy and never a rebuilt one that took its place.
+    fn local_dir(&self) -> Option<(std::path::PathBuf, u64)> {
+        None
+    }
 }
 
 /// A lookup failed because the stored data is unreadable (for example a local
@@ -378,8 +384,8 @@ impl Catalog {
                 .or_insert_with(|| VersionStatus {
                     version: version.name.clone(),
                     state: VersionState::Building,
-                    path,
-                    num_partitions: version.num_partitions,
+                    path: String::new(),
+                    num_partitions: 0,
                     created_at: version.created_at,
                     active_at: None,
                     current: false,
@@ -387,6 +393,9 @@ impl Catalog {
                     num_keys: None,
                     error: None,
                 });
+            status.path = path;
+            status.num_partitions = version.num_partitions;
+            status.created_at = version.created_at;
             status.state = VersionState::Active;
             status.active_at = Some(now);
             status.error = None;

@@ -1,30 +1,99 @@
 //! The engine: the running core that front ends sit on. It owns the local
 //! store, the catalog and the refresh loop; the mount and the HTTP sidecar
 //! take an `Arc<Catalog>` to read from and a [`RefreshHandle`] to ask for
-//! refreshes, and know nothing about sources or loading. (Being built: the
-//! API below is what front ends use.)
+//! refreshes, and know nothing about sources or loading.
 
 use std::sync::Arc;
 
+use anyhow::Context;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::refresh::RefreshHandle;
+use crate::refresh::{RefreshHandle, RefreshReport, Refresher};
+use crate::source::{Source, SourceOptions};
+use crate::store::LocalStore;
+use crate::store::build::{BuildOptions, Builder};
 
 /// A started engine. Dropping it stops refreshes; call [`Engine::shutdown`]
-/// to also wait for in-flight work to stop cleanly.
+/// to also wait for the loop to stop cleanly.
 pub struct Engine {
     catalog: Arc<Catalog>,
     refresh: RefreshHandle,
+    refresher: Arc<Refresher>,
+    stop: Arc<Notify>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Engine {
     /// Locks and opens the local store, serves the versions already published
-    /// there, checks that the source can be listed (an error here is fatal,
-    /// as in sequins), and starts the refresh loop, whose first run begins
-    /// at once in the background.
+    /// there, checks that the source can be listed, and starts the refresh
+    /// loop, whose first run begins at once in the background.
+    ///
+    /// A source that cannot be listed is fatal only when the local store has
+    /// nothing to serve (sequins always exits); otherwise the daemon serves
+    /// what it has and keeps retrying at every refresh.
     pub async fn start(config: Config) -> anyhow::Result<Engine> {
         config.validate()?;
-        anyhow::bail!("the engine is not implemented yet")
+        for key in config.unsupported_keys() {
+            tracing::warn!("config: {key} is accepted for compatibility with sequins but not used");
+        }
+        let store = {
+            let root = config.local_store.clone();
+            tokio::task::spawn_blocking(move || LocalStore::open(&root)).await??
+        };
+        let store = Arc::new(store);
+        let source = Arc::new(
+            Source::open(&config.source, SourceOptions::from_config(&config))
+                .with_context(|| format!("source {}", config.source))?,
+        );
+        let catalog = Catalog::new();
+        let builder = Builder {
+            store: Arc::clone(&store),
+            source: Arc::clone(&source),
+            workers: Arc::new(Semaphore::new(config.parallel_loads())),
+            options: BuildOptions {
+                compression: config.storage.compression,
+                block_size: config.storage.block_size,
+                throttle: config.throttle_loads,
+            },
+            cancelled: Default::default(),
+        };
+        let refresher = Refresher::new(
+            Arc::clone(&source),
+            store,
+            Arc::clone(&catalog),
+            builder,
+            config.version_grace_period,
+        );
+        let restored = {
+            let r = Arc::clone(&refresher);
+            tokio::task::spawn_blocking(move || r.restore()).await??
+        };
+        if let Err(e) = source.list_databases().await {
+            if restored == 0 {
+                return Err(anyhow::anyhow!("cannot list the source root: {e}"));
+            }
+            tracing::warn!("cannot list the source root, serving the local store: {e}");
+        }
+
+        let refresh = RefreshHandle::new();
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(Arc::clone(&refresher).run_loop(
+            refresh.clone(),
+            config.refresh_period,
+            Arc::clone(&stop),
+        ));
+        // The startup refresh.
+        refresh.trigger();
+        Ok(Engine {
+            catalog,
+            refresh,
+            refresher,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// What the front ends read.
@@ -37,12 +106,42 @@ impl Engine {
         self.refresh.clone()
     }
 
-    /// Runs a refresh now and waits until it has finished (loads included).
-    /// For tests and tools; the daemon uses [`RefreshHandle::trigger`].
-    pub async fn refresh_now(&self) -> anyhow::Result<()> {
-        anyhow::bail!("the engine is not implemented yet")
+    /// Runs a refresh now and waits until it has finished and no build is
+    /// in flight (including builds an earlier trigger started). For tests and
+    /// tools; the daemon uses [`RefreshHandle::trigger`].
+    pub async fn refresh_now(&self) -> RefreshReport {
+        let report = self.refresher.run().await;
+        self.refresher.wait_idle().await;
+        report
     }
 
-    /// Stops the refresh loop and waits for loads in progress to stop.
-    pub async fn shutdown(self) {}
+    /// Deletes retired versions whose grace period is over and that no
+    /// reader holds (the loop also does this every second).
+    pub async fn collect_garbage(&self) {
+        self.refresher.collect_garbage().await
+    }
+
+    /// Bytes used by the local store's published versions.
+    pub fn local_store_bytes(&self) -> u64 {
+        self.refresher.store.disk_usage()
+    }
+
+    /// Stops the refresh loop and cancels builds in flight, waiting for
+    /// both. A cancelled build's staging directory is removed (or, if the
+    /// process dies first, at the next start).
+    pub async fn shutdown(mut self) {
+        self.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.refresher.stop_builds().await;
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }

@@ -110,6 +110,22 @@ pub struct SourceFile {
     location: ObjectPath,
 }
 
+#[cfg(test)]
+impl SourceFile {
+    /// A listing entry for unit tests of code that only looks at names.
+    pub(crate) fn for_tests(db: &str, version: &str, name: &str, size: u64) -> SourceFile {
+        SourceFile {
+            db: db.into(),
+            version: version.into(),
+            name: name.into(),
+            size,
+            etag: None,
+            last_modified: None,
+            location: ObjectPath::from(format!("{db}/{version}/{name}")),
+        }
+    }
+}
+
 /// An open source root. Cheap to clone; clones share the connection pool
 /// and the bandwidth limit.
 #[derive(Debug, Clone)]

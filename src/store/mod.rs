@@ -1,1 +1,336 @@
-//! The local store. (Being built.)
+//! The local store: the directory where versions are mirrored and indexed,
+//! and the rules that keep it consistent across crashes.
+//!
+//! ```text
+//! <local_store>/sequinsfs.lock            held (flock) by the one daemon using the store
+//! <local_store>/data/<db>/<version>/      a published version, never modified
+//!     manifest.json                       what the version holds (see manifest)
+//!     keys.idx                            sorted key index (see keyindex)
+//!     part-<partition>-<block>.spl/.spi   Sparkey log and hash index per block
+//! <local_store>/tmp/                      builds in progress and deletions
+//! ```
+//!
+//! A version is built in a directory under `tmp/`, every file fsynced, then
+//! published by one `rename` into `data/` (and the parent directory fsynced).
+//! A version directory under `data/` is therefore always complete; whatever
+//! a crash leaves under `tmp/` is removed at the next start. Deleting a
+//! version is the same in reverse: rename it into `tmp/`, then remove it.
+
+pub mod build;
+pub mod keyindex;
+pub mod manifest;
+pub mod version;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use manifest::Manifest;
+pub use version::LocalVersion;
+
+const LOCK_FILE: &str = "sequinsfs.lock";
+const DATA_DIR: &str = "data";
+const TMP_DIR: &str = "tmp";
+
+/// An error of the local store, with the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("local store {path} is in use by another sequinsfs process{pid}")]
+    Locked { path: String, pid: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// An open, locked local store.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    /// Holds the flock for as long as the store is open. The kernel drops the
+    /// lock when the process dies, however it dies, so a crash never leaves
+    /// a stale lock behind.
+    _lock: File,
+    next_staging: AtomicU64,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) and locks the store at `root`, and removes
+    /// leftovers of builds and deletions interrupted by a crash.
+    pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        let lock_path = root.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut pid = String::new();
+                let _ = lock.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(StoreError::Locked {
+                    path: root.display().to_string(),
+                    pid: if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    },
+                });
+            }
+            return Err(io_err(&lock_path)(err));
+        }
+        // Record our pid for the error message another process would print.
+        lock.set_len(0).map_err(io_err(&lock_path))?;
+        lock.rewind().map_err(io_err(&lock_path))?;
+        writeln!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+
+        for dir in [DATA_DIR, TMP_DIR] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(io_err(&path))?;
+        }
+        let store = LocalStore {
+            root: root.to_path_buf(),
+            _lock: lock,
+            next_staging: AtomicU64::new(0),
+        };
+        store.clear_tmp()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a published version lives.
+    pub fn version_dir(&self, db: &str, version: &str) -> PathBuf {
+        self.root.join(DATA_DIR).join(db).join(version)
+    }
+
+    /// Published versions, as (db, version) in name order. Only directories
+    /// with a manifest count; a version directory without one cannot be the
+    /// result of a publish and is removed.
+    pub fn published(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let data = self.root.join(DATA_DIR);
+        let mut found = Vec::new();
+        for db in sorted_dir_names(&data)? {
+            let db_dir = data.join(&db);
+            if !db_dir.is_dir() {
+                continue;
+            }
+            for version in sorted_dir_names(&db_dir)? {
+                let dir = db_dir.join(&version);
+                if dir.join(manifest::MANIFEST_FILE).is_file() {
+                    found.push((db.clone(), version));
+                } else if dir.is_dir() {
+                    tracing::warn!(dir = %dir.display(), "removing version directory without a manifest");
+                    self.remove_dir(&dir)?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A fresh, empty directory to build `db`/`version` in.
+    pub fn staging_dir(&self, db: &str, version: &str) -> Result<PathBuf, StoreError> {
+        let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("build.{db}.{version}.{}.{n}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(dir)
+    }
+
+    /// Publishes a complete staging directory as `db`/`version`: fsyncs every
+    /// file and the directory, then renames it into place in one step.
+    /// An existing directory of the same version (a rebuild) is replaced.
+    pub fn publish(&self, staging: &Path, db: &str, version: &str) -> Result<PathBuf, StoreError> {
+        for entry in fs::read_dir(staging).map_err(io_err(staging))? {
+            let path = entry.map_err(io_err(staging))?.path();
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&path))?;
+        }
+        sync_dir(staging)?;
+        let db_dir = self.root.join(DATA_DIR).join(db);
+        fs::create_dir_all(&db_dir).map_err(io_err(&db_dir))?;
+        let target = db_dir.join(version);
+        if target.exists() {
+            self.delete_version(db, version)?;
+        }
+        fs::rename(staging, &target).map_err(io_err(&target))?;
+        sync_dir(&db_dir)?;
+        sync_dir(&self.root.join(DATA_DIR))?;
+        Ok(target)
+    }
+
+    /// Deletes a published version: renamed out of `data/` first, so it is
+    /// never seen half-deleted, then removed.
+    pub fn delete_version(&self, db: &str, version: &str) -> Result<(), StoreError> {
+        let dir = self.version_dir(db, version);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
+        let trash = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("delete.{db}.{version}.{}.{n}", std::process::id()));
+        fs::rename(&dir, &trash).map_err(io_err(&dir))?;
+        let db_dir = self.root.join(DATA_DIR).join(db);
+        sync_dir(&db_dir)?;
+        self.remove_dir(&trash)?;
+        // Drop the db directory once its last version is gone.
+        if fs::read_dir(&db_dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+        {
+            let _ = fs::remove_dir(&db_dir);
+        }
+        Ok(())
+    }
+
+    /// Deletes `db`/`version` only if its directory is still the one with
+    /// inode `inode` (the copy a retired reader had open), not a rebuild
+    /// published under the same name since.
+    pub fn delete_version_if(
+        &self,
+        db: &str,
+        version: &str,
+        dir: &Path,
+        inode: u64,
+    ) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(dir) {
+            Ok(m) if m.ino() == inode => self.delete_version(db, version),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(dir)(e)),
+        }
+    }
+
+    /// Removes a staging directory of a failed build.
+    pub fn discard(&self, staging: &Path) {
+        if let Err(e) = self.remove_dir(staging) {
+            tracing::warn!("cannot remove failed build {}: {e}", staging.display());
+        }
+    }
+
+    /// Bytes used by published versions (for metrics).
+    pub fn disk_usage(&self) -> u64 {
+        fn walk(path: &Path) -> u64 {
+            let Ok(entries) = fs::read_dir(path) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.root.join(DATA_DIR))
+    }
+
+    fn clear_tmp(&self) -> Result<(), StoreError> {
+        let tmp = self.root.join(TMP_DIR);
+        for name in sorted_dir_names(&tmp)? {
+            tracing::info!(path = %tmp.join(&name).display(), "removing leftover of an interrupted build");
+            self.remove_dir(&tmp.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(dir)(e)),
+        }
+    }
+}
+
+fn sorted_dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// fsyncs a directory so that renames and creations in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalStore::open(dir.path()).unwrap();
+        let err = LocalStore::open(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("in use by another sequinsfs process"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        LocalStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn publish_delete_and_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let staging = store.staging_dir("db", "1").unwrap();
+        fs::write(staging.join(manifest::MANIFEST_FILE), b"{}").unwrap();
+        store.publish(&staging, "db", "1").unwrap();
+        assert_eq!(store.published().unwrap(), vec![("db".into(), "1".into())]);
+
+        // A build interrupted by a crash, and a version dir with no manifest.
+        let half = store.staging_dir("db", "2").unwrap();
+        fs::write(half.join("part-00000-000.spl"), b"partial").unwrap();
+        fs::create_dir_all(store.version_dir("db", "3")).unwrap();
+        drop(store);
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert!(!half.exists());
+        assert_eq!(store.published().unwrap(), vec![("db".into(), "1".into())]);
+        assert!(!store.version_dir("db", "3").exists());
+
+        store.delete_version("db", "1").unwrap();
+        assert!(store.published().unwrap().is_empty());
+        assert!(!dir.path().join("data/db").exists());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod data;
 pub mod s3;
 
 use std::path::PathBuf;

@@ -1,0 +1,328 @@
+//! Load benchmark: time from refresh to ACTIVE for a large version, as
+//! SequenceFiles and as Sparkey input, with peak and serving memory.
+//!
+//! ```text
+//! cargo bench --bench load                      # 10 million records
+//! LOAD_BENCH_RECORDS=1000000 cargo bench --bench load
+//! ```
+//!
+//! The data (24-byte keys, 100-byte values, 8 files; BLOCK snappy
+//! SequenceFiles, and the same records as snappy Sparkey tables with framed
+//! indexes, partitioned as sequins requires) is generated once into
+//! `target/bench-data/load-<records>/` and reused. Each measured phase runs
+//! in a child process of its own, so its peak RSS is its own:
+//!
+//! - `seqfile`: an engine loads the SequenceFile version from refresh to
+//!   ACTIVE;
+//! - `sparkey`: the same for the Sparkey version; its baseline is `cp -r` of
+//!   the same files measured in the same run;
+//! - `serve`: an engine restarts on the loaded store, answers one million
+//!   random lookups, and reports its anonymous RSS (what it uses beyond the
+//!   page cache).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sequinsfs::config::Config;
+use sequinsfs::engine::Engine;
+use sequinsfs::format::sequencefile::{Codec, Compression, Writer, WriterOptions};
+use sequinsfs::format::sparkey;
+use sequinsfs::partition;
+
+const FILES: u32 = 8;
+const KEY_LEN: usize = 24;
+const VALUE_LEN: usize = 100;
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i:020}").into_bytes()
+}
+
+/// 100 bytes of lower-case letters from a per-record xorshift stream: about
+/// as compressible as typical text values.
+fn value(i: u64, out: &mut Vec<u8>) {
+    out.clear();
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < VALUE_LEN {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for b in x.to_le_bytes() {
+            if out.len() < VALUE_LEN {
+                out.push(b'a' + b % 16);
+            }
+        }
+    }
+}
+
+fn main() {
+    match std::env::var("LOAD_BENCH_PHASE").ok().as_deref() {
+        Some("seqfile") => phase_load("seqfile"),
+        Some("sparkey") => phase_load("sparkey"),
+        Some("serve") => phase_serve(),
+        _ => driver(),
+    }
+}
+
+fn records() -> u64 {
+    std::env::var("LOAD_BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+fn data_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target
+        .join("bench-data")
+        .join(format!("load-{}", records()))
+}
+
+fn driver() {
+    let n = records();
+    let dir = data_dir();
+    if !dir.join("ready").exists() {
+        eprintln!("generating {n} records into {}", dir.display());
+        let _ = std::fs::remove_dir_all(&dir);
+        generate(&dir, n);
+        std::fs::write(dir.join("ready"), b"").unwrap();
+    }
+    let uncompressed = n * (KEY_LEN + VALUE_LEN) as u64;
+    println!(
+        "load benchmark: {n} records, {KEY_LEN}-byte keys, {VALUE_LEN}-byte values, {FILES} files, {:.0} MB uncompressed",
+        uncompressed as f64 / 1e6
+    );
+
+    let seq = run_phase("seqfile");
+    let seq_bytes = dir_size(&dir.join("seqfile/db/1"));
+    println!(
+        "SequenceFile (BLOCK snappy, {:.0} MB on disk): {:.2} s refresh->ACTIVE, {:.0} MB/s uncompressed, peak RSS {:.0} MiB",
+        seq_bytes as f64 / 1e6,
+        seq.seconds,
+        uncompressed as f64 / 1e6 / seq.seconds,
+        seq.peak_rss_mib
+    );
+
+    let spk = run_phase("sparkey");
+    let spk_bytes = dir_size(&dir.join("sparkey/db/1"));
+    let cp_seconds = time_cp(&dir.join("sparkey/db/1"), &dir.join("cp-copy"));
+    println!(
+        "Sparkey input ({:.0} MB on disk): {:.2} s refresh->ACTIVE ({:.0} MB/s of files), peak RSS {:.0} MiB; cp -r of the same files {:.2} s; load speed / cp speed = {:.2}",
+        spk_bytes as f64 / 1e6,
+        spk.seconds,
+        spk_bytes as f64 / 1e6 / spk.seconds,
+        spk.peak_rss_mib,
+        cp_seconds,
+        cp_seconds / spk.seconds
+    );
+
+    let serve = run_phase("serve");
+    println!(
+        "serving {n} keys after 1,000,000 random lookups: anonymous RSS {:.1} MiB (file-backed, i.e. page cache: {:.0} MiB), {:.0} lookups/s",
+        serve.anon_rss_mib, serve.file_rss_mib, serve.rate
+    );
+}
+
+#[derive(Default)]
+struct PhaseResult {
+    seconds: f64,
+    peak_rss_mib: f64,
+    anon_rss_mib: f64,
+    file_rss_mib: f64,
+    rate: f64,
+}
+
+fn run_phase(phase: &str) -> PhaseResult {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("LOAD_BENCH_PHASE", phase)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        panic!(
+            "phase {phase} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut r = PhaseResult::default();
+    for line in text.lines() {
+        let mut parts = line.split('=');
+        let (Some(k), Some(v)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let v: f64 = v.parse().unwrap_or(0.0);
+        match k {
+            "seconds" => r.seconds = v,
+            "peak_rss_mib" => r.peak_rss_mib = v,
+            "anon_rss_mib" => r.anon_rss_mib = v,
+            "file_rss_mib" => r.file_rss_mib = v,
+            "rate" => r.rate = v,
+            _ => {}
+        }
+    }
+    r
+}
+
+fn config(source: &Path, store: &Path) -> Config {
+    Config {
+        source: source.display().to_string(),
+        local_store: store.to_path_buf(),
+        // The daemon's defaults otherwise: uncompressed local logs and
+        // 10 file workers.
+        ..Config::default()
+    }
+}
+
+fn phase_load(kind: &str) {
+    let dir = data_dir();
+    let store = dir.join(format!("store-{kind}"));
+    let _ = std::fs::remove_dir_all(&store);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seconds = runtime.block_on(async {
+        let engine = Engine::start(config(&dir.join(kind), &store))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        engine.refresh_now().await;
+        let seconds = started.elapsed().as_secs_f64();
+        let v = engine
+            .catalog()
+            .current("db")
+            .unwrap_or_else(|| panic!("not loaded: {:?}", engine.catalog().status()));
+        assert_eq!(v.keys().key_count(), records());
+        engine.shutdown().await;
+        seconds
+    });
+    let status = proc_status();
+    println!("seconds={seconds}");
+    println!("peak_rss_mib={}", status("VmHWM") / 1024.0);
+}
+
+fn phase_serve() {
+    let dir = data_dir();
+    let store = dir.join("store-seqfile");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cfg = config(&dir.join("seqfile"), &store);
+    let rate = runtime.block_on(async {
+        let engine = Engine::start(cfg).await.unwrap();
+        engine.refresh_now().await;
+        let v = engine.catalog().current("db").unwrap();
+        let n = records();
+        let mut x = 88172645463325252u64;
+        let started = Instant::now();
+        let lookups = 1_000_000;
+        for _ in 0..lookups {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = key(x % n);
+            assert!(v.get(&k).unwrap().is_some());
+        }
+        let rate = lookups as f64 / started.elapsed().as_secs_f64();
+        drop(v);
+        // Measure while the engine is up and serving.
+        let status = proc_status();
+        println!("anon_rss_mib={}", status("RssAnon") / 1024.0);
+        println!("file_rss_mib={}", status("RssFile") / 1024.0);
+        engine.shutdown().await;
+        rate
+    });
+    println!("rate={rate}");
+}
+
+/// A field of /proc/self/status in KiB.
+fn proc_status() -> impl Fn(&str) -> f64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap();
+    move |field: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+fn generate(dir: &Path, n: u64) {
+    let seq_dir = dir.join("seqfile/db/1");
+    let spk_dir = dir.join("sparkey/db/1");
+    std::fs::create_dir_all(&seq_dir).unwrap();
+    std::fs::create_dir_all(&spk_dir).unwrap();
+    let mut value_buf = Vec::with_capacity(VALUE_LEN);
+
+    // SequenceFiles: records spread round-robin, as an unpartitioned job
+    // would write them (the loader must route every record).
+    let mut writers: Vec<_> = (0..FILES)
+        .map(|f| {
+            let out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(seq_dir.join(format!("part-{f:05}"))).unwrap(),
+            );
+            let opts =
+                WriterOptions::bytes_writable().compressed(Compression::Block, Codec::Snappy);
+            Writer::new(out, opts).unwrap()
+        })
+        .collect();
+    // Sparkey tables: one per partition, as a partitioned job writes them.
+    let mut logs: Vec<_> = (0..FILES)
+        .map(|p| {
+            sparkey::LogWriter::create(
+                &spk_dir.join(format!("part-{p:05}.spl")),
+                sparkey::Compression::Snappy,
+                4096,
+            )
+            .unwrap()
+        })
+        .collect();
+    for i in 0..n {
+        let k = key(i);
+        value(i, &mut value_buf);
+        writers[(i % FILES as u64) as usize]
+            .append_bytes_writable(&k, &value_buf)
+            .unwrap();
+        let (p, _) = partition::partitions(&k, FILES);
+        logs[p as usize].put(&k, &value_buf).unwrap();
+    }
+    for w in writers {
+        let mut out = w.finish().unwrap();
+        out.flush().unwrap();
+    }
+    for (p, log) in logs.into_iter().enumerate() {
+        let spi = dir.join(format!("part-{p:05}.spi"));
+        log.finish_with_index(&spi).unwrap();
+        let framed = std::fs::File::create(spk_dir.join(format!("part-{p:05}.spi.sz"))).unwrap();
+        sparkey::framed::encode(std::fs::File::open(&spi).unwrap(), framed).unwrap();
+        std::fs::remove_file(&spi).unwrap();
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// `cp -r` of a directory with a warm page cache (read once first).
+fn time_cp(from: &Path, to: &Path) -> f64 {
+    let _ = std::fs::remove_dir_all(to);
+    let warm = Command::new("cat")
+        .args(std::fs::read_dir(from).unwrap().map(|e| e.unwrap().path()))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(warm.success());
+    let started = Instant::now();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(to);
+    seconds.max(Duration::from_micros(1).as_secs_f64())
+}

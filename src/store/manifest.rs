@@ -1,0 +1,95 @@
+//! The manifest of a published version (`manifest.json`): what the version
+//! holds and where it came from. Written last, just before the publishing
+//! rename, and read when the daemon restarts so that a published version is
+//! served again without downloading anything.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, io_err};
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Bumped whenever the local layout changes incompatibly; versions with
+/// another format are rebuilt from the source.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u32,
+    pub db: String,
+    pub version: String,
+    /// How the version appears in the source (for status pages).
+    pub source_path: String,
+    pub input: InputKind,
+    pub num_partitions: u32,
+    pub blocks: Vec<BlockInfo>,
+    /// Distinct keys served.
+    pub num_keys: u64,
+    /// Records read from the input (including overwritten duplicates).
+    pub num_records: u64,
+    /// Bytes read from the source.
+    pub source_bytes: u64,
+    pub source_files: Vec<SourceFileInfo>,
+    /// When the version was created on the source (newest file time), or
+    /// loaded if the source gives no times; unix seconds.
+    pub created_at: i64,
+    /// When the load finished; unix seconds.
+    pub loaded_at: i64,
+    pub load_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    SequenceFile,
+    Sparkey,
+    /// A version directory with no data files: served, with no keys.
+    Empty,
+}
+
+/// One Sparkey table of the version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockInfo {
+    pub partition: u32,
+    /// File stem: the log is `<name>.spl`, the index `<name>.spi`.
+    pub name: String,
+    /// Live entries.
+    pub entries: u64,
+    /// The source file it was made from (Sparkey input), if one.
+    pub source_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceFileInfo {
+    pub name: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// Unix seconds.
+    pub last_modified: Option<i64>,
+}
+
+impl Manifest {
+    pub fn read(dir: &Path) -> Result<Manifest, StoreError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read(&path).map_err(io_err(&path))?;
+        let manifest: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display())))?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(StoreError::Invalid(format!(
+                "{}: manifest format {} (this build reads {MANIFEST_FORMAT})",
+                path.display(),
+                manifest.format
+            )));
+        }
+        Ok(manifest)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), StoreError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, text).map_err(io_err(&path))
+    }
+}
