@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use sequinsfs::format::sequencefile::{Codec, Compression, Reader, Writer, WriterOptions, vint};
 
 /// Timed runs per measurement; the best is reported (least disturbed by
-/// other work on the machine).
-const RUNS: usize = 3;
+/// other work on the machine). Reader and raw runs alternate so that both
+/// see the same conditions.
+const RUNS: usize = 5;
 const VALUE_LEN: usize = 100;
 
 fn main() {
@@ -39,9 +40,9 @@ fn main() {
     ];
     for (label, compression, codec) in cases {
         let (file, raw_bytes) = generate(records, compression, codec);
-        let read_time = best(|| read_all(&file));
         let file_mb = file.len() as f64 / 1e6;
         if compression == Compression::None {
+            let read_time = best(|| read_all(&file));
             println!(
                 "{label:<13} file {file_mb:8.1} MB  reader {:8.1} MB/s of file bytes",
                 file_mb / read_time.as_secs_f64()
@@ -50,7 +51,11 @@ fn main() {
         }
         let payloads = block_payloads(&file);
         let mut raw = RawDecompressor::new(codec, &payloads);
-        let raw_time = best(|| raw.run(&payloads));
+        let (mut read_time, mut raw_time) = (Duration::MAX, Duration::MAX);
+        for _ in 0..RUNS {
+            read_time = read_time.min(time(|| read_all(&file)));
+            raw_time = raw_time.min(time(|| raw.run(&payloads)));
+        }
         let raw_mb = raw_bytes as f64 / 1e6;
         println!(
             "{label:<13} file {file_mb:8.1} MB  reader {:8.1} MB/s of uncompressed bytes  raw {} {:8.1} MB/s  reader/raw {:.2}",
@@ -62,15 +67,14 @@ fn main() {
     }
 }
 
+fn time(run: impl FnOnce() -> u64) -> Duration {
+    let start = Instant::now();
+    black_box(run());
+    start.elapsed()
+}
+
 fn best(mut run: impl FnMut() -> u64) -> Duration {
-    (0..RUNS)
-        .map(|_| {
-            let start = Instant::now();
-            black_box(run());
-            start.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
+    (0..RUNS).map(|_| time(&mut run)).min().unwrap_or_default()
 }
 
 /// Writes the records; returns the file and the total serialized record
