@@ -177,6 +177,17 @@ pub enum VersionState {
     Error,
 }
 
+impl std::fmt::Display for VersionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VersionState::Building => "BUILDING",
+            VersionState::Active => "ACTIVE",
+            VersionState::Removing => "REMOVING",
+            VersionState::Error => "ERROR",
+        })
+    }
+}
+
 /// How far a build has got. Totals are known once the source was listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Progress {

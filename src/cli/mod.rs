@@ -1,6 +1,7 @@
 //! The `sequinsfs` command line: argument parsing and dispatch to the
 //! subcommands. Errors are printed as one line on stderr with a non-zero exit.
 
+pub mod demo;
 pub mod inspect;
 pub mod sync;
 
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Mirror the source root into the local store once, then exit.
     Sync(sync::SyncArgs),
+    /// Write a small demo source root (used by the quick start).
+    DemoData(demo::DemoArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -35,6 +38,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Sync(args) => sync::run(args),
+        Command::DemoData(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

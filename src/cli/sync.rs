@@ -58,7 +58,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<()> {
                         println!("{} {}: ERROR {e}", db.name, v.version);
                     }
                     None => println!(
-                        "{} {}: {:?}, {} keys",
+                        "{} {}: {}, {} keys",
                         db.name,
                         v.version,
                         v.state,
