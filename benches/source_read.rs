@@ -98,9 +98,9 @@ fn main() {
     let elapsed = best_of_three(|| {
         let (remote, file) = (remote.clone(), file.clone());
         let n = runtime
-            .block_on(tokio::task::spawn_blocking(move || {
-                drain(remote.open_read(&file).unwrap())
-            }))
+            .block_on(async move {
+                tokio::task::spawn_blocking(move || drain(remote.open_read(&file).unwrap())).await
+            })
             .unwrap();
         assert_eq!(n, size);
     });
