@@ -2,6 +2,7 @@
 //! subcommands. Errors are printed as one line on stderr with a non-zero exit.
 
 pub mod inspect;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ enum Command {
     /// Print the header, record count and (optionally) the first records of
     /// SequenceFiles and Sparkey tables.
     Inspect(inspect::InspectArgs),
+    /// Serve the source root over sequins' HTTP API, without a mount.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -31,6 +34,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
