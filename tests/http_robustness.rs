@@ -179,3 +179,18 @@ fn shutdown_stops_accepting() {
     server.stop().unwrap();
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn half_closed_clients_still_get_their_answer() {
+    let server = TestServer::start(healthy_catalog());
+    for _ in 0..300 {
+        let mut conn = server.connect();
+        conn.send_raw(b"GET /baby-names/1881/boy HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        conn.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        let r = conn
+            .read_reply(false)
+            .expect("an answer despite the half-close");
+        assert_eq!(r.body, b"John");
+    }
+}

@@ -107,6 +107,9 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .keep_alive(true)
+        // A client may shut down its sending side right after its request
+        // (`nc -N`, some scripts); it still gets its answer.
+        .half_close(true)
         .header_read_timeout(options.header_read_timeout)
         // Below hyper's minimum the builder panics; never pass it.
         .max_buf_size(options.max_header_bytes.max(8192));
