@@ -351,3 +351,29 @@ impl From<&crate::config::Config> for HttpOptions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn options_from_config() {
+        let config = Config::from_toml(
+            "content_type = \"text/plain\"\n[content_types]\nimages = \"image/png\"\n\
+             [debug]\nrequest_log_enable = true\nrequest_log_file = \"/var/log/r.log\"\n",
+        )
+        .unwrap();
+        let options = HttpOptions::from(&config);
+        assert_eq!(options.content_type, "text/plain");
+        assert_eq!(options.content_types["images"], "image/png");
+        assert_eq!(
+            options.request_log,
+            Some(RequestLogTarget::File("/var/log/r.log".into()))
+        );
+        let options =
+            HttpOptions::from(&Config::from_toml("[debug]\nrequest_log_enable = true\n").unwrap());
+        assert_eq!(options.request_log, Some(RequestLogTarget::Stdout));
+        assert_eq!(HttpOptions::from(&Config::default()).request_log, None);
+    }
+}
