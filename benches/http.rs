@@ -103,8 +103,8 @@ fn main() {
         .expect("lua script");
 
     println!(
-        "{:<10} {:>5} {:>12} {:>10} {:>10} {:>8}",
-        "keys", "conns", "requests/s", "p50", "p99", "errors"
+        "{:<10} {:>5} {:>12} {:>10} {:>10} {:>8} {:>16}",
+        "keys", "conns", "requests/s", "p50", "p99", "errors", "server CPU/req"
     );
     for (name, script) in [("hot", None), ("random", Some(&script))] {
         for conns in [1u32, 16] {
@@ -118,13 +118,25 @@ fn main() {
             if let Some(script) = script {
                 wrk.arg("-s").arg(script);
             }
+            let cpu_before = process_cpu_time();
             let out = wrk.arg(&url).output().expect("run wrk");
+            let server_cpu = process_cpu_time().saturating_sub(cpu_before);
             let text = String::from_utf8_lossy(&out.stdout);
             let rps = field(&text, "Requests/sec:").unwrap_or("?");
             let p50 = percentile(&text, "50%").unwrap_or("?");
             let p99 = percentile(&text, "99%").unwrap_or("?");
             let errors = field(&text, "Non-2xx or 3xx responses:").unwrap_or("0");
-            println!("{name:<10} {conns:>5} {rps:>12} {p50:>10} {p99:>10} {errors:>8}");
+            // CPU the server spent per request: unlike requests/s, this
+            // hardly depends on what else runs on the machine.
+            let total = requests_done(&text);
+            let per_request = if total > 0.0 {
+                format!("{:.1}us", server_cpu.as_secs_f64() * 1e6 / total)
+            } else {
+                "?".to_string()
+            };
+            println!(
+                "{name:<10} {conns:>5} {rps:>12} {p50:>10} {p99:>10} {errors:>8} {per_request:>16}"
+            );
             if !out.status.success() || text.contains("Socket errors") {
                 eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
             }
@@ -132,6 +144,34 @@ fn main() {
     }
     let _ = stop_tx.send(());
     let _ = server.join();
+}
+
+/// User plus system CPU time of this process (the server; `wrk` is a child
+/// and not included).
+fn process_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a complete `rusage` into the pointer it is
+    // given, which points to memory of that type we own.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage succeeded, so it initialised the struct (and it was
+    // zeroed before, so every field is initialised either way).
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// "123456 requests in 5.00s, ..." -> 123456.
+fn requests_done(text: &str) -> f64 {
+    text.lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
