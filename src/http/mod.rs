@@ -264,8 +264,8 @@ impl Sidecar {
             return (empty(StatusCode::BAD_REQUEST), None);
         };
         let proxy = path::proxy_param(req.uri().query());
-        let logged = match (route.key, &proxy) {
-            (Some(_), None) => decoded.get(1..).map(<[u8]>::to_vec),
+        let logged = match (route.key, &proxy, &self.request_log) {
+            (Some(_), None, Some(_)) => decoded.get(1..).map(<[u8]>::to_vec),
             _ => None,
         };
         if route.db.is_empty() {
