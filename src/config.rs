@@ -8,6 +8,7 @@
 //! ZooKeeper, statsd, the debug server) are accepted and reported at startup
 //! by [`Config::unsupported_keys`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ pub struct Config {
     /// `Content-Type` of values served over HTTP (sequins parses this key and
     /// ignores it; we honour it).
     pub content_type: String,
+    /// Per-database `Content-Type` of values over HTTP (`[content_types]`,
+    /// database name -> type), overriding `content_type`. Not a sequins key.
+    pub content_types: BTreeMap<String, String>,
     /// How long a superseded version stays readable (under `.versions/` and
     /// for readers holding it) before its local data is deleted. One minute
     /// lets scripts that resolved the old path finish; readers holding it
@@ -76,6 +80,7 @@ impl Default for Config {
             refresh_period: Duration::ZERO,
             require_success_file: false,
             content_type: String::new(),
+            content_types: BTreeMap::new(),
             version_grace_period: Duration::from_secs(60),
             storage: StorageConfig::default(),
             s3: S3Config::default(),
@@ -346,6 +351,19 @@ request_log_enable = true
         assert!(err.to_string().contains("compresion"), "{err}");
         let err = Config::from_toml("[storage]\ncompression = \"lz4\"\n").unwrap_err();
         assert!(err.to_string().contains("lz4"), "{err}");
+    }
+
+    #[test]
+    fn per_database_content_types() {
+        let cfg = Config::from_toml(
+            "content_type = \"text/plain\"\n[content_types]\n\"baby-names\" = \"text/plain; charset=utf-8\"\nimages = \"image/png\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.content_type, "text/plain");
+        assert_eq!(cfg.content_types["baby-names"], "text/plain; charset=utf-8");
+        assert_eq!(cfg.content_types["images"], "image/png");
+        assert!(Config::default().content_types.is_empty());
+        assert!(Config::from_toml("[content_types]\nimages = 3\n").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | [`naming`] | key bytes <-> file names |
 //! | [`fs`] | the FUSE mount: a filesystem core and a thin fuser adapter |
 //! | [`http`] | the sequins-compatible HTTP sidecar |
+//! | [`metrics`] | Prometheus metrics shared by the front ends and the engine |
 //! | [`cli`] | the `sequinsfs` command line |
 
 pub mod catalog;
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod format;
 pub mod fs;
 pub mod http;
+pub mod metrics;
 pub mod naming;
 pub mod partition;
 pub mod refresh;

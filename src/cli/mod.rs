@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod inspect;
+pub mod serve;
 pub mod sync;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Sync(sync::SyncArgs),
     /// Write a small demo source root (used by the quick start).
     DemoData(demo::DemoArgs),
+    /// Serve the source root over sequins' HTTP API, without a mount.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Sync(args) => sync::run(args),
         Command::DemoData(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod http;
 pub mod s3;
+
+#[allow(unused_imports)]
+pub use http::*;
 
 use std::path::PathBuf;
 
