@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::refresh::{RefreshHandle, RefreshReport, Refresher};
 use crate::source::{Source, SourceOptions};
 use crate::store::LocalStore;
@@ -22,6 +23,7 @@ pub struct Engine {
     catalog: Arc<Catalog>,
     refresh: RefreshHandle,
     refresher: Arc<Refresher>,
+    metrics: Arc<Metrics>,
     stop: Arc<Notify>,
     task: Option<JoinHandle<()>>,
 }
@@ -35,6 +37,15 @@ impl Engine {
     /// nothing to serve (sequins always exits); otherwise the daemon serves
     /// what it has and keeps retrying at every refresh.
     pub async fn start(config: Config) -> anyhow::Result<Engine> {
+        Engine::start_with_metrics(config, Metrics::new()).await
+    }
+
+    /// [`Engine::start`], reporting loads, refreshes and local store size
+    /// into `metrics` (which the HTTP sidecar exports).
+    pub async fn start_with_metrics(
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Engine> {
         config.validate()?;
         for key in config.unsupported_keys() {
             tracing::warn!("config: {key} is accepted for compatibility with sequins but not used");
@@ -66,6 +77,7 @@ impl Engine {
             Arc::clone(&catalog),
             builder,
             config.version_grace_period,
+            Arc::clone(&metrics),
         );
         let restored = {
             let r = Arc::clone(&refresher);
@@ -87,10 +99,12 @@ impl Engine {
         ));
         // The startup refresh.
         refresh.trigger();
+        metrics.set_local_store_bytes(refresher.store.disk_usage());
         Ok(Engine {
             catalog,
             refresh,
             refresher,
+            metrics,
             stop,
             task: Some(task),
         })
@@ -99,6 +113,11 @@ impl Engine {
     /// What the front ends read.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// Load, refresh and local store figures, for the metrics endpoint.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Asks for refreshes (SIGHUP, `.refresh`).

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{Catalog, Progress, Version, VersionState, VersionStatus};
+use crate::metrics::Metrics;
 use crate::source::Source;
 use crate::store::build::{BuildProgress, Builder};
 use crate::store::{LocalStore, LocalVersion};
@@ -65,6 +66,7 @@ pub struct Refresher {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) builder: Builder,
     pub(crate) grace: Duration,
+    pub(crate) metrics: Arc<Metrics>,
     /// Databases with a build in flight.
     building: Mutex<HashSet<String>>,
     /// Number of builds in flight, to wait for quiescence.
@@ -91,6 +93,7 @@ impl Refresher {
         catalog: Arc<Catalog>,
         builder: Builder,
         grace: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Refresher {
             source,
@@ -98,6 +101,7 @@ impl Refresher {
             catalog,
             builder,
             grace,
+            metrics,
             building: Mutex::new(HashSet::new()),
             in_flight: tokio::sync::watch::Sender::new(0),
             run_lock: tokio::sync::Mutex::new(()),
@@ -155,9 +159,11 @@ impl Refresher {
             Err(e) => {
                 tracing::warn!("refresh: cannot list databases: {e}");
                 report.listing_failed = Some(e.to_string());
+                self.metrics.record_refresh(false);
                 return report;
             }
         };
+        self.metrics.record_refresh(true);
         for db in &dbs {
             let versions = match self.source.list_versions(db).await {
                 Ok(v) => v,
@@ -291,6 +297,15 @@ impl Refresher {
             .build(db, version, files, Arc::clone(&progress))
             .await;
         reporter.abort();
+        let done = progress.snapshot();
+        self.metrics.record_load(
+            db,
+            version,
+            started.elapsed(),
+            done.bytes_done,
+            done.records_done,
+            built.is_ok(),
+        );
         let opened = match built {
             Ok(dir) => open_blocking(dir).await,
             Err(e) => Err(e.message),
@@ -302,6 +317,7 @@ impl Refresher {
                 let v = wrap(db, version, local);
                 let previous = self.catalog.current(db).map(|p| p.name().to_string());
                 self.catalog.publish(v, path.clone(), self.grace);
+                self.update_disk_usage().await;
                 tracing::info!(
                     db,
                     version,
@@ -346,6 +362,14 @@ impl Refresher {
                 }
             }
             self.catalog.deleted(&db, &name);
+            self.update_disk_usage().await;
+        }
+    }
+
+    async fn update_disk_usage(&self) {
+        let store = Arc::clone(&self.store);
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || store.disk_usage()).await {
+            self.metrics.set_local_store_bytes(bytes);
         }
     }
 

@@ -98,8 +98,8 @@ async fn serve(config: Config, options: HttpOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    let engine = Engine::start(config).await?;
     let metrics = Metrics::new();
+    let engine = Engine::start_with_metrics(config, Arc::clone(&metrics)).await?;
     tracing::info!("serving HTTP on {}", listener.local_addr()?);
 
     let refresh = engine.refresh_handle();

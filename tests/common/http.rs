@@ -32,10 +32,18 @@ impl TestServer {
     }
 
     pub fn with_options(catalog: Arc<Catalog>, options: HttpOptions) -> TestServer {
+        TestServer::with_metrics(catalog, options, Metrics::new())
+    }
+
+    /// A server exporting `metrics` (for example an engine's).
+    pub fn with_metrics(
+        catalog: Arc<Catalog>,
+        options: HttpOptions,
+        metrics: Arc<Metrics>,
+    ) -> TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
-        let metrics = Metrics::new();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (cat, met) = (Arc::clone(&catalog), Arc::clone(&metrics));
         let thread = std::thread::spawn(move || {
