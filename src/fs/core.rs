@@ -245,7 +245,8 @@ impl FsCore {
             attr,
             ttl: CHANGING_TTL,
         };
-        let fixed = |attr| Ok((changing(attr), None));
+        // Entries that always name the same inode.
+        let fixed = |attr| Ok((Entry::Found { attr, ttl: FOREVER }, None));
         match decode(parent)? {
             Inode::Root => {
                 // No negative entries in the root: a database may appear.
@@ -283,7 +284,8 @@ impl FsCore {
                     .ok_or_else(FsError::not_found)?;
                 let generation = version.generation();
                 let attr = self.version_attr(&version, Inode::VersionRoot { generation })?;
-                Ok((changing(attr), Some(version)))
+                // Immutable; dropped by invalidation once retired.
+                Ok((Entry::Found { attr, ttl: FOREVER }, Some(version)))
             }
             Inode::VersionRoot { generation } => {
                 let version = self.version(generation, parent)?;
@@ -368,12 +370,7 @@ impl FsCore {
     /// GETATTR, with the attribute TTL.
     pub fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
         let inode = decode(ino)?;
-        let ttl = match inode {
-            Inode::Root | Inode::VersionsDir | Inode::DbDir(_) | Inode::RefreshFile => CHANGING_TTL,
-            // Recomputed on every read so `cat .status` is always fresh.
-            Inode::StatusFile => Duration::ZERO,
-            _ => FOREVER,
-        };
+        let ttl = attr_ttl(inode);
         let attr = match inode.generation() {
             Some(generation) => {
                 let version = self.version(generation, ino)?;
@@ -595,11 +592,16 @@ impl FsCore {
                 let entries = self.small_dir(inode)?;
                 for (i, (name, attr)) in entries.into_iter().enumerate() {
                     let next = DOT_ENTRIES + i as u64 + 1;
+                    // Only the per-database symlinks change their target.
+                    let ttl = match Inode::from_number(attr.ino) {
+                        Some(Inode::Symlink { .. }) | None => CHANGING_TTL,
+                        Some(inode) => attr_ttl(inode),
+                    };
                     if next > offset
                         && !emit(DirEntry {
                             name,
                             attr,
-                            ttl: CHANGING_TTL,
+                            ttl,
                             next,
                         })
                     {
@@ -747,6 +749,20 @@ impl FsCore {
         ids.get(id as usize)
             .cloned()
             .ok_or_else(|| FsError::stale(u64::from(id)))
+    }
+}
+
+/// How long the kernel may cache an inode's attributes.
+pub fn attr_ttl(inode: Inode) -> Duration {
+    match inode {
+        // Recomputed on every access so `cat .status` is always fresh.
+        Inode::StatusFile => Duration::ZERO,
+        // Fixed, or part of an immutable version. The root, `.versions/`
+        // and `.versions/<db>/` do change (their listings, and their mtime
+        // with them), but every change is pushed to the kernel by
+        // invalidation, and a short TTL here would cost a GETATTR per path
+        // walk (the kernel checks search permission on every directory).
+        _ => FOREVER,
     }
 }
 

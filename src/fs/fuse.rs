@@ -30,7 +30,7 @@ use fuser::{
 };
 
 use crate::catalog::{Catalog, CatalogEvent};
-use crate::fs::core::{Attr, CoreOptions, Entry, FileKind, FsCore, FsError};
+use crate::fs::core::{Attr, CoreOptions, Entry, FileKind, FsCore, FsError, attr_ttl};
 use crate::fs::counters::{Op, RequestCounters};
 use crate::fs::inode::{self, Inode};
 use crate::naming::NAME_MAX;
@@ -482,7 +482,10 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::ENAMETOOLONG);
         }
         match self.core.lookup(parent.0, name.as_bytes()) {
-            Ok(Entry::Found { attr, ttl }) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+            Ok(Entry::Found { attr, ttl }) => {
+                let attr_ttl = Inode::from_number(attr.ino).map_or(Duration::ZERO, attr_ttl);
+                reply.entry_with_ttls(&attr_ttl, &ttl, &file_attr(&attr), Generation(0))
+            }
             Ok(Entry::Negative { ttl }) => reply.entry(&ttl, &negative_attr(), Generation(0)),
             Err(err) => reply.error(errno(&err)),
         }
