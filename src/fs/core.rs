@@ -16,9 +16,9 @@
 //! file open or a working directory in an old version keeps reading it after
 //! a switch. The table has one entry per version, never per key.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
@@ -142,9 +142,14 @@ impl Default for CoreOptions {
 }
 
 /// Kernel references to one version's inodes; see the module docs.
+///
+/// Counts are signed and entries are created by whichever of a reference
+/// or its release is seen first: FORGET and the LOOKUP that created the
+/// reference are handled on different threads, so their order is not
+/// guaranteed, and the sum is what matters.
 struct Pin {
-    version: Arc<Version>,
-    references: u64,
+    version: Option<Arc<Version>>,
+    references: i64,
 }
 
 /// The filesystem core; see the module docs.
@@ -165,6 +170,8 @@ pub struct FsCore {
     /// root, `.versions/` and `.versions/<db>/`, so the kernel's cached
     /// listings of those directories are refreshed after a change.
     changed_at: Mutex<SystemTime>,
+    /// Signalled whenever a pin is released, for [`FsCore::wait_for_pins`].
+    unpinned: (Mutex<()>, Condvar),
 }
 
 /// Offsets of the fixed entries of every directory listing.
@@ -183,6 +190,7 @@ impl FsCore {
             db_ids_assign: Mutex::new(()),
             refreshes: AtomicU64::new(0),
             changed_at: Mutex::new(SystemTime::now()),
+            unpinned: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -207,17 +215,52 @@ impl FsCore {
 
     /// Generations of the versions the kernel still references.
     pub fn pinned_generations(&self) -> Vec<u64> {
-        self.pins.iter().map(|p| *p.key()).collect()
+        self.pins
+            .iter()
+            .filter(|p| p.references > 0)
+            .map(|p| *p.key())
+            .collect()
+    }
+
+    /// (generation, kernel references) of every pinned version.
+    pub fn pin_counts(&self) -> Vec<(u64, i64)> {
+        self.pins.iter().map(|p| (*p.key(), p.references)).collect()
+    }
+
+    /// Waits until `done` holds for the pinned generations, or `timeout`
+    /// passes (returns whether it held). For tests and shutdown: the kernel
+    /// releases references asynchronously (FORGET).
+    pub fn wait_for_pins(&self, done: impl Fn(&[u64]) -> bool, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let (lock, signal) = &self.unpinned;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if done(&self.pinned_generations()) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Bounded waits: a release between the check and the wait is
+            // seen at the next check instead of being lost.
+            let slice = (deadline - now).min(Duration::from_millis(50));
+            guard = signal
+                .wait_timeout(guard, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Number of versions the kernel still references.
     pub fn pinned_versions(&self) -> usize {
-        self.pins.len()
+        self.pins.iter().filter(|p| p.references > 0).count()
     }
 
     /// Drops every pin: the kernel connection is gone.
     pub fn unpin_all(&self) {
         self.pins.clear();
+        self.unpinned.1.notify_all();
     }
 
     // ----- lookup -------------------------------------------------------
@@ -339,30 +382,44 @@ impl FsCore {
         let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) else {
             return;
         };
-        if let Some(mut pin) = self.pins.get_mut(&generation) {
+        if let Some(mut pin) = self.pins.get_mut(&generation)
+            && pin.version.is_some()
+        {
             pin.references += 1;
             return;
         }
-        if let Some(version) = self.find_version(generation) {
-            self.pin_version(&version);
+        match self.find_version(generation) {
+            Some(version) => self.pin_version(&version),
+            None => self.adjust_pin(generation, None, 1),
         }
     }
 
     fn pin_version(&self, version: &Arc<Version>) {
-        self.pins
-            .entry(version.generation())
-            .and_modify(|p| p.references += 1)
-            .or_insert_with(|| Pin {
-                version: Arc::clone(version),
-                references: 1,
-            });
+        self.adjust_pin(version.generation(), Some(version), 1);
     }
 
     fn unpin(&self, generation: u64, count: u64) {
-        self.pins.remove_if_mut(&generation, |_, pin| {
-            pin.references = pin.references.saturating_sub(count);
-            pin.references == 0
+        self.adjust_pin(generation, None, -i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Adds `delta` kernel references to `generation`, dropping the entry
+    /// (and with it the version) when they sum to zero.
+    fn adjust_pin(&self, generation: u64, version: Option<&Arc<Version>>, delta: i64) {
+        let mut entry = self.pins.entry(generation).or_insert_with(|| Pin {
+            version: None,
+            references: 0,
         });
+        entry.references = entry.references.saturating_add(delta);
+        if entry.version.is_none() {
+            entry.version = version.cloned();
+        }
+        let released = entry.references == 0;
+        drop(entry);
+        if released {
+            self.pins
+                .remove_if(&generation, |_, pin| pin.references == 0);
+            self.unpinned.1.notify_all();
+        }
     }
 
     // ----- attributes ---------------------------------------------------
@@ -708,8 +765,10 @@ impl FsCore {
     /// The version an inode of generation `generation` belongs to: pinned
     /// (the kernel holds one of its inodes), or still in the catalog.
     fn version(&self, generation: u64, ino: u64) -> FsResult<Arc<Version>> {
-        if let Some(pin) = self.pins.get(&generation) {
-            return Ok(Arc::clone(&pin.version));
+        if let Some(pin) = self.pins.get(&generation)
+            && let Some(version) = &pin.version
+        {
+            return Ok(Arc::clone(version));
         }
         self.find_version(generation)
             .ok_or_else(|| FsError::stale(ino))

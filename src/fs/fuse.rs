@@ -7,17 +7,18 @@
 //! cached for a hundred years, missing keys get negative entries, and `open`
 //! and `opendir` answer ENOSYS, which the kernel turns into "never send
 //! OPEN/RELEASE again and keep the page cache". A warm `cat` of a key then
-//! sends no request at all. Only the per-database symlink changes; after a
-//! switch a dedicated thread tells the kernel to forget it
-//! (`notify_inval_entry` on the root), never from a request thread and
-//! holding no locks, because the kernel takes the directory lock for it.
+//! sends no request at all. Only the per-database symlink changes; on a
+//! switch the catalog listener tells the kernel to forget it
+//! (`notify_inval_entry` on the root) from the publishing thread, and a
+//! sweep thread later drops retired versions' entries: never from a request
+//! thread and holding no locks, because the kernel takes the directory lock.
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -86,14 +87,15 @@ pub struct MountHandle {
     mountpoint: PathBuf,
     core: Arc<FsCore>,
     session: Option<BackgroundSession>,
-    events: mpsc::Sender<Notice>,
+    /// What the catalog listener notifies through; emptied on unmount so
+    /// the listener (which the catalog keeps) lets go of the connection.
+    notifier: Arc<Mutex<Option<Notifier>>>,
+    events: mpsc::Sender<Stop>,
     invalidator: Option<JoinHandle<()>>,
 }
 
-enum Notice {
-    Catalog(CatalogEvent),
-    Stop,
-}
+/// Tells the sweep thread to end.
+struct Stop;
 
 /// Mounts `catalog` at `mountpoint` and returns once the kernel has finished
 /// INIT (the mount is usable). A stale mount point left by a crashed daemon
@@ -145,24 +147,35 @@ pub fn mount(
     let session = session.spawn().map_err(io_error)?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
 
+    // Catalog changes are pushed to the kernel by the listener itself: the
+    // catalog calls it on the publishing (refresh) thread after releasing
+    // its locks, which is never a FUSE request thread, so the kernel may
+    // take the root's lock for the invalidation without deadlocking, and a
+    // switch is visible to every path walk by the time `publish` returns.
+    let shared_notifier = Arc::new(Mutex::new(Some(notifier.clone())));
+    {
+        let core = Arc::clone(&core);
+        let shared = Arc::clone(&shared_notifier);
+        catalog.on_change(move |event| {
+            let notifier = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(notifier) = notifier {
+                push_change(&core, &notifier, event);
+            }
+        });
+    }
     let (events, received) = mpsc::channel();
-    let listener = events.clone();
-    catalog.on_change(move |event| {
-        // Never blocks: the channel is unbounded. After unmount the
-        // receiver is gone and the send fails, which is fine.
-        let _ = listener.send(Notice::Catalog(event.clone()));
-    });
     let invalidator = {
         let core = Arc::clone(&core);
         let sweep = options.retired_sweep_interval;
         std::thread::Builder::new()
             .name("sequinsfs-inval".into())
-            .spawn(move || invalidate_loop(&core, &notifier, &received, sweep))
+            .spawn(move || sweep_loop(&core, &notifier, &received, sweep))
             .map_err(io_error)?
     };
     Ok(MountHandle {
         mountpoint: mountpoint.to_path_buf(),
         core,
+        notifier: shared_notifier,
         session: Some(session),
         events,
         invalidator: Some(invalidator),
@@ -192,7 +205,8 @@ impl MountHandle {
     }
 
     fn unmount_inner(&mut self) -> Result<(), MountError> {
-        let _ = self.events.send(Notice::Stop);
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let _ = self.events.send(Stop);
         if let Some(thread) = self.invalidator.take() {
             let _ = thread.join();
         }
@@ -323,48 +337,41 @@ pub fn lazy_unmount(path: &Path) -> io::Result<()> {
     Err(err)
 }
 
-/// The invalidation thread: turns catalog changes into kernel notifications
-/// (outside request threads, no locks held) and, every `sweep`, asks the
-/// kernel to drop unused entries of versions that are no longer current.
-fn invalidate_loop(
-    core: &FsCore,
-    notifier: &Notifier,
-    received: &mpsc::Receiver<Notice>,
-    sweep: Duration,
-) {
+/// Tells the kernel to forget what a catalog change made stale: the
+/// database's symlink in the root, and the cached listings of the root,
+/// `.versions/` and `.versions/<db>/`.
+fn push_change(core: &FsCore, notifier: &Notifier, event: &CatalogEvent) {
+    core.note_catalog_change();
+    let db = match event {
+        CatalogEvent::Switched { db, .. }
+        | CatalogEvent::Removed { db }
+        | CatalogEvent::Deleted { db, .. } => db,
+    };
+    let started = std::time::Instant::now();
     let root = INodeNo(inode::ROOT);
+    let versions = INodeNo(inode::VERSIONS_DIR);
+    let db_dir = INodeNo(Inode::DbDir(core.db_id(db)).number().unwrap_or(0));
+    let results = [
+        notifier.inval_entry(root, OsStr::new(db)),
+        notifier.inval_inode(root, 0, 0),
+        notifier.inval_inode(versions, 0, 0),
+        notifier.inval_inode(db_dir, 0, 0),
+    ];
+    for result in results {
+        log_invalidation(result);
+    }
+    tracing::info!(?event, elapsed = ?started.elapsed(), "catalog change pushed to the kernel");
+}
+
+/// The sweep thread: every `sweep`, asks the kernel to drop unused entries
+/// of versions that are no longer current (see `drop_retired_entries`).
+/// Never a FUSE request thread, and it holds no locks while notifying.
+fn sweep_loop(core: &FsCore, notifier: &Notifier, stop: &mpsc::Receiver<Stop>, sweep: Duration) {
     loop {
-        let notice = match received.recv_timeout(sweep) {
-            Ok(notice) => Some(notice),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        match notice {
-            Some(Notice::Stop) => return,
-            Some(Notice::Catalog(event)) => {
-                core.note_catalog_change();
-                let db = match &event {
-                    CatalogEvent::Switched { db, .. }
-                    | CatalogEvent::Removed { db }
-                    | CatalogEvent::Deleted { db, .. } => db.clone(),
-                };
-                let started = std::time::Instant::now();
-                let db_dir = INodeNo(Inode::DbDir(core.db_id(&db)).number().unwrap_or(0));
-                let results = [
-                    notifier.inval_entry(root, OsStr::new(&db)),
-                    notifier.inval_inode(root, 0, 0),
-                    notifier.inval_entry(INodeNo(inode::VERSIONS_DIR), OsStr::new(&db)),
-                    notifier.inval_inode(INodeNo(inode::VERSIONS_DIR), 0, 0),
-                    notifier.inval_inode(db_dir, 0, 0),
-                ];
-                for result in results {
-                    log_invalidation(result);
-                }
-                tracing::info!(?event, elapsed = ?started.elapsed(), "catalog change pushed to the kernel");
-            }
-            None => {}
+        match stop.recv_timeout(sweep) {
+            Err(mpsc::RecvTimeoutError::Timeout) => drop_retired_entries(core, notifier),
+            Ok(Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        drop_retired_entries(core, notifier);
     }
 }
 
@@ -381,10 +388,20 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
     for db in catalog.database_names() {
         let current = catalog.current(&db).map(|v| v.generation());
         let db_dir = INodeNo(Inode::DbDir(core.db_id(&db)).number().unwrap_or(0));
+        let mut retired_pinned = false;
         for version in catalog.held_versions(&db) {
             if Some(version.generation()) != current && pinned.contains(&version.generation()) {
+                retired_pinned = true;
                 log_invalidation(notifier.inval_entry(db_dir, OsStr::new(version.name())));
             }
+        }
+        if retired_pinned {
+            // A lookup of `<db>` that raced with a switch may have left the
+            // old symlink cached; drop it too (the next walk looks it up).
+            log_invalidation(notifier.inval_entry(INodeNo(inode::ROOT), OsStr::new(&db)));
+            // And `.versions/<db>` itself: a version directory the kernel
+            // already unhashed is only reachable (and prunable) from there.
+            log_invalidation(notifier.inval_entry(INodeNo(inode::VERSIONS_DIR), OsStr::new(&db)));
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
@@ -51,12 +51,19 @@ pub fn version(db: &str, name: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Arc<Vers
 }
 
 /// A mounted catalog in a temporary directory; unmounts on drop.
+/// One mount at a time per test binary: tests assert on kernel behaviour
+/// (which references the kernel drops, how many requests it sends), and a
+/// concurrent test's child processes briefly inherit every open descriptor
+/// between fork and exec, which keeps dentries alive at random moments.
+static ONE_MOUNT_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 pub struct TestMount {
     pub catalog: Arc<Catalog>,
     pub refresh: RefreshHandle,
     // Declared before `dir` so it is dropped (unmounted) first.
     handle: Option<MountHandle>,
     dir: tempfile::TempDir,
+    _exclusive: MutexGuard<'static, ()>,
 }
 
 impl TestMount {
@@ -65,6 +72,9 @@ impl TestMount {
     }
 
     pub fn with_options(catalog: Arc<Catalog>, options: MountOptions) -> TestMount {
+        let exclusive = ONE_MOUNT_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new()
             .prefix("sequinsfs-mount-")
             .tempdir()
@@ -80,6 +90,7 @@ impl TestMount {
             refresh,
             handle: Some(handle),
             dir,
+            _exclusive: exclusive,
         }
     }
 
