@@ -2,6 +2,7 @@
 //! subcommands. Errors are printed as one line on stderr with a non-zero exit.
 
 pub mod inspect;
+pub mod mount;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ enum Command {
     /// Print the header, record count and (optionally) the first records of
     /// SequenceFiles and Sparkey tables.
     Inspect(inspect::InspectArgs),
+    /// Mount a source root: every database as a directory of files, one
+    /// per key (`cat MOUNTPOINT/<db>/<key>`). Daemonizes once mounted
+    /// unless -f is given; SIGTERM/SIGINT unmount, SIGHUP refreshes.
+    Mount(mount::MountArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -31,6 +36,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Mount(args) => mount::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -187,6 +187,14 @@ impl MountHandle {
         &self.mountpoint
     }
 
+    /// Whether the session is still running (false once the file system
+    /// was unmounted from outside, e.g. with `fusermount3 -u`).
+    pub fn is_mounted(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|session| !session.guard.is_finished())
+    }
+
     /// Requests received per opcode.
     pub fn counters(&self) -> &RequestCounters {
         self.core.counters()
