@@ -17,7 +17,11 @@ fn fstab_options_become_flags_and_mount_options_are_dropped() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         "sequinsfs mount s3://bucket/root /mnt/sequins --allow-other \

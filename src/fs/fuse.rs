@@ -221,6 +221,15 @@ impl MountHandle {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        if session.guard.is_finished() {
+            // Unmounted from outside (`umount`, `fusermount3 -u`).
+            if let Err(err) = session.join() {
+                tracing::debug!("session ended with: {err}");
+            }
+            self.core.unpin_all();
+            tracing::info!(mountpoint = %self.mountpoint.display(), "was unmounted from outside");
+            return Ok(());
+        }
         let result = match session.umount_and_join() {
             Ok(()) => {
                 tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
@@ -236,6 +245,8 @@ impl MountHandle {
                     source,
                 })
             }
+            // Not mounted any more: someone unmounted it meanwhile.
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(()),
             Err(source) => Err(MountError::Io {
                 path: self.mountpoint.clone(),
                 source,
