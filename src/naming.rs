@@ -119,10 +119,11 @@ pub fn is_pathable(key: &[u8]) -> bool {
     !key.is_empty() && key.split(|&b| b == b'/').all(is_valid_component)
 }
 
-/// Whether the key can be reached through the mount at all: by path, or by
-/// its flat form from the version root. The empty key and keys whose flat
-/// form is longer than NAME_MAX cannot (the HTTP sidecar still serves the
-/// latter).
+/// Whether the key can be reached through the mount on its own: by path,
+/// or by its flat form from the version root. The empty key and keys whose
+/// flat form is longer than NAME_MAX cannot (the HTTP sidecar still serves
+/// the latter). Other keys can shadow a path: if `a` is a key, `a/b...` is
+/// only reachable by a flat name in `a`'s directory (see `fs::listing`).
 pub fn is_reachable(key: &[u8]) -> bool {
     !key.is_empty() && (is_pathable(key) || encoded_len(key) <= NAME_MAX)
 }

@@ -12,7 +12,9 @@
 //! - if `P + C` is itself a key (the exact key wins), the keys under it are
 //!   files in flat form relative to `P` (`a%2Fb`);
 //! - keys that cannot be paths (see [`naming::is_pathable`]) only at the
-//!   version root, in flat form. Finding those needs a scan, so the root
+//!   version root, in flat form.
+//! - a name longer than NAME_MAX is never listed (it could not be looked
+//!   up): such keys are unreachable through the mount. Finding those needs a scan, so the root
 //!   listing visits every key once (resumable, so still O(keys) in total).
 //!
 //! A listing position is a [`Cursor`]: the ordinal of the next key to visit
