@@ -136,6 +136,95 @@ fn main() {
         "daemon (this process) RSS: {rss_mounted} KiB after mount, {rss_after_cold} KiB after the cold pass, {rss_end} KiB at the end (includes the in-memory data set)"
     );
     handle.unmount().unwrap();
+
+    if let Some(keys) = std::env::var("SEQUINSFS_BENCH_RSS_KEYS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        rss_with_many_keys(keys);
+    }
+}
+
+/// Daemon RSS with `keys` keys mounted, before and after reading a sample of
+/// them through the mount. The keys are computed, not stored, so what grows
+/// is the mount's own state (and the kernel's, which is not in our RSS).
+fn rss_with_many_keys(keys: u64) {
+    let mut all_keys = Vec::with_capacity(usize::try_from(keys).unwrap_or(0) * 10);
+    for i in 0..keys {
+        all_keys.extend_from_slice(format!("k{i:09}").as_bytes());
+    }
+    /// Fixed-width keys `k000000000`.. in one buffer (10 bytes each), values
+    /// computed on the fly.
+    struct Computed(u64, Vec<u8>);
+    impl sequinsfs::catalog::VersionData for Computed {
+        fn get(
+            &self,
+            key: &[u8],
+        ) -> Result<Option<std::borrow::Cow<'_, [u8]>>, sequinsfs::catalog::LookupError> {
+            let ordinal = std::str::from_utf8(key)
+                .ok()
+                .and_then(|k| k.strip_prefix('k'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|&n| n < self.0 && key.len() == 10);
+            Ok(ordinal.map(|_| std::borrow::Cow::Owned(vec![b'v'; VALUE_LEN])))
+        }
+        fn key_count(&self) -> u64 {
+            self.0
+        }
+        fn key_at(&self, ordinal: u64) -> Result<&[u8], sequinsfs::catalog::LookupError> {
+            let start = usize::try_from(ordinal)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(10);
+            self.1
+                .get(start..start.saturating_add(10))
+                .ok_or_else(|| sequinsfs::catalog::LookupError::new("ordinal out of range"))
+        }
+        fn value_len_at(&self, _ordinal: u64) -> Result<u64, sequinsfs::catalog::LookupError> {
+            Ok(VALUE_LEN as u64)
+        }
+        fn lower_bound(&self, key: &[u8]) -> Result<u64, sequinsfs::catalog::LookupError> {
+            let (mut lo, mut hi) = (0, self.0);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if format!("k{mid:09}").as_bytes() < key {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            Ok(lo)
+        }
+    }
+    let catalog = Catalog::new();
+    let data = Box::new(Computed(keys, all_keys));
+    let version = Version::new("many", "1", SystemTime::now(), "bench", 1, data);
+    catalog.publish(version, "bench".into(), Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let handle = mount(
+        catalog,
+        RefreshHandle::new(),
+        dir.path(),
+        MountOptions::default(),
+    )
+    .unwrap();
+    let sample = 200_000u64;
+    let step = (keys / sample).max(1);
+    let names: Vec<String> = (0..sample)
+        .map(|i| format!("k{:09}", (i * step) % keys))
+        .collect();
+    let before = rss_kib();
+    let other: Vec<String> = (0..sample)
+        .map(|i| format!("k{:09}", (i * step + 1) % keys))
+        .collect();
+    let rate = read_pass(&dir.path().join("many"), &names, true);
+    let after = rss_kib();
+    let _ = read_pass(&dir.path().join("many"), &other, true);
+    let after_more = rss_kib();
+    println!(
+        "{keys} keys mounted: daemon RSS {before} KiB; after reading {sample} of them \
+         ({rate:.0} files/s cold): {after} KiB; after {sample} more: {after_more} KiB"
+    );
+    handle.unmount().unwrap();
 }
 
 /// Files (or failed opens) per second over `names` in order.
