@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod inspect;
+pub mod mount;
 pub mod serve;
 pub mod sync;
 
@@ -31,6 +32,10 @@ enum Command {
     DemoData(demo::DemoArgs),
     /// Serve the source root over sequins' HTTP API, without a mount.
     Serve(serve::ServeArgs),
+    /// Mount a source root: every database as a directory of files, one
+    /// per key (`cat MOUNTPOINT/<db>/<key>`). Daemonizes once mounted
+    /// unless -f is given; SIGTERM/SIGINT unmount, SIGHUP refreshes.
+    Mount(mount::MountArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -43,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => sync::run(args),
         Command::DemoData(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Mount(args) => mount::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,10 +3,13 @@
 
 pub mod data;
 pub mod http;
+pub mod mount;
 pub mod s3;
 
 #[allow(unused_imports)]
 pub use http::*;
+#[allow(unused_imports)]
+pub use mount::*;
 
 use std::path::PathBuf;
 

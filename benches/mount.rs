@@ -1,0 +1,294 @@
+//! Mount benchmark: open+read+close per second on a sequinsfs mount versus
+//! the same files on tmpfs, measured in the same run.
+//!
+//! Run (as root, with /dev/fuse): `cargo bench --bench mount`
+//! Knobs: `SEQUINSFS_BENCH_KEYS` (default 100000 keys of 100 bytes).
+//!
+//! Passes: cold (first read of every key after mounting), warm (second),
+//! warm misses (names that are not keys, after one pass), and `ls -l` of the
+//! database directory. Each is printed with the tmpfs figure and the ratio.
+//! Targets from the design: warm >= 0.5 of tmpfs, cold >= 0.1, misses >=
+//! 1.0, `ls -l` within 2x. The daemon's request counters are printed per
+//! pass, and its RSS, which must stay flat however many keys were read.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
+use sequinsfs::fs::{MountOptions, mount};
+use sequinsfs::refresh::RefreshHandle;
+
+const VALUE_LEN: usize = 100;
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
+        println!("mount bench skipped: needs root and /dev/fuse");
+        return;
+    }
+    let keys: usize = std::env::var("SEQUINSFS_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let names: Vec<String> = (0..keys).map(|i| format!("k{i:07}")).collect();
+    let missing: Vec<String> = (0..keys).map(|i| format!("m{i:07}")).collect();
+    let value = |i: usize| {
+        let mut v = format!("value of key {i} ").into_bytes();
+        v.resize(VALUE_LEN, b'.');
+        v
+    };
+
+    // tmpfs with the same tree.
+    let tmpfs_dir = tempfile::tempdir().unwrap();
+    mount_tmpfs(tmpfs_dir.path());
+    let _tmpfs_guard = Unmount(tmpfs_dir.path().to_path_buf());
+    let tmpfs_db = tmpfs_dir.path().join("db");
+    std::fs::create_dir(&tmpfs_db).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(tmpfs_db.join(name), value(i)).unwrap();
+    }
+
+    // sequinsfs over an in-memory version with the same keys.
+    let catalog = Catalog::new();
+    let data = InMemoryVersionData::new(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone().into_bytes(), value(i))),
+    );
+    let version = Version::new("db", "1", SystemTime::now(), "bench", 1, Box::new(data));
+    catalog.publish(version, "bench".into(), Duration::from_secs(60));
+    let fuse_dir = tempfile::tempdir().unwrap();
+    let handle = mount(
+        Arc::clone(&catalog),
+        RefreshHandle::new(),
+        fuse_dir.path(),
+        MountOptions::default(),
+    )
+    .unwrap();
+    let fuse_db = fuse_dir.path().join("db");
+    let rss_mounted = rss_kib();
+
+    println!(
+        "sequinsfs mount bench: {keys} keys of {VALUE_LEN} bytes, reader = open+read(4096)+close"
+    );
+    let counters = handle.counters();
+    let last = std::cell::RefCell::new(counters.snapshot());
+    // Requests the daemon received since the previous call.
+    let requests_since_last = || {
+        let now = counters.snapshot();
+        let mut last = last.borrow_mut();
+        let delta: Vec<String> = now
+            .iter()
+            .filter_map(|(op, n)| {
+                let d = n - last.get(op).copied().unwrap_or(0);
+                (d > 0).then(|| format!("{op}={d}"))
+            })
+            .collect();
+        *last = now;
+        if delta.is_empty() {
+            "none".to_string()
+        } else {
+            delta.join(" ")
+        }
+    };
+    let report = |label: &str, fuse: f64, tmpfs: f64, unit: &str, higher_is_better: bool| {
+        let ratio = if higher_is_better {
+            fuse / tmpfs
+        } else {
+            tmpfs / fuse
+        };
+        println!(
+            "{label:<22} sequinsfs {fuse:>12.3} {unit:<8} tmpfs {tmpfs:>12.3} {unit:<8} ratio {ratio:>5.2}   requests: {}",
+            requests_since_last()
+        );
+    };
+
+    let tmpfs_warm = read_pass(&tmpfs_db, &names, true);
+    let cold = read_pass(&fuse_db, &names, true);
+    report("cold open+read+close", cold, tmpfs_warm, "files/s", true);
+    let rss_after_cold = rss_kib();
+    let warm = read_pass(&fuse_db, &names, true);
+    let tmpfs_warm2 = read_pass(&tmpfs_db, &names, true);
+    report("warm open+read+close", warm, tmpfs_warm2, "files/s", true);
+    let warm2 = read_pass(&fuse_db, &names, true);
+    let tmpfs_warm3 = read_pass(&tmpfs_db, &names, true);
+    report("warm again", warm2, tmpfs_warm3, "files/s", true);
+
+    let _ = read_pass(&fuse_db, &missing, false);
+    let _ = requests_since_last();
+    let miss = read_pass(&fuse_db, &missing, false);
+    let tmpfs_miss = read_pass(&tmpfs_db, &missing, false);
+    report("warm missing keys", miss, tmpfs_miss, "opens/s", true);
+
+    let tmpfs_ls = ls_l(&tmpfs_db);
+    let fuse_ls_first = ls_l(&fuse_db);
+    report("ls -l (first)", fuse_ls_first, tmpfs_ls, "s", false);
+    let fuse_ls = ls_l(&fuse_db);
+    let tmpfs_ls2 = ls_l(&tmpfs_db);
+    report("ls -l (again)", fuse_ls, tmpfs_ls2, "s", false);
+    let rss_end = rss_kib();
+    println!(
+        "daemon (this process) RSS: {rss_mounted} KiB after mount, {rss_after_cold} KiB after the cold pass, {rss_end} KiB at the end (includes the in-memory data set)"
+    );
+    handle.unmount().unwrap();
+
+    if let Some(keys) = std::env::var("SEQUINSFS_BENCH_RSS_KEYS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        rss_with_many_keys(keys);
+    }
+}
+
+/// Daemon RSS with `keys` keys mounted, before and after reading a sample of
+/// them through the mount. The keys are computed, not stored, so what grows
+/// is the mount's own state (and the kernel's, which is not in our RSS).
+fn rss_with_many_keys(keys: u64) {
+    let mut all_keys = Vec::with_capacity(usize::try_from(keys).unwrap_or(0) * 10);
+    for i in 0..keys {
+        all_keys.extend_from_slice(format!("k{i:09}").as_bytes());
+    }
+    /// Fixed-width keys `k000000000`.. in one buffer (10 bytes each), values
+    /// computed on the fly.
+    struct Computed(u64, Vec<u8>);
+    impl sequinsfs::catalog::VersionData for Computed {
+        fn get(
+            &self,
+            key: &[u8],
+        ) -> Result<Option<std::borrow::Cow<'_, [u8]>>, sequinsfs::catalog::LookupError> {
+            let ordinal = std::str::from_utf8(key)
+                .ok()
+                .and_then(|k| k.strip_prefix('k'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|&n| n < self.0 && key.len() == 10);
+            Ok(ordinal.map(|_| std::borrow::Cow::Owned(vec![b'v'; VALUE_LEN])))
+        }
+        fn key_count(&self) -> u64 {
+            self.0
+        }
+        fn key_at(&self, ordinal: u64) -> Result<&[u8], sequinsfs::catalog::LookupError> {
+            let start = usize::try_from(ordinal)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(10);
+            self.1
+                .get(start..start.saturating_add(10))
+                .ok_or_else(|| sequinsfs::catalog::LookupError::new("ordinal out of range"))
+        }
+        fn value_len_at(&self, _ordinal: u64) -> Result<u64, sequinsfs::catalog::LookupError> {
+            Ok(VALUE_LEN as u64)
+        }
+        fn lower_bound(&self, key: &[u8]) -> Result<u64, sequinsfs::catalog::LookupError> {
+            let (mut lo, mut hi) = (0, self.0);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if format!("k{mid:09}").as_bytes() < key {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            Ok(lo)
+        }
+    }
+    let catalog = Catalog::new();
+    let data = Box::new(Computed(keys, all_keys));
+    let version = Version::new("many", "1", SystemTime::now(), "bench", 1, data);
+    catalog.publish(version, "bench".into(), Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let handle = mount(
+        catalog,
+        RefreshHandle::new(),
+        dir.path(),
+        MountOptions::default(),
+    )
+    .unwrap();
+    let sample = 200_000u64;
+    let step = (keys / sample).max(1);
+    let names: Vec<String> = (0..sample)
+        .map(|i| format!("k{:09}", (i * step) % keys))
+        .collect();
+    let before = rss_kib();
+    let other: Vec<String> = (0..sample)
+        .map(|i| format!("k{:09}", (i * step + 1) % keys))
+        .collect();
+    let rate = read_pass(&dir.path().join("many"), &names, true);
+    let after = rss_kib();
+    let _ = read_pass(&dir.path().join("many"), &other, true);
+    let after_more = rss_kib();
+    println!(
+        "{keys} keys mounted: daemon RSS {before} KiB; after reading {sample} of them \
+         ({rate:.0} files/s cold): {after} KiB; after {sample} more: {after_more} KiB"
+    );
+    handle.unmount().unwrap();
+}
+
+/// Files (or failed opens) per second over `names` in order.
+fn read_pass(dir: &Path, names: &[String], expect_found: bool) -> f64 {
+    let mut buf = vec![0u8; 4096];
+    let start = Instant::now();
+    for name in names {
+        match std::fs::File::open(dir.join(name)) {
+            Ok(mut f) => {
+                let n = f.read(&mut buf).unwrap();
+                assert!(expect_found && n == VALUE_LEN, "{name}: read {n}");
+            }
+            Err(e) => assert!(!expect_found, "{name}: {e}"),
+        }
+    }
+    names.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Seconds for `ls -l DIR > /dev/null`.
+fn ls_l(dir: &Path) -> f64 {
+    let start = Instant::now();
+    let status = std::process::Command::new("ls")
+        .arg("-l")
+        // The trailing slash lists the directory behind the symlink.
+        .arg(dir.join(""))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    start.elapsed().as_secs_f64()
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn mount_tmpfs(path: &Path) {
+    let target = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"size=1g".as_ptr().cast(),
+        )
+    };
+    assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+}
+
+/// Unmounts the tmpfs at the end (also on panic).
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let target = CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: target is a valid NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}

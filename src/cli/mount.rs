@@ -1,0 +1,401 @@
+//! `sequinsfs mount SOURCE MOUNTPOINT`: start the engine, mount it, and run
+//! until SIGTERM/SIGINT or an external unmount.
+//!
+//! By default the command daemonizes once the mount is ready: it forks
+//! *before* any thread or runtime exists (forking a multi-threaded process
+//! is unsafe), the child does all the work, and the parent waits on a pipe
+//! for "mounted" or the error, printing it and exiting 0 or 1 accordingly,
+//! so `sequinsfs mount ... && cat ...` works in scripts and fstab. With
+//! `-f` everything runs in the foreground (systemd, containers).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::config::{Config, parse_duration};
+use crate::engine::Engine;
+use crate::fs::{MountHandle, MountOptions};
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The source root: a local path, file:///path or s3://bucket/prefix.
+    pub source: String,
+    /// An existing empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Where versions are mirrored and indexed [default: /var/sequins/, or
+    /// `local_store` from --config].
+    #[arg(long, value_name = "DIR")]
+    pub local_store: Option<PathBuf>,
+    /// A TOML config file with sequins' keys; flags override it [default:
+    /// none].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Look for new versions this often, e.g. 10m; 0 turns periodic
+    /// refreshes off (SIGHUP and `touch .refresh` still work) [default: 0].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub refresh_period: Option<Duration>,
+    /// Only load versions that contain a _SUCCESS file [default: off].
+    #[arg(long)]
+    pub require_success_file: bool,
+    /// Files loaded in parallel over all databases; 0 means 10 [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_parallel_loads: Option<usize>,
+    /// Let other users read the mount (root may always; non-root daemons need
+    /// `user_allow_other` in /etc/fuse.conf) [default: off].
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Owner of the files [default: the user running the daemon].
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Group of the files [default: the group of the daemon].
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Stay in the foreground instead of daemonizing once mounted [default:
+    /// daemonize].
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Also serve sequins' HTTP API on this address, e.g. 127.0.0.1:9599
+    /// [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Log filter: error, warn, info, debug, trace, or tracing directives
+    /// such as `sequinsfs=debug`.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Append logs to this file [default: stderr, which a daemon detaches
+    /// from once mounted: use this or -f under systemd].
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Runs the command; see the module docs.
+pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    let mountpoint = match args.mountpoint.canonicalize() {
+        Ok(path) => path,
+        // A stale FUSE mount point cannot be canonicalized; `fs::mount`
+        // recovers it (and logs that it did).
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            std::path::absolute(&args.mountpoint)?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {} does not exist", args.mountpoint.display())
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("mount point {}", args.mountpoint.display()));
+        }
+    };
+    if crate::fs::fuse::is_mount_point(&mountpoint) {
+        bail!(
+            "{} is already mounted (unmount it first: fusermount3 -u {})",
+            mountpoint.display(),
+            mountpoint.display()
+        );
+    }
+    if args.foreground {
+        init_logging(&args)?;
+        return serve(&args, config, &mountpoint, |_| {});
+    }
+    let (parent_end, child_end) = pipe()?;
+    // SAFETY: no other thread exists yet (nothing above starts one: clap,
+    // config parsing and path checks are single-threaded), so the child
+    // is a faithful copy that may keep running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => {
+            drop(parent_end);
+            // A new session: the daemon outlives the shell that started it.
+            // SAFETY: setsid has no preconditions.
+            unsafe { libc::setsid() };
+            let mut report = std::fs::File::from(child_end);
+            let mut reported = false;
+            let result = init_logging(&args).and_then(|()| {
+                serve(&args, config, &mountpoint, |outcome| {
+                    reported = true;
+                    let _ = report.write_all(outcome.as_bytes());
+                    let _ = report.flush();
+                    if outcome.starts_with("ok") {
+                        detach_stdio();
+                    }
+                })
+            });
+            if let Err(err) = &result {
+                if reported {
+                    // After daemonizing: only the log can tell.
+                    tracing::error!("{err:#}");
+                } else {
+                    let _ = report.write_all(format!("error: {err:#}").as_bytes());
+                }
+            }
+            // The parent prints the outcome; the daemon only logs it.
+            std::process::exit(if result.is_ok() { 0 } else { 1 });
+        }
+        _child => {
+            drop(child_end);
+            let mut outcome = String::new();
+            std::fs::File::from(parent_end)
+                .read_to_string(&mut outcome)
+                .context("waiting for the daemon")?;
+            match outcome.strip_prefix("ok") {
+                Some(_) => {
+                    println!(
+                        "sequinsfs: {} mounted at {}",
+                        args.source,
+                        mountpoint.display()
+                    );
+                    Ok(())
+                }
+                None => match outcome.strip_prefix("error: ") {
+                    Some(err) => bail!("{err}"),
+                    None => bail!("the daemon exited before mounting"),
+                },
+            }
+        }
+    }
+}
+
+/// The config file (if any) with the flags applied on top.
+fn build_config(args: &MountArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.source = args.source.clone();
+    if let Some(dir) = &args.local_store {
+        config.local_store = std::path::absolute(dir)?;
+    }
+    if let Some(period) = args.refresh_period {
+        config.refresh_period = period;
+    }
+    if args.require_success_file {
+        config.require_success_file = true;
+    }
+    if let Some(n) = args.max_parallel_loads {
+        config.max_parallel_loads = n;
+    }
+    if let Some(addr) = args.http {
+        config.bind = addr.to_string();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Starts the engine and the mount, reports the outcome through `report`
+/// ("ok" or "error: ..."), then runs until a signal or an external unmount.
+fn serve(
+    args: &MountArgs,
+    config: Config,
+    mountpoint: &Path,
+    mut report: impl FnMut(&str),
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sequinsfs-engine")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        for key in config.unsupported_keys() {
+            tracing::warn!("config key {key} is accepted but not supported yet");
+        }
+        let http_options = crate::http::HttpOptions::from(&config);
+        let metrics = crate::metrics::Metrics::new();
+        // Bind the sidecar before anything else so a busy port is reported
+        // as a startup error, not discovered later.
+        let listener = match args.http {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(err) => {
+                    let err = anyhow::anyhow!("cannot listen on {addr}: {err}");
+                    report(&format!("error: {err:#}"));
+                    return Err(err);
+                }
+            },
+            None => None,
+        };
+        let started = Engine::start_with_metrics(config, std::sync::Arc::clone(&metrics)).await;
+        let engine = match started {
+            Ok(engine) => engine,
+            Err(err) => {
+                report(&format!("error: {err:#}"));
+                return Err(err);
+            }
+        };
+        let options = MountOptions {
+            uid: args.uid,
+            gid: args.gid,
+            allow_other: args.allow_other,
+            ..MountOptions::default()
+        };
+        let mounted = crate::fs::mount(
+            std::sync::Arc::clone(engine.catalog()),
+            engine.refresh_handle(),
+            mountpoint,
+            options,
+        );
+        let handle = match mounted {
+            Ok(handle) => handle,
+            Err(err) => {
+                report(&format!("error: {err}"));
+                engine.shutdown().await;
+                return Err(err.into());
+            }
+        };
+        // The HTTP sidecar reads the same catalog as the mount, never the
+        // mount itself; it stops after the unmount.
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let sidecar = listener.map(|listener| {
+            tracing::info!("serving HTTP on {:?}", listener.local_addr().ok());
+            tokio::spawn(crate::http::serve(
+                listener,
+                std::sync::Arc::clone(engine.catalog()),
+                http_options,
+                metrics,
+                async {
+                    let _ = http_stopped.await;
+                },
+            ))
+        });
+        report("ok");
+        let outcome = run_until_stopped(&engine, &handle).await;
+        if let Err(err) = handle.unmount() {
+            tracing::error!("{err}");
+        }
+        let _ = stop_http.send(());
+        if let Some(sidecar) = sidecar {
+            match sidecar.await {
+                Ok(Err(err)) => tracing::error!("HTTP sidecar: {err}"),
+                Err(err) => tracing::error!("HTTP sidecar task: {err}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        engine.shutdown().await;
+        outcome
+    })
+}
+
+/// Waits for SIGTERM/SIGINT (clean unmount) or an external unmount, and
+/// turns SIGHUP into a refresh.
+async fn run_until_stopped(engine: &Engine, handle: &MountHandle) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    // How often to notice an unmount done from outside (`fusermount3 -u`,
+    // `umount`): the session ends and so should the daemon.
+    let mut liveness = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::warn!("SIGTERM: unmounting"); return Ok(()); }
+            _ = interrupt.recv() => { tracing::warn!("SIGINT: unmounting"); return Ok(()); }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: refresh requested");
+                engine.refresh_handle().trigger();
+            }
+            _ = liveness.tick() => {
+                if !handle.is_mounted() {
+                    tracing::warn!("{} was unmounted from outside; exiting", handle.mountpoint().display());
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &args.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init()
+        }
+        None => builder.with_writer(std::io::stderr).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe");
+    }
+    // SAFETY: pipe2 succeeded, so both are open descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Points stdin/stdout/stderr at /dev/null once the daemon is running, so
+/// it holds no terminal and the starting shell's pipes close.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays open
+            // for the duration of the calls.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: MountArgs,
+    }
+
+    #[test]
+    fn flags_override_the_config() {
+        let parsed = Wrapper::try_parse_from([
+            "x",
+            "s3://bucket/root",
+            "/mnt/sequins",
+            "--local-store",
+            "/data/store",
+            "--refresh-period",
+            "10m",
+            "--require-success-file",
+            "--max-parallel-loads",
+            "4",
+            "--http",
+            "127.0.0.1:9599",
+        ])
+        .unwrap();
+        let config = build_config(&parsed.args).unwrap();
+        assert_eq!(config.source, "s3://bucket/root");
+        assert_eq!(config.local_store, PathBuf::from("/data/store"));
+        assert_eq!(config.refresh_period, Duration::from_secs(600));
+        assert!(config.require_success_file);
+        assert_eq!(config.parallel_loads(), 4);
+        assert_eq!(config.bind, "127.0.0.1:9599");
+        assert!(!parsed.args.foreground);
+    }
+
+    #[test]
+    fn bad_durations_are_usage_errors() {
+        assert!(
+            Wrapper::try_parse_from(["x", "/src", "/mnt", "--refresh-period", "soon"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,1046 @@
+//! The filesystem core: every FUSE operation the mount answers, as plain
+//! functions over the catalog, with no kernel involved (tests call them
+//! directly; `fs::fuse` only translates).
+//!
+//! Layout (see the docs): the root holds `.refresh`, `.status`, `.versions/`
+//! and one symlink per served database, `<db> -> .versions/<db>/<version>`.
+//! `.versions/<db>/` lists the versions still held; a version directory holds
+//! `.version` and the keys (see `fs::listing`).
+//!
+//! Inode numbers are stateless (`fs::inode`), so the only per-inode state is
+//! a *pin* per version: the number of kernel references (LOOKUP and
+//! READDIRPLUS replies minus FORGET counts) to any inode of that version,
+//! with an `Arc<Version>` held while it is non-zero. That keeps an old
+//! version's data alive (the catalog only deletes a version nobody holds)
+//! for as long as the kernel can still send requests for it: a reader with a
+//! file open or a working directory in an old version keeps reading it after
+//! a switch. The table has one entry per version, never per key.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+
+use crate::catalog::{Catalog, LookupError, Version};
+use crate::fs::counters::RequestCounters;
+use crate::fs::inode::{self, Inode};
+use crate::fs::listing::{self, Child, Cursor};
+use crate::naming;
+use crate::refresh::RefreshHandle;
+
+/// How long the kernel may cache what never changes: entries, attributes
+/// and negative entries inside a version directory. A hundred years, as
+/// mountpoint-s3 uses for "indefinite": effectively forever, yet small
+/// enough that `Instant::now() + ttl` cannot overflow (`Duration::MAX` can).
+pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// TTL of the names that change: the per-database symlinks, `.versions/`
+/// entries. Switches are also pushed to the kernel by invalidation, so this
+/// only bounds how stale a name can be if an invalidation is lost; one
+/// second keeps path walks through the symlink cheap.
+pub const CHANGING_TTL: Duration = Duration::from_secs(1);
+
+/// An errno with a message for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsError {
+    pub errno: i32,
+    pub message: String,
+}
+
+impl FsError {
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        FsError {
+            errno,
+            message: message.into(),
+        }
+    }
+    fn not_found() -> Self {
+        FsError::new(libc::ENOENT, "no such entry")
+    }
+    /// Every write-like request.
+    pub fn read_only() -> Self {
+        FsError::new(libc::EROFS, "sequinsfs is read-only")
+    }
+    fn stale(ino: u64) -> Self {
+        FsError::new(libc::ESTALE, format!("inode {ino:#x} is no longer served"))
+    }
+}
+
+impl From<LookupError> for FsError {
+    fn from(e: LookupError) -> Self {
+        FsError::new(libc::EIO, e.to_string())
+    }
+}
+
+impl From<inode::InodeOverflow> for FsError {
+    fn from(_: inode::InodeOverflow) -> Self {
+        FsError::new(
+            libc::EOVERFLOW,
+            "version or key index too large for an inode number",
+        )
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// What kind of file an inode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// The attributes the mount reports (NAMING, "Attributes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits.
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+}
+
+/// A LOOKUP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The name exists; the kernel now holds one more reference to it.
+    Found { attr: Attr, ttl: Duration },
+    /// It does not, and the kernel may remember that for `ttl` (a negative
+    /// entry: node id 0).
+    Negative { ttl: Duration },
+}
+
+/// One directory entry of a listing; `next` is the offset to resume after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub attr: Attr,
+    pub ttl: Duration,
+    pub next: u64,
+}
+
+/// Who owns the mount and how it is presented.
+#[derive(Debug, Clone)]
+pub struct CoreOptions {
+    /// Owner of every file (`--uid`); defaults to the daemon's user.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        CoreOptions { uid, gid }
+    }
+}
+
+/// Kernel references to one version's inodes; see the module docs.
+///
+/// Counts are signed and entries are created by whichever of a reference
+/// or its release is seen first: FORGET and the LOOKUP that created the
+/// reference are handled on different threads, so their order is not
+/// guaranteed, and the sum is what matters.
+struct Pin {
+    version: Option<Arc<Version>>,
+    references: i64,
+}
+
+/// The filesystem core; see the module docs.
+pub struct FsCore {
+    catalog: Arc<Catalog>,
+    refresh: RefreshHandle,
+    options: CoreOptions,
+    started: SystemTime,
+    counters: RequestCounters,
+    pins: DashMap<u64, Pin>,
+    /// Database names by id, for `.versions/<db>` inodes. Grows with the
+    /// number of databases ever seen, not with keys.
+    db_ids: RwLock<Vec<String>>,
+    /// Serialises id assignment so a name gets one id.
+    db_ids_assign: Mutex<()>,
+    refreshes: AtomicU64,
+    /// When the set of databases or versions last changed: the mtime of the
+    /// root, `.versions/` and `.versions/<db>/`, so the kernel's cached
+    /// listings of those directories are refreshed after a change.
+    changed_at: Mutex<SystemTime>,
+    /// Signalled whenever a pin is released, for [`FsCore::wait_for_pins`].
+    unpinned: (Mutex<()>, Condvar),
+}
+
+/// Offsets of the fixed entries of every directory listing.
+const DOT_ENTRIES: u64 = 2;
+
+impl FsCore {
+    pub fn new(catalog: Arc<Catalog>, refresh: RefreshHandle, options: CoreOptions) -> Self {
+        FsCore {
+            catalog,
+            refresh,
+            options,
+            started: SystemTime::now(),
+            counters: RequestCounters::default(),
+            pins: DashMap::new(),
+            db_ids: RwLock::new(Vec::new()),
+            db_ids_assign: Mutex::new(()),
+            refreshes: AtomicU64::new(0),
+            changed_at: Mutex::new(SystemTime::now()),
+            unpinned: (Mutex::new(()), Condvar::new()),
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Requests received, per opcode (the adapter counts).
+    pub fn counters(&self) -> &RequestCounters {
+        &self.counters
+    }
+
+    /// How many refreshes `.refresh` has triggered.
+    pub fn refreshes_triggered(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Records that the catalog changed (see `changed_at`).
+    pub fn note_catalog_change(&self) {
+        *self.changed_at.lock().unwrap_or_else(|e| e.into_inner()) = SystemTime::now();
+    }
+
+    /// Generations of the versions the kernel still references.
+    pub fn pinned_generations(&self) -> Vec<u64> {
+        self.pins
+            .iter()
+            .filter(|p| p.references > 0)
+            .map(|p| *p.key())
+            .collect()
+    }
+
+    /// (generation, kernel references) of every pinned version.
+    pub fn pin_counts(&self) -> Vec<(u64, i64)> {
+        self.pins.iter().map(|p| (*p.key(), p.references)).collect()
+    }
+
+    /// Waits until `done` holds for the pinned generations, or `timeout`
+    /// passes (returns whether it held). For tests and shutdown: the kernel
+    /// releases references asynchronously (FORGET).
+    pub fn wait_for_pins(&self, done: impl Fn(&[u64]) -> bool, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let (lock, signal) = &self.unpinned;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if done(&self.pinned_generations()) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Bounded waits: a release between the check and the wait is
+            // seen at the next check instead of being lost.
+            let slice = (deadline - now).min(Duration::from_millis(50));
+            guard = signal
+                .wait_timeout(guard, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Number of versions the kernel still references.
+    pub fn pinned_versions(&self) -> usize {
+        self.pins.iter().filter(|p| p.references > 0).count()
+    }
+
+    /// Drops every pin: the kernel connection is gone.
+    pub fn unpin_all(&self) {
+        self.pins.clear();
+        self.unpinned.1.notify_all();
+    }
+
+    // ----- lookup -------------------------------------------------------
+
+    /// LOOKUP `name` in directory `parent`. A `Found` answer counts as one
+    /// kernel reference (balanced by [`FsCore::forget`]).
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
+        let (entry, version) = self.lookup_uncounted(parent, name)?;
+        if let Entry::Found { attr, .. } = entry {
+            match version {
+                Some(version) => self.pin_version(&version),
+                None => self.remember(attr.ino),
+            }
+        }
+        Ok(entry)
+    }
+
+    /// The answer, and the version it belongs to if it is a version inode.
+    fn lookup_uncounted(
+        &self,
+        parent: u64,
+        name: &[u8],
+    ) -> FsResult<(Entry, Option<Arc<Version>>)> {
+        let changing = |attr| Entry::Found {
+            attr,
+            ttl: CHANGING_TTL,
+        };
+        // Entries that always name the same inode.
+        let fixed = |attr| Ok((Entry::Found { attr, ttl: FOREVER }, None));
+        match decode(parent)? {
+            Inode::Root => {
+                // No negative entries in the root: a database may appear.
+                match name {
+                    b".versions" => fixed(self.attr(Inode::VersionsDir)?),
+                    b".refresh" => fixed(self.attr(Inode::RefreshFile)?),
+                    b".status" => fixed(self.attr(Inode::StatusFile)?),
+                    db => {
+                        let db = std::str::from_utf8(db).map_err(|_| FsError::not_found())?;
+                        let version = self.catalog.current(db).ok_or_else(FsError::not_found)?;
+                        let attr = self.version_attr(
+                            &version,
+                            Inode::Symlink {
+                                generation: version.generation(),
+                            },
+                        )?;
+                        Ok((changing(attr), Some(version)))
+                    }
+                }
+            }
+            Inode::VersionsDir => {
+                let db = std::str::from_utf8(name).map_err(|_| FsError::not_found())?;
+                if self.catalog.held_versions(db).is_empty() {
+                    return Err(FsError::not_found());
+                }
+                let id = self.db_id(db);
+                fixed(self.attr(Inode::DbDir(id))?)
+            }
+            Inode::DbDir(id) => {
+                let db = self.db_name(id)?;
+                let name = std::str::from_utf8(name).map_err(|_| FsError::not_found())?;
+                let version = self
+                    .catalog
+                    .held_version(&db, name)
+                    .ok_or_else(FsError::not_found)?;
+                let generation = version.generation();
+                let attr = self.version_attr(&version, Inode::VersionRoot { generation })?;
+                // Immutable; dropped by invalidation once retired.
+                Ok((Entry::Found { attr, ttl: FOREVER }, Some(version)))
+            }
+            Inode::VersionRoot { generation } => {
+                let version = self.version(generation, parent)?;
+                if name == naming::VERSION_FILE.as_bytes() {
+                    let attr = self.version_attr(&version, Inode::VersionFile { generation })?;
+                    return Ok((Entry::Found { attr, ttl: FOREVER }, Some(version)));
+                }
+                let entry = self.lookup_in_version(&version, b"", name)?;
+                Ok((entry, Some(version)))
+            }
+            Inode::PrefixDir {
+                generation,
+                first,
+                depth,
+            } => {
+                let version = self.version(generation, parent)?;
+                let prefix = listing::dir_prefix(version.keys(), first, depth)
+                    .map_err(|e| version.context(e))?;
+                let entry = self.lookup_in_version(&version, &prefix, name)?;
+                Ok((entry, Some(version)))
+            }
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    fn lookup_in_version(&self, version: &Version, prefix: &[u8], name: &[u8]) -> FsResult<Entry> {
+        let decoded = naming::decode(name);
+        let child =
+            listing::lookup(version.keys(), prefix, &decoded).map_err(|e| version.context(e))?;
+        match child {
+            // The directory never changes: the kernel may remember that the
+            // name is missing for as long as it likes.
+            None => Ok(Entry::Negative { ttl: FOREVER }),
+            Some(child) => Ok(Entry::Found {
+                attr: self.child_attr(version, child)?,
+                ttl: FOREVER,
+            }),
+        }
+    }
+
+    /// FORGET: the kernel dropped `count` references to `ino`.
+    pub fn forget(&self, ino: u64, count: u64) {
+        if let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) {
+            self.unpin(generation, count);
+        }
+    }
+
+    /// Counts one kernel reference to `ino` (a LOOKUP or READDIRPLUS entry
+    /// the kernel accepted).
+    pub fn remember(&self, ino: u64) {
+        let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) else {
+            return;
+        };
+        if let Some(mut pin) = self.pins.get_mut(&generation)
+            && pin.version.is_some()
+        {
+            pin.references += 1;
+            return;
+        }
+        match self.find_version(generation) {
+            Some(version) => self.pin_version(&version),
+            None => self.adjust_pin(generation, None, 1),
+        }
+    }
+
+    fn pin_version(&self, version: &Arc<Version>) {
+        self.adjust_pin(version.generation(), Some(version), 1);
+    }
+
+    fn unpin(&self, generation: u64, count: u64) {
+        self.adjust_pin(generation, None, -i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Adds `delta` kernel references to `generation`, dropping the entry
+    /// (and with it the version) when they sum to zero.
+    fn adjust_pin(&self, generation: u64, version: Option<&Arc<Version>>, delta: i64) {
+        let mut entry = self.pins.entry(generation).or_insert_with(|| Pin {
+            version: None,
+            references: 0,
+        });
+        entry.references = entry.references.saturating_add(delta);
+        if entry.version.is_none() {
+            entry.version = version.cloned();
+        }
+        let released = entry.references == 0;
+        drop(entry);
+        if released {
+            self.pins
+                .remove_if(&generation, |_, pin| pin.references == 0);
+            self.unpinned.1.notify_all();
+        }
+    }
+
+    // ----- attributes ---------------------------------------------------
+
+    /// GETATTR, with the attribute TTL.
+    pub fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
+        let inode = decode(ino)?;
+        let ttl = attr_ttl(inode);
+        let attr = match inode.generation() {
+            Some(generation) => {
+                let version = self.version(generation, ino)?;
+                self.version_attr(&version, inode)?
+            }
+            None => self.attr(inode)?,
+        };
+        Ok((attr, ttl))
+    }
+
+    fn attr(&self, inode: Inode) -> FsResult<Attr> {
+        let ino = inode.number()?;
+        let mut attr = Attr {
+            ino,
+            kind: FileKind::Directory,
+            size: 0,
+            perm: 0o555,
+            uid: self.options.uid,
+            gid: self.options.gid,
+            mtime: self.started,
+        };
+        match inode {
+            Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
+                attr.mtime = *self.changed_at.lock().unwrap_or_else(|e| e.into_inner());
+            }
+            Inode::RefreshFile => {
+                attr.kind = FileKind::File;
+                // Writable by the owner only: `touch` by anyone else is
+                // refused by the kernel (and again by `setattr`).
+                attr.perm = 0o644;
+            }
+            Inode::StatusFile => {
+                attr.kind = FileKind::File;
+                attr.perm = 0o444;
+                attr.size = self.status_json().len() as u64;
+                attr.mtime = SystemTime::now();
+            }
+            other => {
+                let generation = other.generation().unwrap_or_default();
+                let version = self.version(generation, ino)?;
+                return self.version_attr(&version, other);
+            }
+        }
+        Ok(attr)
+    }
+
+    fn version_attr(&self, version: &Version, inode: Inode) -> FsResult<Attr> {
+        let ino = inode.number()?;
+        let mut attr = Attr {
+            ino,
+            kind: FileKind::Directory,
+            size: 0,
+            perm: 0o555,
+            uid: self.options.uid,
+            gid: self.options.gid,
+            mtime: version.created_at(),
+        };
+        match inode {
+            Inode::Symlink { .. } => {
+                attr.kind = FileKind::Symlink;
+                attr.perm = 0o777;
+                attr.size = symlink_target(version).len() as u64;
+            }
+            Inode::VersionFile { .. } => {
+                attr.kind = FileKind::File;
+                attr.perm = 0o444;
+                attr.size = version_file(version).len() as u64;
+            }
+            Inode::Key { ordinal, .. } => {
+                attr.kind = FileKind::File;
+                attr.perm = 0o444;
+                attr.size = version
+                    .keys()
+                    .value_len_at(ordinal)
+                    .map_err(|e| version.context(e))?;
+            }
+            _ => {}
+        }
+        Ok(attr)
+    }
+
+    fn child_attr(&self, version: &Version, child: Child) -> FsResult<Attr> {
+        let generation = version.generation();
+        let inode = match child {
+            Child::File { ordinal } => Inode::Key {
+                generation,
+                ordinal,
+            },
+            Child::Dir { first, depth } => Inode::PrefixDir {
+                generation,
+                first,
+                depth,
+            },
+        };
+        self.version_attr(version, inode)
+    }
+
+    // ----- contents -----------------------------------------------------
+
+    /// READLINK of a per-database symlink.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match decode(ino)? {
+            Inode::Symlink { generation } => {
+                let version = self.version(generation, ino)?;
+                Ok(symlink_target(&version).into_bytes())
+            }
+            _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
+        }
+    }
+
+    /// READ `size` bytes at `offset`; `reply` gets the bytes (borrowed from
+    /// the version's mapping where possible).
+    pub fn read<R>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
+        let slice = |bytes: &[u8]| -> R {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            reply(bytes.get(start..end).unwrap_or_default())
+        };
+        match decode(ino)? {
+            Inode::Key {
+                generation,
+                ordinal,
+            } => {
+                let version = self.version(generation, ino)?;
+                let keys = version.keys();
+                let key = keys.key_at(ordinal).map_err(|e| version.context(e))?;
+                let value = version.get(key)?.ok_or_else(|| {
+                    FsError::new(libc::EIO, format!("key at ordinal {ordinal} has no value"))
+                })?;
+                Ok(slice(&value))
+            }
+            Inode::VersionFile { generation } => {
+                let version = self.version(generation, ino)?;
+                Ok(slice(version_file(&version).as_bytes()))
+            }
+            Inode::StatusFile => Ok(slice(self.status_json().as_bytes())),
+            Inode::RefreshFile => Ok(slice(b"")),
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// `.status`: every database with its versions, states, progress and
+    /// errors, as pretty JSON with a trailing newline.
+    pub fn status_json(&self) -> String {
+        let status = serde_json::json!({ "databases": self.catalog.status() });
+        let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    // ----- writes -------------------------------------------------------
+
+    /// SETATTR. Only a time update of `.refresh` (what `touch` sends) by the
+    /// mount's owner or root is allowed: it starts a refresh and returns at
+    /// once. Everything else is EROFS.
+    pub fn setattr(&self, ino: u64, caller_uid: u32, times_only: bool) -> FsResult<Attr> {
+        if decode(ino)? != Inode::RefreshFile || !times_only {
+            return Err(FsError::read_only());
+        }
+        if caller_uid != 0 && caller_uid != self.options.uid {
+            return Err(FsError::new(
+                libc::EACCES,
+                format!("uid {caller_uid} may not refresh this mount"),
+            ));
+        }
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.refresh.trigger();
+        tracing::info!(uid = caller_uid, "refresh requested through .refresh");
+        self.attr(Inode::RefreshFile)
+    }
+
+    // ----- listing ------------------------------------------------------
+
+    /// READDIR(PLUS) of `ino` from `offset` (0 = start; otherwise a `next`
+    /// of an earlier entry). `emit` returns `false` when the reply is full.
+    /// Offsets are stable: a listing can resume from any of them.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut emit: impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let inode = decode(ino)?;
+        let (dir_attr, _) = self.getattr(ino)?;
+        let parent_ino = match inode {
+            Inode::VersionsDir => inode::ROOT,
+            Inode::DbDir(_) => inode::VERSIONS_DIR,
+            _ => ino,
+        };
+        let parent_attr = match self.getattr(parent_ino) {
+            Ok((attr, _)) => attr,
+            Err(_) => dir_attr,
+        };
+        let dots = [(".", dir_attr), ("..", parent_attr)];
+        for (i, (name, attr)) in dots.into_iter().enumerate() {
+            let i = i as u64;
+            if offset <= i
+                && !emit(DirEntry {
+                    name: name.to_string(),
+                    attr,
+                    ttl: CHANGING_TTL,
+                    next: i + 1,
+                })
+            {
+                return Ok(());
+            }
+        }
+        let offset = offset.max(DOT_ENTRIES);
+        match inode {
+            Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
+                let entries = self.small_dir(inode)?;
+                for (i, (name, attr)) in entries.into_iter().enumerate() {
+                    let next = DOT_ENTRIES + i as u64 + 1;
+                    // Only the per-database symlinks change their target.
+                    let ttl = match Inode::from_number(attr.ino) {
+                        Some(Inode::Symlink { .. }) | None => CHANGING_TTL,
+                        Some(inode) => attr_ttl(inode),
+                    };
+                    if next > offset
+                        && !emit(DirEntry {
+                            name,
+                            attr,
+                            ttl,
+                            next,
+                        })
+                    {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            Inode::VersionRoot { generation } | Inode::PrefixDir { generation, .. } => {
+                let version = self.version(generation, ino)?;
+                let prefix = match inode {
+                    Inode::PrefixDir { first, depth, .. } => {
+                        listing::dir_prefix(version.keys(), first, depth)
+                            .map_err(|e| version.context(e))?
+                    }
+                    _ => Vec::new(),
+                };
+                // The version root lists `.version` first.
+                let mut keys_base = DOT_ENTRIES;
+                if prefix.is_empty() {
+                    keys_base += 1;
+                    if offset < keys_base {
+                        let attr =
+                            self.version_attr(&version, Inode::VersionFile { generation })?;
+                        let entry = DirEntry {
+                            name: naming::VERSION_FILE.to_string(),
+                            attr,
+                            ttl: FOREVER,
+                            next: keys_base,
+                        };
+                        if !emit(entry) {
+                            return Ok(());
+                        }
+                    }
+                }
+                let cursor = Cursor::from_u64(offset.max(keys_base) - keys_base);
+                let mut failure = None;
+                listing::list(version.keys(), &prefix, cursor, |listed| {
+                    match self.child_attr(&version, listed.child) {
+                        Ok(attr) => emit(DirEntry {
+                            name: listed.name,
+                            attr,
+                            ttl: FOREVER,
+                            next: keys_base + listed.next.to_u64(),
+                        }),
+                        Err(e) => {
+                            failure = Some(e);
+                            false
+                        }
+                    }
+                })
+                .map_err(|e| version.context(e))?;
+                failure.map_or(Ok(()), Err)
+            }
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    /// The entries of the root, `.versions/` and `.versions/<db>/`.
+    fn small_dir(&self, inode: Inode) -> FsResult<Vec<(String, Attr)>> {
+        let mut out = Vec::new();
+        match inode {
+            Inode::Root => {
+                out.push((".refresh".to_string(), self.attr(Inode::RefreshFile)?));
+                out.push((".status".to_string(), self.attr(Inode::StatusFile)?));
+                out.push((".versions".to_string(), self.attr(Inode::VersionsDir)?));
+                for version in self.catalog.served() {
+                    let attr = self.version_attr(
+                        &version,
+                        Inode::Symlink {
+                            generation: version.generation(),
+                        },
+                    )?;
+                    out.push((version.db().to_string(), attr));
+                }
+            }
+            Inode::VersionsDir => {
+                for db in self.catalog.database_names() {
+                    if !self.catalog.held_versions(&db).is_empty() {
+                        let attr = self.attr(Inode::DbDir(self.db_id(&db)))?;
+                        out.push((db, attr));
+                    }
+                }
+            }
+            Inode::DbDir(id) => {
+                let db = self.db_name(id)?;
+                for version in self.catalog.held_versions(&db) {
+                    let attr = self.version_attr(
+                        &version,
+                        Inode::VersionRoot {
+                            generation: version.generation(),
+                        },
+                    )?;
+                    out.push((version.name().to_string(), attr));
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    // ----- helpers ------------------------------------------------------
+
+    /// The version an inode of generation `generation` belongs to: pinned
+    /// (the kernel holds one of its inodes), or still in the catalog.
+    fn version(&self, generation: u64, ino: u64) -> FsResult<Arc<Version>> {
+        if let Some(pin) = self.pins.get(&generation)
+            && let Some(version) = &pin.version
+        {
+            return Ok(Arc::clone(version));
+        }
+        self.find_version(generation)
+            .ok_or_else(|| FsError::stale(ino))
+    }
+
+    fn find_version(&self, generation: u64) -> Option<Arc<Version>> {
+        self.catalog
+            .database_names()
+            .iter()
+            .flat_map(|db| self.catalog.held_versions(db))
+            .find(|v| v.generation() == generation)
+    }
+
+    /// The id of `.versions/<db>`, assigned on first use and never reused.
+    pub fn db_id(&self, db: &str) -> u32 {
+        if let Some(id) = self.find_db_id(db) {
+            return id;
+        }
+        let _assigning = self.db_ids_assign.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = self.find_db_id(db) {
+            return id;
+        }
+        let mut ids = self.db_ids.write().unwrap_or_else(|e| e.into_inner());
+        ids.push(db.to_string());
+        u32::try_from(ids.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    fn find_db_id(&self, db: &str) -> Option<u32> {
+        let ids = self.db_ids.read().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .position(|name| name == db)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    fn db_name(&self, id: u32) -> FsResult<String> {
+        let ids = self.db_ids.read().unwrap_or_else(|e| e.into_inner());
+        ids.get(id as usize)
+            .cloned()
+            .ok_or_else(|| FsError::stale(u64::from(id)))
+    }
+}
+
+/// How long the kernel may cache an inode's attributes.
+pub fn attr_ttl(inode: Inode) -> Duration {
+    match inode {
+        // Recomputed on every access so `cat .status` is always fresh.
+        Inode::StatusFile => Duration::ZERO,
+        // Fixed, or part of an immutable version. The root, `.versions/`
+        // and `.versions/<db>/` do change (their listings, and their mtime
+        // with them), but every change is pushed to the kernel by
+        // invalidation, and a short TTL here would cost a GETATTR per path
+        // walk (the kernel checks search permission on every directory).
+        _ => FOREVER,
+    }
+}
+
+fn decode(ino: u64) -> FsResult<Inode> {
+    Inode::from_number(ino).ok_or_else(|| FsError::stale(ino))
+}
+
+/// Where `<db>` points: relative, so it works wherever the mount is.
+fn symlink_target(version: &Version) -> String {
+    format!(".versions/{}/{}", version.db(), version.name())
+}
+
+/// The content of `.version`.
+fn version_file(version: &Version) -> String {
+    format!("{}\n", version.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::InMemoryVersionData;
+
+    fn version(db: &str, name: &str, pairs: &[(&[u8], &[u8])]) -> Arc<Version> {
+        let data = InMemoryVersionData::new(pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+        Version::new(db, name, SystemTime::UNIX_EPOCH, "test", 1, Box::new(data))
+    }
+
+    fn core_with(versions: &[Arc<Version>]) -> FsCore {
+        let catalog = Catalog::new();
+        for v in versions {
+            catalog.publish(Arc::clone(v), "test".into(), Duration::from_secs(60));
+        }
+        FsCore::new(
+            catalog,
+            RefreshHandle::new(),
+            CoreOptions {
+                uid: 1000,
+                gid: 1000,
+            },
+        )
+    }
+
+    fn found(entry: Entry) -> Attr {
+        match entry {
+            Entry::Found { attr, .. } => attr,
+            Entry::Negative { .. } => panic!("expected an entry"),
+        }
+    }
+
+    fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {
+        core.read(ino, 0, 1 << 20, |b| b.to_vec()).unwrap()
+    }
+
+    fn list(core: &FsCore, ino: u64, offset: u64) -> Vec<DirEntry> {
+        let mut out = Vec::new();
+        core.readdir(ino, offset, |e| {
+            out.push(e);
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    fn names(entries: &[DirEntry]) -> Vec<&str> {
+        entries.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    #[test]
+    fn layout_symlink_versions_and_control_files() {
+        let v = version(
+            "baby-names",
+            "1",
+            &[(b"1881/boy", b"John"), (b"1881/girl", b"Mary")],
+        );
+        let core = core_with(&[v]);
+        let link = found(core.lookup(inode::ROOT, b"baby-names").unwrap());
+        assert_eq!(link.kind, FileKind::Symlink);
+        assert_eq!(core.readlink(link.ino).unwrap(), b".versions/baby-names/1");
+        assert_eq!(
+            names(&list(&core, inode::ROOT, 0)),
+            [".", "..", ".refresh", ".status", ".versions", "baby-names"]
+        );
+        let versions = found(core.lookup(inode::ROOT, b".versions").unwrap());
+        let db_dir = found(core.lookup(versions.ino, b"baby-names").unwrap());
+        assert_eq!(names(&list(&core, db_dir.ino, 0)), [".", "..", "1"]);
+        let root = found(core.lookup(db_dir.ino, b"1").unwrap());
+        assert_eq!(root.perm, 0o555);
+        assert_eq!(
+            names(&list(&core, root.ino, 0)),
+            [".", "..", ".version", "1881"]
+        );
+        let dot_version = found(core.lookup(root.ino, b".version").unwrap());
+        assert_eq!(read_all(&core, dot_version.ino), b"1\n");
+        let dir = found(core.lookup(root.ino, b"1881").unwrap());
+        assert_eq!(dir.kind, FileKind::Directory);
+        let boy = found(core.lookup(dir.ino, b"boy").unwrap());
+        assert_eq!(
+            (boy.kind, boy.perm, boy.size, boy.uid),
+            (FileKind::File, 0o444, 4, 1000)
+        );
+        assert_eq!(boy.mtime, SystemTime::UNIX_EPOCH);
+        assert_eq!(read_all(&core, boy.ino), b"John");
+        assert_eq!(core.read(boy.ino, 1, 2, |b| b.to_vec()).unwrap(), b"oh");
+        assert_eq!(core.read(boy.ino, 99, 2, |b| b.to_vec()).unwrap(), b"");
+        // The flat name reaches the same inode.
+        let flat = found(core.lookup(root.ino, b"1881%2Fboy").unwrap());
+        assert_eq!(flat.ino, boy.ino);
+        let status = String::from_utf8(read_all(&core, inode::STATUS_FILE)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(json["databases"][0]["name"], "baby-names");
+        assert_eq!(json["databases"][0]["versions"][0]["state"], "ACTIVE");
+    }
+
+    #[test]
+    fn missing_names_get_negative_entries_only_inside_versions() {
+        let v = version("db", "1", &[(b"k", b"v")]);
+        let core = core_with(std::slice::from_ref(&v));
+        assert_eq!(
+            core.lookup(inode::ROOT, b"nope").unwrap_err().errno,
+            libc::ENOENT
+        );
+        let root = Inode::VersionRoot {
+            generation: v.generation(),
+        }
+        .number()
+        .unwrap();
+        assert_eq!(
+            core.lookup(root, b"nope").unwrap(),
+            Entry::Negative { ttl: FOREVER }
+        );
+    }
+
+    #[test]
+    fn writes_are_read_only_and_refresh_is_owner_only() {
+        let core = core_with(&[]);
+        assert_eq!(
+            core.setattr(inode::STATUS_FILE, 0, true).unwrap_err().errno,
+            libc::EROFS
+        );
+        assert_eq!(
+            core.setattr(inode::REFRESH_FILE, 0, false)
+                .unwrap_err()
+                .errno,
+            libc::EROFS
+        );
+        assert_eq!(
+            core.setattr(inode::REFRESH_FILE, 4242, true)
+                .unwrap_err()
+                .errno,
+            libc::EACCES
+        );
+        assert_eq!(core.refreshes_triggered(), 0);
+        core.setattr(inode::REFRESH_FILE, 1000, true).unwrap();
+        core.setattr(inode::REFRESH_FILE, 0, true).unwrap();
+        assert_eq!(core.refreshes_triggered(), 2);
+    }
+
+    #[test]
+    fn readdir_resumes_from_any_offset() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+            .map(|i| (format!("d{}/k{i:02}", i % 3).into_bytes(), vec![b'x'; i]))
+            .chain((0..20).map(|i| (format!("f{i:02}").into_bytes(), vec![])))
+            .chain([(b"/odd".to_vec(), vec![])])
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let v = version("db", "1", &refs);
+        let core = core_with(std::slice::from_ref(&v));
+        let root = Inode::VersionRoot {
+            generation: v.generation(),
+        }
+        .number()
+        .unwrap();
+        let all = list(&core, root, 0);
+        assert_eq!(all.len(), 2 + 1 + 3 + 20 + 1);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(list(&core, root, e.next), all[i + 1..], "after {}", e.name);
+        }
+        let d1 = all.iter().find(|e| e.name == "d1").unwrap();
+        let inner = list(&core, d1.attr.ino, 0);
+        assert_eq!(inner.len(), 2 + 17);
+        for (i, e) in inner.iter().enumerate() {
+            assert_eq!(list(&core, d1.attr.ino, e.next), inner[i + 1..]);
+        }
+    }
+
+    #[test]
+    fn kernel_references_pin_an_old_version_until_forgotten() {
+        let v1 = version("db", "1", &[(b"k", b"old")]);
+        let catalog = Catalog::new();
+        catalog.publish(Arc::clone(&v1), "p".into(), Duration::ZERO);
+        let core = FsCore::new(
+            Arc::clone(&catalog),
+            RefreshHandle::new(),
+            CoreOptions::default(),
+        );
+        let link = found(core.lookup(inode::ROOT, b"db").unwrap());
+        let root = Inode::VersionRoot {
+            generation: v1.generation(),
+        }
+        .number()
+        .unwrap();
+        let key = found(core.lookup(root, b"k").unwrap());
+        drop(v1);
+        catalog.publish(
+            version("db", "2", &[(b"k", b"new")]),
+            "p".into(),
+            Duration::ZERO,
+        );
+        // Grace over, but the kernel still holds inodes of version 1.
+        let now = std::time::Instant::now() + Duration::from_secs(1);
+        assert!(catalog.take_expired(now).is_empty());
+        assert_eq!(read_all(&core, key.ino), b"old");
+        core.forget(key.ino, 1);
+        core.forget(link.ino, 1);
+        assert_eq!(core.pinned_versions(), 0);
+        assert_eq!(catalog.take_expired(now).len(), 1);
+        assert_eq!(
+            core.read(key.ino, 0, 10, |b| b.to_vec()).unwrap_err().errno,
+            libc::ESTALE
+        );
+    }
+}

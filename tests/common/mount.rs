@@ -1,0 +1,142 @@
+//! Mount test helpers: real FUSE mounts of in-memory catalogs that unmount
+//! on drop (also when a test panics), and helpers that list, decode and
+//! read a whole mounted version.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
+use sequinsfs::fs::{MountHandle, MountOptions, mount};
+use sequinsfs::naming;
+use sequinsfs::refresh::RefreshHandle;
+
+/// Whether this machine can mount FUSE filesystems (root and /dev/fuse).
+/// Mount tests print why they are skipped otherwise.
+pub fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root && Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("skipped: FUSE mount tests need root and /dev/fuse");
+    }
+    ok
+}
+
+/// A version of `db` named `name` holding `pairs`.
+pub fn version(db: &str, name: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Arc<Version> {
+    Version::new(
+        db,
+        name,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        format!("mem://{db}/{name}"),
+        1,
+        Box::new(InMemoryVersionData::new(pairs)),
+    )
+}
+
+/// A mounted catalog in a temporary directory; unmounts on drop.
+/// One mount at a time per test binary: tests assert on kernel behaviour
+/// (which references the kernel drops, how many requests it sends), and a
+/// concurrent test's child processes briefly inherit every open descriptor
+/// between fork and exec, which keeps dentries alive at random moments.
+static ONE_MOUNT_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub struct TestMount {
+    pub catalog: Arc<Catalog>,
+    pub refresh: RefreshHandle,
+    // Declared before `dir` so it is dropped (unmounted) first.
+    handle: Option<MountHandle>,
+    dir: tempfile::TempDir,
+    _exclusive: MutexGuard<'static, ()>,
+}
+
+impl TestMount {
+    pub fn new(catalog: Arc<Catalog>) -> TestMount {
+        Self::with_options(catalog, MountOptions::default())
+    }
+
+    pub fn with_options(catalog: Arc<Catalog>, options: MountOptions) -> TestMount {
+        let exclusive = ONE_MOUNT_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new()
+            .prefix("sequinsfs-mount-")
+            .tempdir()
+            .expect("temp dir");
+        // Other users (tests run commands as `nobody`) must reach the mount.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
+        let refresh = RefreshHandle::new();
+        let handle =
+            mount(Arc::clone(&catalog), refresh.clone(), dir.path(), options).expect("mount");
+        TestMount {
+            catalog,
+            refresh,
+            handle: Some(handle),
+            dir,
+            _exclusive: exclusive,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn handle(&self) -> &MountHandle {
+        self.handle.as_ref().expect("mounted")
+    }
+
+    /// Total FUSE requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.handle().counters().total()
+    }
+
+    pub fn unmount(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.unmount().expect("unmount");
+        }
+    }
+}
+
+/// Publishes `version` as the current version of its database.
+pub fn publish_version(catalog: &Catalog, version: Arc<Version>, grace: Duration) {
+    catalog.publish(version, "mem".into(), grace);
+}
+
+/// Every file under `dir`, walking the listing, as (key, path): the key is
+/// the concatenation of the decoded names (joined with `/` for directories).
+/// Control files (`.version`) are skipped.
+pub fn walk_keys(dir: &Path) -> Vec<(Vec<u8>, PathBuf)> {
+    fn go(dir: &Path, prefix: &[u8], out: &mut Vec<(Vec<u8>, PathBuf)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            if prefix.is_empty() && name == naming::VERSION_FILE {
+                continue;
+            }
+            let decoded = naming::decode(name.as_bytes());
+            let key = [prefix, &decoded[..]].concat();
+            let path = entry.path();
+            if entry.file_type().expect("file type").is_dir() {
+                go(&path, &[&key[..], b"/"].concat(), out);
+            } else {
+                out.push((key, path));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(dir, b"", &mut out);
+    out
+}
+
+/// Reads a whole file, panicking with the path on error.
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}

@@ -1,0 +1,62 @@
+//! The `mount` command's errors are one clear line and exit code 1.
+
+use std::process::Command;
+
+fn sequinsfs(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_mount_point_is_a_one_line_error() {
+    let (code, _, err) = sequinsfs(&["mount", "/tmp", "/nonexistent/sequinsfs-mnt"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim(),
+        "sequinsfs: mount point /nonexistent/sequinsfs-mnt does not exist"
+    );
+}
+
+#[test]
+fn a_mount_point_already_mounted_is_refused() {
+    let (code, _, err) = sequinsfs(&["mount", "/tmp", "/proc"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/proc is already mounted"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn help_explains_every_flag_with_its_default() {
+    let (code, out, _) = sequinsfs(&["mount", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--local-store",
+        "--config",
+        "--refresh-period",
+        "--require-success-file",
+        "--max-parallel-loads",
+        "--allow-other",
+        "--uid",
+        "--gid",
+        "--foreground",
+        "--http",
+        "--log-level",
+        "--log-file",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| {
+                let l = l.trim_start();
+                l.starts_with(flag) || l.starts_with(&format!("-f, {flag}"))
+            })
+            .unwrap_or_else(|| panic!("{flag} missing from\n{out}"));
+        assert!(line.contains("[default:"), "{flag}: no default in {line:?}");
+    }
+}
