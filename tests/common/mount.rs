@@ -59,6 +59,16 @@ impl TestMount {
     }
 
     pub fn with_options(catalog: Arc<Catalog>, options: MountOptions) -> TestMount {
+        Self::with_refresh(catalog, RefreshHandle::new(), options)
+    }
+
+    /// A mount whose `.refresh` triggers `refresh` (for example an
+    /// engine's).
+    pub fn with_refresh(
+        catalog: Arc<Catalog>,
+        refresh: RefreshHandle,
+        options: MountOptions,
+    ) -> TestMount {
         let exclusive = ONE_MOUNT_AT_A_TIME
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -69,7 +79,6 @@ impl TestMount {
         // Other users (tests run commands as `nobody`) must reach the mount.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod temp dir");
-        let refresh = RefreshHandle::new();
         let handle =
             mount(Arc::clone(&catalog), refresh.clone(), dir.path(), options).expect("mount");
         TestMount {
