@@ -30,8 +30,9 @@ pub struct Engine {
 
 impl Engine {
     /// Locks and opens the local store, serves the versions already published
-    /// there, checks that the source can be listed, and starts the refresh
-    /// loop, whose first run begins at once in the background.
+    /// there, runs the startup refresh (waiting for the first load of every
+    /// database not served yet; newer versions of served databases load in
+    /// the background), and starts the refresh loop.
     ///
     /// A source that cannot be listed is fatal only when the local store has
     /// nothing to serve (sequins always exits); otherwise the daemon serves
@@ -83,12 +84,18 @@ impl Engine {
             let r = Arc::clone(&refresher);
             tokio::task::spawn_blocking(move || r.restore()).await??
         };
-        if let Err(e) = source.list_databases().await {
+        // The startup refresh, in the foreground for databases seen for the
+        // first time (so a fresh mount shows data at once, as sequins does
+        // before it opens its port); newer versions of databases restored
+        // from the local store load in the background while those serve.
+        let report = refresher.run().await;
+        if let Some(e) = &report.listing_failed {
             if restored == 0 {
                 return Err(anyhow::anyhow!("cannot list the source root: {e}"));
             }
             tracing::warn!("cannot list the source root, serving the local store: {e}");
         }
+        refresher.wait_for(&report.first_loads).await;
 
         let refresh = RefreshHandle::new();
         let stop = Arc::new(Notify::new());
@@ -97,8 +104,6 @@ impl Engine {
             config.refresh_period,
             Arc::clone(&stop),
         ));
-        // The startup refresh.
-        refresh.trigger();
         metrics.set_local_store_bytes(refresher.store.disk_usage());
         Ok(Engine {
             catalog,

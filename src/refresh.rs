@@ -83,6 +83,9 @@ pub struct RefreshReport {
     /// The listing failed; nothing changed.
     pub listing_failed: Option<String>,
     pub builds_started: Vec<(String, String)>,
+    /// Databases among `builds_started` that had no version served: their
+    /// first load.
+    pub first_loads: Vec<String>,
     pub removed: Vec<String>,
 }
 
@@ -176,7 +179,8 @@ impl Refresher {
                 tracing::info!(db, "no versions available");
                 continue;
             };
-            if let Some(current) = self.catalog.current(db) {
+            let current = self.catalog.current(db);
+            if let Some(current) = &current {
                 if current.name() >= target.as_str() {
                     // Never roll back: a smaller name than the served one
                     // (for example after the newest was deleted) is ignored.
@@ -192,6 +196,9 @@ impl Refresher {
                 continue;
             }
             report.builds_started.push((db.clone(), target.clone()));
+            if current.is_none() {
+                report.first_loads.push(db.clone());
+            }
             let this = Arc::clone(self);
             let db = db.clone();
             self.in_flight.send_modify(|n| *n += 1);
@@ -236,6 +243,17 @@ impl Refresher {
         for task in tasks {
             let _ = task.await;
         }
+    }
+
+    /// Waits until none of `dbs` has a build in flight.
+    pub async fn wait_for(&self, dbs: &[String]) {
+        let mut rx = self.in_flight.subscribe();
+        let _ = rx
+            .wait_for(|_| {
+                let building = self.building.lock().unwrap_or_else(|e| e.into_inner());
+                !dbs.iter().any(|db| building.contains(db))
+            })
+            .await;
     }
 
     /// Waits until no build is in flight.

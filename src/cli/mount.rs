@@ -112,24 +112,26 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
             // A new session: the daemon outlives the shell that started it.
             // SAFETY: setsid has no preconditions.
             unsafe { libc::setsid() };
-            let mut report = std::fs::File::from(child_end);
-            let mut reported = false;
+            // Written once, then closed: the parent reads to end of file.
+            let mut report = Some(std::fs::File::from(child_end));
             let result = init_logging(&args).and_then(|()| {
                 serve(&args, config, &mountpoint, |outcome| {
-                    reported = true;
-                    let _ = report.write_all(outcome.as_bytes());
-                    let _ = report.flush();
+                    if let Some(mut pipe) = report.take() {
+                        let _ = pipe.write_all(outcome.as_bytes());
+                        let _ = pipe.flush();
+                    }
                     if outcome.starts_with("ok") {
                         detach_stdio();
                     }
                 })
             });
             if let Err(err) = &result {
-                if reported {
+                match report.take() {
+                    Some(mut pipe) => {
+                        let _ = pipe.write_all(format!("error: {err:#}").as_bytes());
+                    }
                     // After daemonizing: only the log can tell.
-                    tracing::error!("{err:#}");
-                } else {
-                    let _ = report.write_all(format!("error: {err:#}").as_bytes());
+                    None => tracing::error!("{err:#}"),
                 }
             }
             // The parent prints the outcome; the daemon only logs it.

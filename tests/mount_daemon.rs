@@ -1,0 +1,128 @@
+//! The `mount` command as users run it: it daemonizes, returns once the
+//! mount serves the data, serves HTTP beside it with `--http`, and unmounts
+//! and exits on SIGTERM.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sequinsfs")
+}
+
+/// Runs a command to completion, failing the test if it hangs.
+fn run_bounded(cmd: &mut Command) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("command returned")
+        .unwrap()
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let path = path.to_str().unwrap();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(path))
+}
+
+#[test]
+fn mount_daemonizes_serves_and_stops_on_sigterm() {
+    if !common::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
+    assert!(out.status.success());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run_bounded(
+        Command::new(bin())
+            .arg("mount")
+            .arg(&source)
+            .arg(&mnt)
+            .arg("--local-store")
+            .arg(dir.path().join("store"))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--log-file")
+            .arg(dir.path().join("daemon.log")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mounted at"));
+    // The data is there as soon as the command returned.
+    assert_eq!(
+        std::fs::read(mnt.join("baby-names/1881/boy")).unwrap(),
+        b"John"
+    );
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    let mut conn = common::Conn::connect(([127, 0, 0, 1], port).into());
+    let reply = conn.request("GET", "/baby-names/1881/girl", &[]).unwrap();
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"Mary"[..]));
+
+    // The daemon is the process holding the mount's log file; find it by
+    // its command line and stop it.
+    let pid = find_daemon(&mnt).expect("daemon running");
+    // A pidfd turns the daemon's exit into an event we can wait for.
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: kill sends a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut poll = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; waits at most a minute.
+    let ready = unsafe { libc::poll(&mut poll, 1, 60_000) };
+    assert_eq!(ready, 1, "daemon exited after SIGTERM");
+    // SAFETY: closing the fd pidfd_open gave us.
+    unsafe { libc::close(pidfd) };
+    let still_mounted = is_mounted(&mnt);
+    assert!(!still_mounted, "unmounted on SIGTERM");
+}
+
+fn find_daemon(mnt: &Path) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()? {
+        let entry = entry.ok()?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.contains(&&b"mount"[..]) && args.contains(&mnt.as_os_str().as_encoded_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
