@@ -87,7 +87,9 @@ pub fn decode(name: &[u8]) -> Vec<u8> {
     out
 }
 
-fn hex_value(c: u8) -> Option<u8> {
+/// The value of one hex digit (either case). Shared with the HTTP path
+/// decoder, which decodes the same escapes.
+pub(crate) fn hex_value(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),

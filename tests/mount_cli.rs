@@ -50,13 +50,25 @@ fn help_explains_every_flag_with_its_default() {
         "--log-level",
         "--log-file",
     ] {
-        let line = out
-            .lines()
-            .find(|l| {
+        // The flag's entry: its line and the help lines up to the next flag.
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
                 let l = l.trim_start();
-                l.starts_with(flag) || l.starts_with(&format!("-f, {flag}"))
+                l.starts_with(flag) || (l.starts_with('-') && l.contains(&format!(", {flag}")))
             })
             .unwrap_or_else(|| panic!("{flag} missing from\n{out}"));
-        assert!(line.contains("[default:"), "{flag}: no default in {line:?}");
+        let entry: String = lines[at..]
+            .iter()
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('-'))
+            .map(|(_, l)| *l)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            entry.contains("[default:"),
+            "{flag}: no default in {entry:?}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! subcommands. Errors are printed as one line on stderr with a non-zero exit.
 
 pub mod demo;
+pub mod engine_args;
 pub mod inspect;
 pub mod mount;
 pub mod serve;

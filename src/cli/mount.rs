@@ -17,9 +17,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::config::{Config, parse_duration};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::fs::{MountHandle, MountOptions};
+
+use super::engine_args::EngineArgs;
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -27,24 +29,8 @@ pub struct MountArgs {
     pub source: String,
     /// An existing empty directory to mount on.
     pub mountpoint: PathBuf,
-    /// Where versions are mirrored and indexed [default: /var/sequins/, or
-    /// `local_store` from --config].
-    #[arg(long, value_name = "DIR")]
-    pub local_store: Option<PathBuf>,
-    /// A TOML config file with sequins' keys; flags override it [default:
-    /// none].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Look for new versions this often, e.g. 10m; 0 turns periodic
-    /// refreshes off (SIGHUP and `touch .refresh` still work) [default: 0].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub refresh_period: Option<Duration>,
-    /// Only load versions that contain a _SUCCESS file [default: off].
-    #[arg(long)]
-    pub require_success_file: bool,
-    /// Files loaded in parallel over all databases; 0 means 10 [default: 0].
-    #[arg(long, value_name = "N")]
-    pub max_parallel_loads: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Let other users read the mount (root may always; non-root daemons need
     /// `user_allow_other` in /etc/fuse.conf) [default: off].
     #[arg(long)]
@@ -163,23 +149,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
 
 /// The config file (if any) with the flags applied on top.
 fn build_config(args: &MountArgs) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
-    config.source = args.source.clone();
-    if let Some(dir) = &args.local_store {
-        config.local_store = std::path::absolute(dir)?;
-    }
-    if let Some(period) = args.refresh_period {
-        config.refresh_period = period;
-    }
-    if args.require_success_file {
-        config.require_success_file = true;
-    }
-    if let Some(n) = args.max_parallel_loads {
-        config.max_parallel_loads = n;
-    }
+    let mut config = args.engine.config(Some(&args.source))?;
     if let Some(addr) = args.http {
         config.bind = addr.to_string();
     }

@@ -7,20 +7,18 @@
 //! SIGHUP asks for a refresh; SIGTERM and SIGINT stop accepting connections,
 //! let requests in flight finish, stop the engine and exit 0.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Config, parse_duration};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::http::{self, HttpOptions, RequestLogTarget};
 use crate::metrics::Metrics;
 
-/// Where sequins looks for a config file when `--config` is not given.
-const CONFIG_SEARCH_PATH: [&str; 2] = ["sequins.conf", "/etc/sequins.conf"];
+use super::engine_args::EngineArgs;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -32,26 +30,8 @@ pub struct ServeArgs {
     /// from the config file]
     #[arg(long, short = 'b', value_name = "ADDR")]
     pub bind: Option<String>,
-    /// Directory where versions are mirrored and indexed. [default:
-    /// /var/sequins/, or `local_store` from the config file]
-    #[arg(long, short = 'l', value_name = "PATH")]
-    pub local_store: Option<PathBuf>,
-    /// TOML config file with sequins' keys. [default: sequins.conf in the
-    /// working directory, else /etc/sequins.conf, else built-in defaults]
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// Look for new versions this often (Go duration: 30s, 10m, 1h). [default:
-    /// 0 = only at startup and on SIGHUP, or `refresh_period` from the config]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub refresh_period: Option<std::time::Duration>,
-    /// Only load versions that contain a _SUCCESS file. [default: off, or
-    /// `require_success_file` from the config file]
-    #[arg(long)]
-    pub require_success_file: bool,
-    /// Files loaded in parallel, over all databases. [default: 10, or
-    /// `max_parallel_loads` from the config file]
-    #[arg(long, value_name = "N")]
-    pub max_parallel_loads: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Content-Type of values. [default: application/octet-stream, or
     /// `content_type` from the config file; per database: `[content_types]`]
     #[arg(long, value_name = "TYPE")]
@@ -129,51 +109,15 @@ async fn serve(config: Config, options: HttpOptions) -> anyhow::Result<()> {
 
 /// The config file (if any) with the flags applied on top.
 pub fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
-    let file = match &args.config {
-        Some(path) => Some(path.clone()),
-        None => CONFIG_SEARCH_PATH
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file()),
-    };
-    let mut config = match &file {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
-    if let Some(source) = &args.source {
-        config.source = source.clone();
-    }
-    // sequins makes a relative source and local store absolute against the
-    // working directory.
-    if !config.source.is_empty() && !config.source.contains("://") {
-        config.source = absolute(Path::new(&config.source))?
-            .to_string_lossy()
-            .into_owned();
-    }
+    let mut config = args.engine.config(args.source.as_deref())?;
     if let Some(bind) = &args.bind {
         config.bind = bind.clone();
-    }
-    if let Some(store) = &args.local_store {
-        config.local_store = absolute(store)?;
-    }
-    if let Some(period) = args.refresh_period {
-        config.refresh_period = period;
-    }
-    if args.require_success_file {
-        config.require_success_file = true;
-    }
-    if let Some(n) = args.max_parallel_loads {
-        config.max_parallel_loads = n;
     }
     if let Some(ct) = &args.content_type {
         config.content_type = ct.clone();
     }
     config.validate()?;
     Ok(config)
-}
-
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    std::path::absolute(path).with_context(|| format!("{}", path.display()))
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
@@ -249,7 +193,7 @@ mod tests {
     fn relative_source_becomes_absolute_and_defaults_apply() {
         let args = parse(&["data/root", "--config", "/dev/null"]);
         let config = config_from(&args).unwrap();
-        assert!(Path::new(&config.source).is_absolute());
+        assert!(std::path::Path::new(&config.source).is_absolute());
         assert!(config.source.ends_with("data/root"));
         assert_eq!(config.bind, "127.0.0.1:9599");
         assert!(

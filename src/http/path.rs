@@ -8,6 +8,8 @@
 //! bad request: Go's URL parser rejects it and sequins answers 400, and so
 //! do we.
 
+use crate::naming::hex_value;
+
 /// A `%` not followed by two hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidEscape {
@@ -36,15 +38,6 @@ pub fn percent_decode(raw: &str) -> Result<Vec<u8>, InvalidEscape> {
         }
     }
     Ok(out)
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// A decoded path split into its parts.

@@ -1,0 +1,85 @@
+//! The flags every command that runs the engine shares (`mount`, `serve`,
+//! `sync`), and how they combine with the config file: the file is read
+//! first (`--config`, else sequins' search path), flags override it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{Config, parse_duration};
+
+/// Where sequins looks for a config file when `--config` is not given.
+const CONFIG_SEARCH_PATH: [&str; 2] = ["sequins.conf", "/etc/sequins.conf"];
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Directory where versions are mirrored and indexed. [default:
+    /// /var/sequins/, or `local_store` from the config file]
+    #[arg(long, short = 'l', value_name = "PATH")]
+    pub local_store: Option<PathBuf>,
+    /// TOML config file with sequins' keys; flags override it. [default:
+    /// sequins.conf in the working directory, else /etc/sequins.conf, else
+    /// built-in defaults]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Look for new versions this often (Go duration: 30s, 10m, 1h); 0 turns
+    /// periodic refreshes off (SIGHUP and `touch .refresh` still work).
+    /// [default: 0, or `refresh_period` from the config file]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub refresh_period: Option<Duration>,
+    /// Only load versions that contain a _SUCCESS file. [default: off, or
+    /// `require_success_file` from the config file]
+    #[arg(long)]
+    pub require_success_file: bool,
+    /// Files loaded in parallel, over all databases; 0 means 10. [default:
+    /// 10, or `max_parallel_loads` from the config file]
+    #[arg(long, value_name = "N")]
+    pub max_parallel_loads: Option<usize>,
+}
+
+impl EngineArgs {
+    /// The config file (if any) with `source` and these flags applied on
+    /// top. Not validated: callers apply their own flags first.
+    pub fn config(&self, source: Option<&str>) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => CONFIG_SEARCH_PATH
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file()),
+        };
+        let mut config = match &file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(source) = source {
+            config.source = source.to_string();
+        }
+        // sequins makes a relative source and local store absolute against
+        // the working directory.
+        if !config.source.is_empty() && !config.source.contains("://") {
+            config.source = absolute(Path::new(&config.source))?
+                .to_string_lossy()
+                .into_owned();
+        }
+        if let Some(store) = &self.local_store {
+            config.local_store = absolute(store)?;
+        }
+        if let Some(period) = self.refresh_period {
+            config.refresh_period = period;
+        }
+        if self.require_success_file {
+            config.require_success_file = true;
+        }
+        if let Some(n) = self.max_parallel_loads {
+            config.max_parallel_loads = n;
+        }
+        Ok(config)
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{}", path.display()))
+}
