@@ -233,6 +233,8 @@ pub struct DatabaseStatus {
 /// A change announced to [`Catalog::on_change`] listeners.
 #[derive(Debug, Clone)]
 pub enum CatalogEvent {
+    /// A build of `db`/`version` started.
+    Building { db: String, version: String },
     /// `db` now serves `version` (its first version, or a switch).
     Switched { db: String, version: String },
     /// `db` is no longer served.
@@ -359,9 +361,18 @@ impl Catalog {
     /// Records the state of a version that is not (yet) served: BUILDING with
     /// progress, or ERROR with the error. Creates the database entry if new.
     pub fn set_state(&self, db: &str, status: VersionStatus) {
-        let db = self.database_or_insert(db);
-        let mut inner = db.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.versions.insert(status.version.clone(), status);
+        let building = (status.state == VersionState::Building).then(|| CatalogEvent::Building {
+            db: db.to_string(),
+            version: status.version.clone(),
+        });
+        {
+            let database = self.database_or_insert(db);
+            let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.versions.insert(status.version.clone(), status);
+        }
+        if let Some(event) = building {
+            self.notify(&event);
+        }
     }
 
     /// Updates the progress of a BUILDING version.

@@ -97,13 +97,10 @@ impl Engine {
         }
         refresher.wait_for(&report.first_loads).await;
 
-        let refresh = RefreshHandle::new();
+        let refresh = refresher.handle.clone();
         let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(Arc::clone(&refresher).run_loop(
-            refresh.clone(),
-            config.refresh_period,
-            Arc::clone(&stop),
-        ));
+        let task =
+            tokio::spawn(Arc::clone(&refresher).run_loop(config.refresh_period, Arc::clone(&stop)));
         metrics.set_local_store_bytes(refresher.store.disk_usage());
         Ok(Engine {
             catalog,

@@ -75,6 +75,13 @@ pub struct Refresher {
     run_lock: tokio::sync::Mutex<()>,
     /// Builds started and not yet reaped, so shutdown can wait for them.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Databases a refresh skipped because a build of theirs was in flight:
+    /// when that build ends, one more refresh runs, so a version that
+    /// appeared meanwhile (or a retry of a failed build) is not left waiting
+    /// for the next trigger.
+    skipped_while_building: Mutex<HashSet<String>>,
+    /// Triggers the refresh loop.
+    pub(crate) handle: RefreshHandle,
 }
 
 /// What one refresh run did, for logs, metrics and tests.
@@ -109,6 +116,8 @@ impl Refresher {
             in_flight: tokio::sync::watch::Sender::new(0),
             run_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
+            skipped_while_building: Mutex::new(HashSet::new()),
+            handle: RefreshHandle::new(),
         })
     }
 
@@ -193,6 +202,10 @@ impl Refresher {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(db.clone())
             {
+                self.skipped_while_building
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(db.clone());
                 continue;
             }
             report.builds_started.push((db.clone(), target.clone()));
@@ -208,6 +221,14 @@ impl Refresher {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&db);
+                let skipped = this
+                    .skipped_while_building
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&db);
+                if skipped {
+                    this.handle.trigger();
+                }
                 this.in_flight.send_modify(|n| *n -= 1);
             }));
         }
@@ -392,12 +413,8 @@ impl Refresher {
     }
 
     /// Runs refreshes on triggers and the janitor on a timer until `stop`.
-    pub async fn run_loop(
-        self: Arc<Self>,
-        handle: RefreshHandle,
-        period: Duration,
-        stop: Arc<Notify>,
-    ) {
+    pub async fn run_loop(self: Arc<Self>, period: Duration, stop: Arc<Notify>) {
+        let handle = self.handle.clone();
         let mut janitor = tokio::time::interval(JANITOR_INTERVAL);
         let mut periodic = (!period.is_zero()).then(|| {
             let mut i = tokio::time::interval(period);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::data::{copy_dir, read_seqfile_pairs, write_seqfile_version};
-use sequinsfs::catalog::VersionState;
+use sequinsfs::catalog::{CatalogEvent, VersionState};
 use sequinsfs::config::Config;
 use sequinsfs::engine::Engine;
 
@@ -616,4 +616,50 @@ fn switch_under_load() {
         .collect();
     assert_eq!(left, vec![version_name(50)]);
     runtime.block_on(engine.shutdown());
+}
+
+/// A refresh that finds a database's build in flight does not forget it:
+/// once that build ends, another refresh runs by itself and picks up the
+/// version that appeared meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_during_a_build_is_not_lost() {
+    let s = setup();
+    write_seqfile_version(&s.source, "db", "1", &[dataset("1", 2)]);
+    let mut cfg = config(&s.source, &s.store);
+    // Slow loads down (a pause per record) so version 2 is still building
+    // when version 3 appears.
+    cfg.throttle_loads = Duration::from_millis(2);
+    let engine = Engine::start(cfg).await.unwrap();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    engine.catalog().on_change(move |e| {
+        let _ = tx.send(e.clone());
+    });
+    write_seqfile_version(&s.source, "db", "2", &[dataset("2", 500)]);
+    engine.refresh_handle().trigger();
+    loop {
+        if let CatalogEvent::Building { version, .. } = next_event(&mut events).await {
+            assert_eq!(version, "2");
+            break;
+        }
+    }
+    // Version 3 appears while 2 builds; this refresh skips the busy db.
+    write_seqfile_version(&s.source, "db", "3", &[dataset("3", 2)]);
+    engine.refresh_handle().trigger();
+    let mut switched = Vec::new();
+    while switched.last().map(String::as_str) != Some("3") {
+        if let CatalogEvent::Switched { version, .. } = next_event(&mut events).await {
+            switched.push(version);
+        }
+    }
+    assert_eq!(current_name(&engine, "db").as_deref(), Some("3"));
+    engine.shutdown().await;
+}
+
+async fn next_event(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<CatalogEvent>,
+) -> CatalogEvent {
+    tokio::time::timeout(Duration::from_secs(60), events.recv())
+        .await
+        .expect("event within a minute")
+        .expect("catalog alive")
 }

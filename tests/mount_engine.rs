@@ -195,7 +195,7 @@ fn switch_under_load_through_refresh() {
     };
     // A short grace period: the readers below finish with a resolved
     // directory well within it, and the end of the test waits it out.
-    let grace = Duration::from_secs(2);
+    let grace = Duration::from_secs(5);
     let m = mount_source(
         |src| write_seqfile_version(src, "db", &name(0), &[data(&name(0))]),
         grace,
@@ -244,7 +244,15 @@ fn switch_under_load_through_refresh() {
 
     for i in 1..=30 {
         let v = name(i);
-        write_seqfile_version(&m.source, "db", &v, &[data(&v)]);
+        // Published as producers should: written aside, then renamed into
+        // place, so a refresh never sees a half-written version.
+        let staging = format!(".tmp-{v}");
+        write_seqfile_version(&m.source, "db", &staging, &[data(&v)]);
+        std::fs::rename(
+            m.source.join("db").join(&staging),
+            m.source.join("db").join(&v),
+        )
+        .unwrap();
         let touched = Command::new("touch")
             .arg(m.path().join(".refresh"))
             .status()

@@ -360,12 +360,14 @@ pub fn lazy_unmount(path: &Path) -> io::Result<()> {
 /// database's symlink in the root, and the cached listings of the root,
 /// `.versions/` and `.versions/<db>/`.
 fn push_change(core: &FsCore, notifier: &Notifier, event: &CatalogEvent) {
-    core.note_catalog_change();
     let db = match event {
         CatalogEvent::Switched { db, .. }
         | CatalogEvent::Removed { db }
         | CatalogEvent::Deleted { db, .. } => db,
+        // Nothing the kernel caches changes until a version is served.
+        CatalogEvent::Building { .. } => return,
     };
+    core.note_catalog_change();
     let started = std::time::Instant::now();
     let root = INodeNo(inode::ROOT);
     let versions = INodeNo(inode::VERSIONS_DIR);
