@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{TestMount, can_mount, publish_version, read, version, walk_keys};
 use sequinsfs::catalog::Catalog;
+use sequinsfs::fs::MountOptions;
 use sequinsfs::naming;
 
 fn baby_names() -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -240,5 +241,52 @@ fn readdir_of_a_large_directory_resumes_across_replies() {
         .map(|e| e.unwrap().file_name().as_bytes().to_vec())
         .collect();
     assert_eq!(names.len(), 5000);
+    m.unmount();
+}
+
+/// Mounted read-only in the kernel (`--ro`), even the second `cat` of a key
+/// sends nothing: the kernel no longer marks atime stale after a read. The
+/// price: the kernel itself refuses `touch .refresh`.
+#[test]
+fn with_kernel_read_only_a_second_cat_sends_nothing() {
+    if !can_mount() {
+        return;
+    }
+    let catalog = Catalog::new();
+    publish_version(
+        &catalog,
+        version("baby-names", "1", baby_names()),
+        Duration::from_secs(60),
+    );
+    let m = TestMount::with_options(
+        catalog,
+        MountOptions {
+            kernel_read_only: true,
+            ..MountOptions::default()
+        },
+    );
+    let cat = |path: &Path| {
+        let out = std::process::Command::new("cat")
+            .arg(path)
+            .output()
+            .unwrap();
+        (out.status.success(), out.stdout)
+    };
+    let boy = m.path().join(".versions/baby-names/1/1881/boy");
+    assert_eq!(cat(&boy), (true, b"John".to_vec()));
+    let before = m.requests();
+    assert_eq!(cat(&boy), (true, b"John".to_vec()));
+    assert_eq!(
+        m.requests(),
+        before,
+        "{:?}",
+        m.handle().counters().snapshot()
+    );
+    let touch = std::process::Command::new("touch")
+        .arg(m.path().join(".refresh"))
+        .output()
+        .unwrap();
+    assert!(!touch.status.success());
+    assert!(String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"));
     m.unmount();
 }

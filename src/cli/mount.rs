@@ -41,6 +41,12 @@ pub struct MountArgs {
     /// Group of the files [default: the group of the daemon].
     #[arg(long, value_name = "GID")]
     pub gid: Option<u32>,
+    /// Mount read-only in the kernel: a warm `cat` then sends no request at
+    /// all (without it, the kernel refreshes a file's atime once after each
+    /// first read), but the kernel refuses `touch .refresh`; refresh with
+    /// SIGHUP or --refresh-period instead [default: off].
+    #[arg(long)]
+    pub ro: bool,
     /// Stay in the foreground instead of daemonizing once mounted [default:
     /// daemonize].
     #[arg(short = 'f', long)]
@@ -201,6 +207,7 @@ fn serve(
             uid: args.uid,
             gid: args.gid,
             allow_other: args.allow_other,
+            kernel_read_only: args.ro,
             ..MountOptions::default()
         };
         let mounted = crate::fs::mount(

@@ -55,6 +55,12 @@ pub struct MountOptions {
     /// are released and the catalog can delete them once their grace period
     /// ends. Ten seconds is short next to the default one-minute grace.
     pub retired_sweep_interval: Duration,
+    /// Mount read-only in the kernel (`ro`). The kernel then stops marking a
+    /// file's access time stale after each first read, so a warm `cat`
+    /// (which `fstat`s) sends no request at all instead of one GETATTR; but
+    /// it also refuses `touch .refresh` itself, before the daemon sees it.
+    /// Off by default because `.refresh` is part of the interface.
+    pub kernel_read_only: bool,
 }
 
 impl Default for MountOptions {
@@ -65,6 +71,7 @@ impl Default for MountOptions {
             allow_other: false,
             threads: 4,
             retired_sweep_interval: Duration::from_secs(10),
+            kernel_read_only: false,
         }
     }
 }
@@ -125,9 +132,13 @@ pub fn mount(
         MountOption::NoAtime,
         MountOption::NoDev,
         MountOption::NoSuid,
-        // Not `ro`: with it the kernel refuses `touch .refresh` before the
-        // daemon sees it. Every write-like request is answered EROFS here.
+        // Not `ro` unless asked for: with it the kernel refuses `touch
+        // .refresh` before the daemon sees it. Every write-like request is
+        // answered EROFS here either way.
     ];
+    if options.kernel_read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     config.acl = if options.allow_other {
         SessionACL::All
     } else {
