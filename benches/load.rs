@@ -177,15 +177,21 @@ fn config(source: &Path, store: &Path) -> Config {
 }
 
 fn phase_load(kind: &str) {
+    // `RUST_LOG=sequinsfs=debug LOAD_BENCH_PHASE=seqfile` shows the phases.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = data_dir();
     let store = dir.join(format!("store-{kind}"));
     let _ = std::fs::remove_dir_all(&store);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let seconds = runtime.block_on(async {
+        // The startup refresh loads every new database before start returns.
+        let started = Instant::now();
         let engine = Engine::start(config(&dir.join(kind), &store))
             .await
             .unwrap();
-        let started = Instant::now();
         engine.refresh_now().await;
         let seconds = started.elapsed().as_secs_f64();
         let v = engine

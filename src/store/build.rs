@@ -183,6 +183,7 @@ impl Builder {
         progress: &BuildProgress,
         started: Instant,
     ) -> Result<PathBuf, String> {
+        let merging = Instant::now();
         let keys_path = staging.join("keys.idx");
         let num_keys = blocking(move || {
             keyindex::write_merged(&keys_path, &runs)
@@ -231,9 +232,20 @@ impl Builder {
             load_seconds: started.elapsed().as_secs_f64(),
         };
         manifest.write(staging).map_err(|e| e.to_string())?;
-        self.store
+        tracing::debug!(
+            seconds = merging.elapsed().as_secs_f64(),
+            "wrote the sorted key index"
+        );
+        let publishing = Instant::now();
+        let published = self
+            .store
             .publish(staging, db, version)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        tracing::debug!(
+            seconds = publishing.elapsed().as_secs_f64(),
+            "fsynced and published"
+        );
+        published
     }
 
     /// Loads SequenceFiles into one Sparkey block per partition.
@@ -276,6 +288,7 @@ impl Builder {
                 load_one_sequencefile(&source, &file, n, &sinks, &progress, throttle, &cancelled)
             });
         }
+        let reading = Instant::now();
         let mut records = 0;
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -289,6 +302,12 @@ impl Builder {
             }
         }
 
+        tracing::debug!(
+            seconds = reading.elapsed().as_secs_f64(),
+            records,
+            "read and routed every record"
+        );
+        let indexing = Instant::now();
         let sinks = Arc::try_unwrap(sinks).map_err(|_| "load tasks still running".to_string())?;
         let mut finishing = tokio::task::JoinSet::new();
         for (p, sink) in sinks.into_iter().enumerate() {
@@ -314,6 +333,10 @@ impl Builder {
             runs.push(joined.map_err(|e| format!("index task failed: {e}"))??);
         }
         runs.sort_by_key(|(p, _)| *p);
+        tracing::debug!(
+            seconds = indexing.elapsed().as_secs_f64(),
+            "wrote hash indexes and sorted keys"
+        );
         let blocks = runs
             .iter()
             .map(|(p, run)| BlockInfo {
