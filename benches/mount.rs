@@ -67,7 +67,14 @@ fn main() {
         Arc::clone(&catalog),
         RefreshHandle::new(),
         fuse_dir.path(),
-        MountOptions::default(),
+        MountOptions {
+            // SEQUINSFS_BENCH_THREADS tries other session thread counts.
+            threads: std::env::var("SEQUINSFS_BENCH_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(MountOptions::default().threads),
+            ..MountOptions::default()
+        },
     )
     .unwrap();
     let fuse_db = fuse_dir.path().join("db");
