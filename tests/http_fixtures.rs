@@ -9,54 +9,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::data::{copy_dir, read_seqfile_pairs};
+use common::engine::TestEngine;
 use common::{TestServer, unhex};
-use sequinsfs::config::Config;
-use sequinsfs::engine::Engine;
 use sequinsfs::http::HttpOptions;
 
-/// An engine loaded from `source`, and a sidecar over its catalog.
+/// An engine loaded from a source root, and a sidecar over its catalog
+/// (declared first so the server stops before the engine).
 struct Served {
     server: TestServer,
-    engine: Option<Engine>,
-    runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(engine) = self.engine.take() {
-            self.runtime.block_on(engine.shutdown());
-        }
-    }
+    _engine: TestEngine,
 }
 
 fn serve(fill: impl FnOnce(&Path)) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    std::fs::create_dir_all(&source).unwrap();
-    fill(&source);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = Config {
-        source: source.display().to_string(),
-        local_store: dir.path().join("store"),
-        version_grace_period: Duration::ZERO,
-        ..Config::default()
-    };
-    let engine = runtime.block_on(async {
-        let engine = Engine::start(config).await.unwrap();
-        engine.refresh_now().await;
-        engine
-    });
+    let engine = TestEngine::start(fill, Duration::ZERO);
     let server = TestServer::with_metrics(
-        Arc::clone(engine.catalog()),
+        Arc::clone(engine.engine().catalog()),
         HttpOptions::default(),
-        Arc::clone(engine.metrics()),
+        Arc::clone(engine.engine().metrics()),
     );
     Served {
         server,
-        engine: Some(engine),
-        runtime,
-        _dir: dir,
+        _engine: engine,
     }
 }
 

@@ -5,75 +5,44 @@
 mod common;
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use common::data::{copy_dir, read_seqfile_pairs, write_seqfile_version};
+use common::engine::TestEngine;
 use common::{TestMount, TestServer, can_mount, walk_keys};
 use sequinsfs::catalog::CatalogEvent;
-use sequinsfs::config::Config;
 use sequinsfs::engine::Engine;
 use sequinsfs::fs::MountOptions;
 use sequinsfs::http::HttpOptions;
 
+/// An engine loaded from a source root, mounted (declared first so it is
+/// unmounted before the engine stops).
 struct Mounted {
-    mount: Option<TestMount>,
-    engine: Option<Engine>,
-    runtime: tokio::runtime::Runtime,
-    source: PathBuf,
-    _dir: tempfile::TempDir,
+    mount: TestMount,
+    loaded: TestEngine,
 }
 
 impl Mounted {
     fn path(&self) -> &Path {
-        self.mount.as_ref().unwrap().path()
+        self.mount.path()
     }
     fn engine(&self) -> &Engine {
-        self.engine.as_ref().unwrap()
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        drop(self.mount.take());
-        if let Some(engine) = self.engine.take() {
-            self.runtime.block_on(engine.shutdown());
-        }
+        self.loaded.engine()
     }
 }
 
 fn mount_source(fill: impl FnOnce(&Path), grace: Duration) -> Mounted {
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    std::fs::create_dir_all(&source).unwrap();
-    fill(&source);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = Config {
-        source: source.display().to_string(),
-        local_store: dir.path().join("store"),
-        version_grace_period: grace,
-        ..Config::default()
-    };
-    let engine = runtime.block_on(async {
-        let engine = Engine::start(config).await.unwrap();
-        engine.refresh_now().await;
-        engine
-    });
+    let loaded = TestEngine::start(fill, grace);
     let mount = TestMount::with_refresh(
-        Arc::clone(engine.catalog()),
-        engine.refresh_handle(),
+        Arc::clone(loaded.engine().catalog()),
+        loaded.engine().refresh_handle(),
         MountOptions::default(),
     );
-    Mounted {
-        mount: Some(mount),
-        engine: Some(engine),
-        runtime,
-        source,
-        _dir: dir,
-    }
+    Mounted { mount, loaded }
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -247,10 +216,10 @@ fn switch_under_load_through_refresh() {
         // Published as producers should: written aside, then renamed into
         // place, so a refresh never sees a half-written version.
         let staging = format!(".tmp-{v}");
-        write_seqfile_version(&m.source, "db", &staging, &[data(&v)]);
+        write_seqfile_version(&m.loaded.source, "db", &staging, &[data(&v)]);
         std::fs::rename(
-            m.source.join("db").join(&staging),
-            m.source.join("db").join(&v),
+            m.loaded.source.join("db").join(&staging),
+            m.loaded.source.join("db").join(&v),
         )
         .unwrap();
         let touched = Command::new("touch")

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod engine;
 pub mod http;
 pub mod mount;
 pub mod s3;
