@@ -24,19 +24,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the header, record count and (optionally) the first records of
-    /// SequenceFiles and Sparkey tables.
-    Inspect(inspect::InspectArgs),
-    /// Mirror the source root into the local store once, then exit.
-    Sync(sync::SyncArgs),
-    /// Write a small demo source root (used by the quick start).
-    DemoData(demo::DemoArgs),
-    /// Serve the source root over sequins' HTTP API, without a mount.
-    Serve(serve::ServeArgs),
     /// Mount a source root: every database as a directory of files, one
     /// per key (`cat MOUNTPOINT/<db>/<key>`). Daemonizes once mounted
     /// unless -f is given; SIGTERM/SIGINT unmount, SIGHUP refreshes.
     Mount(mount::MountArgs),
+    /// Serve the source root over sequins' HTTP API, without a mount.
+    Serve(serve::ServeArgs),
+    /// Mirror the source root into the local store once, then exit.
+    Sync(sync::SyncArgs),
+    /// Print the header, record count and (optionally) the first records of
+    /// SequenceFiles and Sparkey tables.
+    Inspect(inspect::InspectArgs),
+    /// Write a small demo source root (used by the quick start).
+    DemoData(demo::DemoArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
