@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestMount, can_mount, publish_version, read, version, walk_keys};
+use common::{TestMount, can_mount, cat, publish_version, read, version, walk_keys};
 use sequinsfs::catalog::Catalog;
 use sequinsfs::fs::MountOptions;
 use sequinsfs::naming;
@@ -171,13 +171,6 @@ fn a_second_cat_of_a_key_sends_no_request() {
         Duration::from_secs(60),
     );
     let m = TestMount::new(catalog);
-    let cat = |path: &Path| {
-        let out = std::process::Command::new("cat")
-            .arg(path)
-            .output()
-            .unwrap();
-        (out.status.success(), out.stdout)
-    };
     // The stable path: every component is cached for as long as the kernel
     // likes. (Through the symlink the same holds within the symlink's
     // one-second TTL.)
@@ -265,13 +258,6 @@ fn with_kernel_read_only_a_second_cat_sends_nothing() {
             ..MountOptions::default()
         },
     );
-    let cat = |path: &Path| {
-        let out = std::process::Command::new("cat")
-            .arg(path)
-            .output()
-            .unwrap();
-        (out.status.success(), out.stdout)
-    };
     let boy = m.path().join(".versions/baby-names/1/1881/boy");
     assert_eq!(cat(&boy), (true, b"John".to_vec()));
     let before = m.requests();

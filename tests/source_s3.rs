@@ -102,10 +102,7 @@ async fn read_all(source: &Source, file: &SourceFile) -> std::io::Result<Vec<u8>
 }
 
 fn source_error(error: &std::io::Error) -> &SourceError {
-    error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<SourceError>())
-        .unwrap_or_else(|| panic!("not a SourceError: {error}"))
+    SourceError::in_io(error).unwrap_or_else(|| panic!("not a SourceError: {error}"))
 }
 
 async fn prefix_and_bucket_root(server: &MotoServer) {

@@ -438,17 +438,23 @@ impl FsCore {
         Ok((attr, ttl))
     }
 
-    fn attr(&self, inode: Inode) -> FsResult<Attr> {
-        let ino = inode.number()?;
-        let mut attr = Attr {
-            ino,
+    /// A read-only directory owned as configured: what every inode starts
+    /// from before its kind is set.
+    fn base_attr(&self, inode: Inode, mtime: SystemTime) -> FsResult<Attr> {
+        Ok(Attr {
+            ino: inode.number()?,
             kind: FileKind::Directory,
             size: 0,
             perm: 0o555,
             uid: self.options.uid,
             gid: self.options.gid,
-            mtime: self.started,
-        };
+            mtime,
+        })
+    }
+
+    fn attr(&self, inode: Inode) -> FsResult<Attr> {
+        let mut attr = self.base_attr(inode, self.started)?;
+        let ino = attr.ino;
         match inode {
             Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
                 attr.mtime = *self.changed_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -475,16 +481,7 @@ impl FsCore {
     }
 
     fn version_attr(&self, version: &Version, inode: Inode) -> FsResult<Attr> {
-        let ino = inode.number()?;
-        let mut attr = Attr {
-            ino,
-            kind: FileKind::Directory,
-            size: 0,
-            perm: 0o555,
-            uid: self.options.uid,
-            gid: self.options.gid,
-            mtime: version.created_at(),
-        };
+        let mut attr = self.base_attr(inode, version.created_at())?;
         match inode {
             Inode::Symlink { .. } => {
                 attr.kind = FileKind::Symlink;

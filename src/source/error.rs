@@ -64,6 +64,14 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// The source error inside an `io::Error` from a reader that
+    /// [`Source::open_read`](super::Source::open_read) returned (a `Read`
+    /// can only fail with `io::Error`, so it carries the `SourceError`
+    /// inside).
+    pub fn in_io(error: &std::io::Error) -> Option<&SourceError> {
+        error.get_ref()?.downcast_ref::<SourceError>()
+    }
+
     /// Whether trying again later may succeed: network trouble, server
     /// errors, timeouts. Missing files, changed files, bad names, bad URIs
     /// and refused credentials are not transient.

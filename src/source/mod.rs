@@ -687,10 +687,7 @@ mod tests {
     }
 
     fn source_error(error: &std::io::Error) -> &SourceError {
-        error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<SourceError>())
-            .unwrap_or_else(|| panic!("not a SourceError: {error}"))
+        SourceError::in_io(error).unwrap_or_else(|| panic!("not a SourceError: {error}"))
     }
 
     #[tokio::test]

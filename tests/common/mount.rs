@@ -149,3 +149,12 @@ pub fn walk_keys(dir: &Path) -> Vec<(Vec<u8>, PathBuf)> {
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// Runs `cat` on `path`: whether it succeeded, and what it printed.
+pub fn cat(path: &Path) -> (bool, Vec<u8>) {
+    let out = std::process::Command::new("cat")
+        .arg(path)
+        .output()
+        .expect("run cat");
+    (out.status.success(), out.stdout)
+}
