@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench sparkey` (release build). Defaults follow the issue:
 //! 10^6 entries, 16-byte keys, 100-byte values; `SPARKEY_BENCH_ENTRIES` and
-//! `SPARKEY_BENCH_LOOKUPS` change the sizes. Keys are 16 hex digits of a
+//! `SPARKEY_BENCH_LOOKUPS` change the sizes, and `SPARKEY_BENCH_ONLY=none`
+//! or `=snappy` runs one compression only (for profiling). Keys are 16 hex digits of a
 //! scrambled counter; values start with the entry number and continue with
 //! English text (so snappy compresses them roughly 2:1 as real text data
 //! would). Lookups are in a random order fixed up front, with the page
@@ -114,7 +115,11 @@ fn main() {
     println!(
         "sparkey: {n} entries, 16-byte keys, 100-byte values, {lookups_n} random lookups per run"
     );
+    let only = std::env::var("SPARKEY_BENCH_ONLY").ok();
     for (name, compression) in [("none", Compression::None), ("snappy", Compression::Snappy)] {
+        if only.as_deref().is_some_and(|only| only != name) {
+            continue;
+        }
         let reader = write(dir.path(), name, compression, n);
         // Warm the page cache and the per-thread state.
         lookups(&reader, &hits[..hits.len().min(100_000)], 1, true);
