@@ -175,6 +175,53 @@ fn corrupt_compressed_blocks_are_errors() {
     assert!(exercise(&reader).is_some());
 }
 
+/// Lookups in snappy logs decode a block only as far as the entry they
+/// want, so damage at the end of a block is found by the lookups that reach
+/// it (and by iteration), with the block's offset in the error, while keys
+/// before it still read.
+#[test]
+fn snappy_lookups_decode_only_up_to_their_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("one.spl");
+    let index_path = dir.path().join("one.spi");
+    // One block: 40 entries of about 30 bytes fit in 4 KiB.
+    let mut writer = LogWriter::create(&log_path, Compression::Snappy, 4096).unwrap();
+    let value = |i: u32| format!("value {i:04} of a one-block log").into_bytes();
+    for i in 0..40u32 {
+        writer
+            .put(format!("k{i:02}").as_bytes(), &value(i))
+            .unwrap();
+    }
+    let (header, _) = writer.finish_with_index(&index_path).unwrap();
+    let mut log = std::fs::read(&log_path).unwrap();
+    let index = std::fs::read(&index_path).unwrap();
+    let data_end = header.data_end as usize;
+    // Shorten the block's stated length by one byte: its last snappy
+    // element is cut, which only decoding up to the last entry notices.
+    let payload_len = log[84] as usize | ((log[85] as usize & 0x7f) << 7);
+    assert_eq!(
+        84 + 2 + payload_len,
+        data_end,
+        "one block with a 2-byte length"
+    );
+    assert_ne!(payload_len & 0x7f, 0);
+    log[84] -= 1;
+    let reader = Reader::from_bytes("one.spl", log, "one.spi", index).unwrap();
+    for i in 0..10u32 {
+        let got = reader
+            .get(format!("k{i:02}").as_bytes())
+            .unwrap_or_else(|e| panic!("k{i:02}: {e}"));
+        assert_eq!(got.as_deref(), Some(&value(i)[..]), "k{i:02}");
+    }
+    let err = reader.get(b"k39").unwrap_err();
+    assert_eq!((err.file.as_str(), err.offset), ("one.spl", 84), "{err}");
+    assert!(
+        matches!(err.kind, FormatErrorKind::Decompress { .. }),
+        "{err}"
+    );
+    assert!(reader.iter_log().any(|r| r.is_err()));
+}
+
 #[test]
 fn log_header_counts_that_cannot_fit_are_refused() {
     let dir = tempfile::tempdir().unwrap();

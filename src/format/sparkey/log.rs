@@ -6,7 +6,9 @@
 //! a corrupt log gives a [`FormatError`] naming the byte, never a panic.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
+use super::snappy::PrefixDecoder;
 use super::storage::Backing;
 use crate::format::{FormatError, FormatErrorKind, FormatResult, HexBytes};
 
@@ -368,6 +370,14 @@ impl EntryHead {
         name: &str,
         base: u64,
     ) -> FormatResult<(EntryHead, usize)> {
+        // Fast path: both varints are one byte (keys under 127 bytes and
+        // values under 128, the common case).
+        if let Some(&[a, b]) = data.get(pos..pos + 2)
+            && a < 0x80
+            && b < 0x80
+        {
+            return Ok((EntryHead::from_varints(a.into(), b.into()), pos + 2));
+        }
         let (a, p) = read_vlq(data, pos)
             .map_err(|e| e.into_format(name, base + pos as u64, "entry header"))?;
         let (b, p) =
@@ -389,6 +399,77 @@ impl EntryHead {
 #[derive(Default)]
 pub(crate) struct BlockDecoder {
     zstd: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+/// A snappy block decoded only as far as lookups have needed so far.
+struct LazyBlock {
+    decoder: PrefixDecoder,
+    /// The compressed bytes, in [`LogFile::data`].
+    payload: Range<usize>,
+    /// File offset of the block's length prefix, for errors.
+    offset: u64,
+}
+
+/// The block a lookup reads entries from: snappy blocks are decoded only up
+/// to the entry looked for (on average half the block) and resumed if a
+/// later lookup needs more; zstd blocks are decoded whole.
+#[derive(Default)]
+pub(crate) struct LookupBlock {
+    buf: Vec<u8>,
+    /// Valid bytes at the start of `buf`.
+    decoded: usize,
+    /// Length of the whole decoded block.
+    len: usize,
+    lazy: Option<LazyBlock>,
+    decoder: BlockDecoder,
+}
+
+impl LookupBlock {
+    /// Makes the block at `offset` of `log` the current one. On error the
+    /// block is empty.
+    pub(crate) fn load(&mut self, log: &LogFile, offset: u64) -> FormatResult<()> {
+        self.lazy = None;
+        self.decoded = 0;
+        self.len = 0;
+        if log.header.compression == CompressionType::Snappy {
+            let lazy = log.start_snappy_block(offset, &mut self.buf)?;
+            self.len = lazy.decoder.claimed();
+            self.lazy = Some(lazy);
+        } else {
+            log.read_block(offset, &mut self.buf, &mut self.decoder)?;
+            self.len = self.buf.len();
+            self.decoded = self.len;
+        }
+        Ok(())
+    }
+
+    /// Length of the whole decoded block.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The block's first `want` bytes, or all of it if it is shorter (and
+    /// possibly more, as decoding goes element by element).
+    #[inline]
+    pub(crate) fn prefix(&mut self, log: &LogFile, want: usize) -> FormatResult<&[u8]> {
+        if want > self.decoded
+            && let Some(lazy) = &mut self.lazy
+        {
+            let src = log.data().get(lazy.payload.clone()).unwrap_or_default();
+            let result = lazy.decoder.decode_to(src, &mut self.buf, want);
+            match result {
+                Ok(decoded) => self.decoded = decoded,
+                Err(e) => {
+                    let offset = lazy.offset;
+                    self.lazy = None;
+                    self.decoded = 0;
+                    self.len = 0;
+                    return Err(log.decompress_err(offset, "snappy", e.to_string()));
+                }
+            }
+        }
+        Ok(self.buf.get(..self.decoded).unwrap_or_default())
+    }
 }
 
 /// A log opened for reading: its bytes (mapped), parsed header and name.
@@ -423,14 +504,9 @@ impl LogFile {
         self.err(offset, FormatErrorKind::Corrupt(message.into()))
     }
 
-    /// Decompresses the block whose length prefix is at `offset` into `out`
-    /// (replacing its content) and returns the offset of the next block.
-    pub(crate) fn read_block(
-        &self,
-        offset: u64,
-        out: &mut Vec<u8>,
-        decoder: &mut BlockDecoder,
-    ) -> FormatResult<u64> {
+    /// Locates the compressed bytes of the block whose length prefix is at
+    /// `offset`: returns their range in [`LogFile::data`].
+    fn block_payload(&self, offset: u64) -> FormatResult<Range<usize>> {
         let data = self.data();
         if offset < LOG_HEADER_SIZE || offset >= data.len() as u64 {
             return Err(self.corrupt(
@@ -455,12 +531,46 @@ impl LogFile {
                 },
             ));
         }
-        let payload_end = payload_start + compressed_len as usize;
-        let payload = data.get(payload_start..payload_end).unwrap_or_default();
+        Ok(payload_start..payload_start + compressed_len as usize)
+    }
+
+    fn decompress_err(&self, offset: u64, codec: &'static str, message: String) -> FormatError {
+        self.err(offset, FormatErrorKind::Decompress { codec, message })
+    }
+
+    /// Starts decoding the snappy block at `offset` lazily into `out`,
+    /// for lookups that need only a prefix of it.
+    fn start_snappy_block(&self, offset: u64, out: &mut Vec<u8>) -> FormatResult<LazyBlock> {
+        let payload = self.block_payload(offset)?;
+        let src = self.data().get(payload.clone()).unwrap_or_default();
+        // A snappy element expands at most `SNAPPY_MAX_EXPANSION` times;
+        // refuse larger claims before allocating for them.
+        let limit = (u64::from(self.header.compression_block_size))
+            .min((src.len() as u64).saturating_mul(SNAPPY_MAX_EXPANSION));
+        let decoder = PrefixDecoder::start(src, usize::try_from(limit).unwrap_or(0), out)
+            .map_err(|e| self.decompress_err(offset, "snappy", e.to_string()))?;
+        Ok(LazyBlock {
+            decoder,
+            payload,
+            offset,
+        })
+    }
+
+    /// Decompresses the block whose length prefix is at `offset` into `out`
+    /// (replacing its content) and returns the offset of the next block.
+    pub(crate) fn read_block(
+        &self,
+        offset: u64,
+        out: &mut Vec<u8>,
+        decoder: &mut BlockDecoder,
+    ) -> FormatResult<u64> {
+        let payload_range = self.block_payload(offset)?;
+        let payload_end = payload_range.end;
+        let compressed_len = payload_range.len() as u64;
+        let payload = self.data().get(payload_range).unwrap_or_default();
         let block_size = u64::from(self.header.compression_block_size);
-        let decompress_err = |codec: &'static str, message: String| {
-            self.err(offset, FormatErrorKind::Decompress { codec, message })
-        };
+        let decompress_err =
+            |codec: &'static str, message: String| self.decompress_err(offset, codec, message);
         let too_large = |length: u64| {
             self.err(
                 offset,

@@ -21,6 +21,7 @@ pub mod framed;
 mod hash;
 mod index;
 mod log;
+mod snappy;
 mod storage;
 mod writer;
 
@@ -37,7 +38,7 @@ pub use log::{
 pub use writer::{Compression, LogWriter, write_index, write_index_with};
 
 use self::index::IndexFile;
-use self::log::{BlockDecoder, EntryHead, LogCursor, LogFile};
+use self::log::{EntryHead, LogCursor, LogFile, LookupBlock};
 use self::storage::Backing;
 use crate::format::{FormatErrorKind, FormatResult};
 
@@ -266,7 +267,8 @@ impl Reader {
             let found = self.block_entry_matches(&mut scratch, address, key)?;
             Ok(match found {
                 Some(Located::InBlock { start, end }) => {
-                    let value = scratch.buf.get(start..end).unwrap_or_default();
+                    let value = scratch.block.prefix(&self.log, end)?;
+                    let value = value.get(start..end).unwrap_or_default();
                     f.take().map(|f| f(value))
                 }
                 Some(Located::Spilled(value)) => f.take().map(|f| f(&value)),
@@ -291,24 +293,26 @@ impl Reader {
         if scratch.owner != self.id || scratch.block_offset != block_offset {
             // Invalidate first: if decoding fails the buffer is garbage.
             scratch.owner = 0;
-            self.log
-                .read_block(block_offset, &mut scratch.buf, &mut scratch.decoder)?;
+            scratch.block.load(&self.log, block_offset)?;
             scratch.owner = self.id;
             scratch.block_offset = block_offset;
         }
-        let buf = &scratch.buf;
+        let block = &mut scratch.block;
+        let block_len = block.len();
         let name = &self.log.name;
         let mut pos = 0usize;
         for _ in 0..ordinal {
+            let buf = block.prefix(&self.log, pos + MAX_HEAD_LEN)?;
             let (head, key_start) = EntryHead::read(buf, pos, name, 0)
                 .map_err(|_| self.no_such_entry(address, block_offset, ordinal))?;
             pos = head
                 .payload_len()
                 .and_then(|len| usize::try_from(len).ok())
                 .and_then(|len| key_start.checked_add(len))
-                .filter(|&end| end < buf.len())
+                .filter(|&end| end < block_len)
                 .ok_or_else(|| self.no_such_entry(address, block_offset, ordinal))?;
         }
+        let buf = block.prefix(&self.log, pos + MAX_HEAD_LEN)?;
         let (head, key_start) = EntryHead::read(buf, pos, name, 0)
             .map_err(|_| self.no_such_entry(address, block_offset, ordinal))?;
         if head.kind != EntryKind::Put {
@@ -323,8 +327,9 @@ impl Reader {
         let value_end = usize::try_from(head.value_len)
             .ok()
             .and_then(|len| key_end.checked_add(len))
-            .filter(|&end| end <= buf.len());
+            .filter(|&end| end <= block_len);
         if let Some(value_end) = value_end {
+            let buf = block.prefix(&self.log, value_end)?;
             let matches = buf.get(key_start..key_end) == Some(key);
             return Ok(matches.then_some(Located::InBlock {
                 start: key_end,
@@ -357,21 +362,23 @@ enum Located {
     Spilled(Vec<u8>),
 }
 
-/// Per-thread state of compressed lookups: the last decompressed block
-/// (random lookups rarely reuse it, but lookups of neighbouring keys and
-/// scans do) and a reusable decoder, so the hot path does not allocate.
+/// Per-thread state of compressed lookups: the last block, decoded as far
+/// as lookups have needed (random lookups rarely reuse it, but lookups of
+/// neighbouring keys do), so the hot path does not allocate.
 #[derive(Default)]
 struct Scratch {
-    /// [`Reader::id`] of the reader whose block `buf` holds; 0 for none.
+    /// [`Reader::id`] of the reader whose block `block` holds; 0 for none.
     owner: u64,
     block_offset: u64,
-    buf: Vec<u8>,
-    decoder: BlockDecoder,
+    block: LookupBlock,
 }
 
 thread_local! {
     static SCRATCH: Cell<Option<Scratch>> = const { Cell::new(None) };
 }
+
+/// Longest entry head: two VLQs of at most ten bytes each.
+const MAX_HEAD_LEN: usize = 20;
 
 /// Turns a cursor into an iterator that stops after the first error.
 fn iterate_log(mut cursor: LogCursor<'_>) -> impl Iterator<Item = FormatResult<LogEntry<'_>>> + '_ {
