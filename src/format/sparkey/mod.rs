@@ -35,7 +35,7 @@ pub use index::{INDEX_HEADER_SIZE, INDEX_MAGIC, IndexHeader};
 pub use log::{
     CompressionType, EntryKind, LOG_HEADER_SIZE, LOG_MAGIC, LogEntry, LogHeader, MAX_BLOCK_SIZE,
 };
-pub use writer::{Compression, LogWriter, write_index, write_index_with};
+pub use writer::{Compression, LogWriter, write_index, write_index_seeded, write_index_with};
 
 use self::index::IndexFile;
 use self::log::{EntryHead, LogCursor, LogFile, LookupBlock};

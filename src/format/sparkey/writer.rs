@@ -373,10 +373,22 @@ pub fn write_index_with(
     index: &Path,
     hash_size: Option<HashSize>,
 ) -> FormatResult<IndexHeader> {
+    write_index_seeded(log, index, hash_size, random_u32())
+}
+
+/// As [`write_index_with`], with the hash seed given instead of random:
+/// the same log and seed always give the same index, byte for byte (and
+/// the same bytes libsparkey writes for that log and seed).
+pub fn write_index_seeded(
+    log: &Path,
+    index: &Path,
+    hash_size: Option<HashSize>,
+    seed: u32,
+) -> FormatResult<IndexHeader> {
     let log = LogFile::new(log.display().to_string(), Backing::map(log)?)?;
     let header = &log.header;
     let hash_size = hash_size.unwrap_or_else(|| auto_hash_size(header.num_puts));
-    let mut pending = PendingIndex::new(random_u32(), false);
+    let mut pending = PendingIndex::new(seed, false);
     pending.only(hash_size);
     let mut cursor = log.cursor(header.data_end, header.entry_block_bits());
     let mut puts = 0u64;
