@@ -63,9 +63,7 @@ fn mount_daemonizes_serves_and_stops_on_sigterm() {
             .arg("--local-store")
             .arg(dir.path().join("store"))
             .arg("--http")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--log-file")
-            .arg(dir.path().join("daemon.log")),
+            .arg(format!("127.0.0.1:{port}")),
     );
     assert!(
         out.status.success(),
@@ -83,8 +81,7 @@ fn mount_daemonizes_serves_and_stops_on_sigterm() {
     let reply = conn.request("GET", "/baby-names/1881/girl", &[]).unwrap();
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"Mary"[..]));
 
-    // The daemon is the process holding the mount's log file; find it by
-    // its command line and stop it.
+    // Find the daemon by its command line and stop it.
     let pid = find_daemon(&mnt).expect("daemon running");
     // A pidfd turns the daemon's exit into an event we can wait for.
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
@@ -108,6 +105,9 @@ fn mount_daemonizes_serves_and_stops_on_sigterm() {
     unsafe { libc::close(pidfd) };
     let still_mounted = is_mounted(&mnt);
     assert!(!still_mounted, "unmounted on SIGTERM");
+    // Without --log-file the daemon logged into its local store.
+    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    assert!(log.contains("mounted"), "{log}");
 }
 
 fn find_daemon(mnt: &Path) -> Option<i32> {

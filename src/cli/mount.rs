@@ -59,8 +59,8 @@ pub struct MountArgs {
     /// such as `sequinsfs=debug`.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Append logs to this file [default: stderr, which a daemon detaches
-    /// from once mounted: use this or -f under systemd].
+    /// Append logs to this file [default: with -f, stderr; as a daemon,
+    /// `sequinsfs.log` in the local store, since a daemon has no terminal].
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 }
@@ -90,7 +90,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         );
     }
     if args.foreground {
-        init_logging(&args)?;
+        init_logging(&args, args.log_file.as_deref())?;
         return serve(&args, config, &mountpoint, |_| {});
     }
     let (parent_end, child_end) = pipe()?;
@@ -106,7 +106,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
             unsafe { libc::setsid() };
             // Written once, then closed: the parent reads to end of file.
             let mut report = Some(std::fs::File::from(child_end));
-            let result = init_logging(&args).and_then(|()| {
+            let log_file = daemon_log_file(&args, &config);
+            let result = init_logging(&args, Some(&log_file)).and_then(|()| {
                 serve(&args, config, &mountpoint, |outcome| {
                     if let Some(mut pipe) = report.take() {
                         let _ = pipe.write_all(outcome.as_bytes());
@@ -285,12 +286,31 @@ async fn run_until_stopped(engine: &Engine, handle: &MountHandle) -> anyhow::Res
     }
 }
 
-fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
+/// Where a daemonized mount logs: `--log-file`, or `sequinsfs.log` in the
+/// local store (a daemon's stderr goes nowhere, and the store is the one
+/// directory the daemon is sure to own).
+fn daemon_log_file(args: &MountArgs, config: &Config) -> PathBuf {
+    args.log_file
+        .clone()
+        .unwrap_or_else(|| config.local_store.join(DAEMON_LOG_NAME))
+}
+
+/// File name of a daemon's log in the local store when no `--log-file` is
+/// given.
+pub const DAEMON_LOG_NAME: &str = "sequinsfs.log";
+
+/// Logs to `file` (appending, creating it and its directory if needed) or,
+/// without one, to stderr.
+fn init_logging(args: &MountArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match &args.log_file {
+    match file {
         Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("log directory {}", dir.display()))?;
+            }
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -369,6 +389,22 @@ mod tests {
         assert_eq!(config.parallel_loads(), 4);
         assert_eq!(config.bind, "127.0.0.1:9599");
         assert!(!parsed.args.foreground);
+    }
+
+    #[test]
+    fn a_daemon_logs_to_the_local_store_unless_told_otherwise() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["x", "/src", "/mnt", "--local-store", "/data/store"];
+            argv.extend_from_slice(extra);
+            let args = Wrapper::try_parse_from(argv).unwrap().args;
+            let config = build_config(&args).unwrap();
+            daemon_log_file(&args, &config)
+        };
+        assert_eq!(parse(&[]), PathBuf::from("/data/store/sequinsfs.log"));
+        assert_eq!(
+            parse(&["--log-file", "/var/log/sequinsfs.log"]),
+            PathBuf::from("/var/log/sequinsfs.log")
+        );
     }
 
     #[test]
