@@ -382,6 +382,38 @@ async fn require_success_file_hides_unfinished_versions() {
     engine.shutdown().await;
 }
 
+/// sequins' `_SYMLINK`: a new version name that redirects to an existing
+/// version loads that version's files again under the new name; a broken
+/// redirect is an ERROR for its version only.
+#[tokio::test]
+async fn a_symlinked_version_serves_its_target_s_data() {
+    let s = setup();
+    write_seqfile_version(&s.source, "db", "1", &[dataset("1", 3)]);
+    let engine = start(&s).await;
+    assert_eq!(current_name(&engine, "db").as_deref(), Some("1"));
+
+    std::fs::create_dir_all(s.source.join("db/2")).unwrap();
+    std::fs::write(s.source.join("db/2/_SYMLINK"), b"1\n").unwrap();
+    engine.refresh_now().await;
+    assert_eq!(current_name(&engine, "db").as_deref(), Some("2"));
+    assert_eq!(get(&engine, "db", b"key-000002").unwrap(), b"1:value-2");
+
+    std::fs::create_dir_all(s.source.join("db/3")).unwrap();
+    std::fs::write(s.source.join("db/3/_SYMLINK"), b"2").unwrap();
+    engine.refresh_now().await;
+    assert_eq!(current_name(&engine, "db").as_deref(), Some("2"));
+    let (state, error) = state_of(&engine, "db", "3").unwrap();
+    assert_eq!(state, VersionState::Error);
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("redirects again"),
+        "{error:?}"
+    );
+    engine.shutdown().await;
+}
+
 /// Each corruption makes version 2 ERROR while version 1 keeps serving;
 /// replacing the files with good ones heals it at the next refresh.
 #[tokio::test]

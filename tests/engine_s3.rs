@@ -1,6 +1,6 @@
 //! The engine over a real S3-compatible server (moto): the sequins fixture
-//! roots, a bucket-root source, listings past 1000 objects, and version `1`
-//! beside version `10`.
+//! roots, a bucket-root source, listings past 1000 objects, version `1`
+//! beside version `10`, and a `_SYMLINK` redirect.
 
 mod common;
 
@@ -163,6 +163,17 @@ async fn bucket_root_listings_past_1000_and_version_1_beside_10() {
         ],
     );
     std::fs::write(root.join("wide/1/_SUCCESS"), b"").unwrap();
+    // sequins' `_SYMLINK`: version 2 (no `_SUCCESS` of its own) redirects
+    // to the complete version 1.
+    write_seqfile_version(
+        root,
+        "linked",
+        "1",
+        &[vec![(b"k".to_vec(), b"one".to_vec())]],
+    );
+    std::fs::write(root.join("linked/1/_SUCCESS"), b"").unwrap();
+    std::fs::create_dir_all(root.join("linked/2")).unwrap();
+    std::fs::write(root.join("linked/2/_SYMLINK"), b"1\n").unwrap();
     upload(&server, "whole", "", root).await;
 
     let store_dir = tempfile::tempdir().unwrap();
@@ -188,7 +199,10 @@ async fn bucket_root_listings_past_1000_and_version_1_beside_10() {
     assert_eq!(ten.name(), "1");
     assert_eq!(ten.num_partitions(), 1, "version 10's files leaked into 1");
     assert_eq!(ten.get(b"a").unwrap().as_deref(), Some(&b"one"[..]));
-    drop((wide, many, ten));
+    let linked = engine.catalog().current("linked").expect("linked served");
+    assert_eq!(linked.name(), "2");
+    assert_eq!(linked.get(b"k").unwrap().as_deref(), Some(&b"one"[..]));
+    drop((wide, many, ten, linked));
 
     // Version 10 completes: the switch happens over S3 too.
     let store = server.store("whole");

@@ -31,6 +31,11 @@ pub enum SourceError {
         source: object_store::Error,
     },
 
+    /// A version's `_SYMLINK` does not name a usable version: not a valid
+    /// name, too long, or itself a redirect (one level only).
+    #[error("{location}: {reason}")]
+    BadSymlink { location: String, reason: String },
+
     /// A file listed earlier is gone.
     #[error("{file}: not found in the source")]
     NotFound {
@@ -79,6 +84,7 @@ impl SourceError {
         match self {
             SourceError::InvalidUri { .. }
             | SourceError::InvalidName { .. }
+            | SourceError::BadSymlink { .. }
             | SourceError::NotFound { .. }
             | SourceError::Changed { .. } => false,
             SourceError::Open { source, .. }

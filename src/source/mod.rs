@@ -35,13 +35,16 @@ pub use bandwidth::{BandwidthLimiter, Clock, MonotonicClock};
 pub use error::SourceError;
 
 use crate::config::{Config, S3Config};
-use names::{SUCCESS_FILE, is_data_file_name, is_valid_name};
+use names::{SUCCESS_FILE, SYMLINK_FILE, is_data_file_name, is_valid_name};
 use uri::SourceUri;
 
 /// `_SUCCESS` checks in flight at once when listing versions. A HEAD takes
 /// tens of milliseconds on S3; 16 at a time checks a thousand versions in
 /// about a second without hammering the endpoint.
 const SUCCESS_CHECK_CONCURRENCY: usize = 16;
+/// A `_SYMLINK` holds one version name; anything longer is refused before
+/// it is read.
+const MAX_SYMLINK_LEN: u64 = 1024;
 
 /// How a [`Source`] talks to its backend.
 #[derive(Debug, Clone)]
@@ -265,7 +268,8 @@ impl Source {
 
     /// The valid versions of `db`, sorted as byte strings (the greatest is
     /// the newest). With `require_success_file`, only those with
-    /// `_SUCCESS`. A database with no versions gives an empty list.
+    /// `_SUCCESS` (for a `_SYMLINK` redirect: whose target has it). A
+    /// database with no versions gives an empty list.
     pub async fn list_versions(&self, db: &str) -> Result<Vec<String>, SourceError> {
         check_name("database", db)?;
         let db_path = self.inner.root.clone().join(db);
@@ -274,17 +278,15 @@ impl Source {
         if !self.inner.options.require_success_file {
             return Ok(versions);
         }
-        let db_path = &db_path;
         let checks = versions.into_iter().map(|version| async move {
-            let marker = db_path.clone().join(version.as_str()).join(SUCCESS_FILE);
-            match self.inner.store.head(&marker).await {
-                Ok(_) => Ok(Some(version)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(source) => Err(SourceError::List {
-                    location: format!("{}/{SUCCESS_FILE}", self.display_path(db, Some(&version))),
-                    source,
-                }),
-            }
+            let complete = match self.read_symlink(db, &version).await {
+                // A broken redirect is reported when the version loads.
+                Err(SourceError::BadSymlink { .. }) => true,
+                Err(e) => return Err(e),
+                Ok(Some(target)) => self.has_success_file(db, &target).await?,
+                Ok(None) => self.has_success_file(db, &version).await?,
+            };
+            Ok(complete.then_some(version))
         });
         let with_success: Vec<Option<String>> = futures::stream::iter(checks)
             .buffered(SUCCESS_CHECK_CONCURRENCY)
@@ -293,9 +295,75 @@ impl Source {
         Ok(with_success.into_iter().flatten().collect())
     }
 
+    async fn has_success_file(&self, db: &str, version: &str) -> Result<bool, SourceError> {
+        let marker = self.version_path(db, version).join(SUCCESS_FILE);
+        match self.inner.store.head(&marker).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(SourceError::List {
+                location: format!("{}/{SUCCESS_FILE}", self.display_path(db, Some(version))),
+                source,
+            }),
+        }
+    }
+
+    /// The version `version`'s `_SYMLINK` names, if it has one. The name
+    /// must be a valid version name other than `version`, and the target
+    /// must not redirect again (one level, as in sequins).
+    async fn read_symlink(&self, db: &str, version: &str) -> Result<Option<String>, SourceError> {
+        let location = format!("{}/{SYMLINK_FILE}", self.display_path(db, Some(version)));
+        let bad = |reason: String| SourceError::BadSymlink {
+            location: location.clone(),
+            reason,
+        };
+        let path = self.version_path(db, version).join(SYMLINK_FILE);
+        let read_err = |source| SourceError::Read {
+            file: location.clone(),
+            offset: 0,
+            source,
+        };
+        let object = match self.inner.store.get(&path).await {
+            Ok(object) => object,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(read_err(source)),
+        };
+        if object.meta.size > MAX_SYMLINK_LEN {
+            return Err(bad(format!(
+                "{} bytes is too long for a version name",
+                object.meta.size
+            )));
+        }
+        let bytes = object.bytes().await.map_err(read_err)?;
+        let target = std::str::from_utf8(&bytes)
+            .map_err(|_| bad("not UTF-8".into()))?
+            .trim();
+        if !is_valid_name(target) {
+            return Err(bad(format!(
+                "{target:?} is not a version name (names must match [A-Za-z0-9_-]+)"
+            )));
+        }
+        if target == version {
+            return Err(bad("points at its own version".into()));
+        }
+        let target_link = self.version_path(db, target).join(SYMLINK_FILE);
+        match self.inner.store.head(&target_link).await {
+            Ok(_) => Err(bad(format!(
+                "points at version {target}, which redirects again (one level only)"
+            ))),
+            Err(object_store::Error::NotFound { .. }) => Ok(Some(target.to_string())),
+            Err(source) => Err(read_err(source)),
+        }
+    }
+
+    fn version_path(&self, db: &str, version: &str) -> ObjectPath {
+        self.inner.root.clone().join(db).join(version)
+    }
+
     /// The data files of a version: objects directly inside it whose names
     /// do not start with `_` or `.`, sorted by name. Subdirectories are not
-    /// data. A missing or empty version gives an empty list.
+    /// data. A missing or empty version gives an empty list. A version with
+    /// a `_SYMLINK` gives the files of the version it names (their
+    /// [`SourceFile::version`] is that version).
     pub async fn list_files(
         &self,
         db: &str,
@@ -303,7 +371,18 @@ impl Source {
     ) -> Result<Vec<SourceFile>, SourceError> {
         check_name("database", db)?;
         check_name("version", version)?;
-        let dir = self.inner.root.clone().join(db).join(version);
+        let version = match self.read_symlink(db, version).await? {
+            Some(target) => {
+                tracing::info!(
+                    "{} redirects to version {target} (_SYMLINK)",
+                    self.display_path(db, Some(version))
+                );
+                target
+            }
+            None => version.to_string(),
+        };
+        let version = version.as_str();
+        let dir = self.version_path(db, version);
         let listing = self.list_dir(&dir, Some(db), Some(version)).await?;
         let mut files: Vec<SourceFile> = listing
             .objects
@@ -610,6 +689,68 @@ mod tests {
         // An empty version (only `_SUCCESS`) and a missing one: no files.
         assert!(source.list_files("db2", "2").await.unwrap().is_empty());
         assert!(source.list_files("db2", "3").await.unwrap().is_empty());
+    }
+
+    /// sequins' `_SYMLINK` redirects: a version served from another's files.
+    async fn symlink_store() -> Arc<InMemory> {
+        let store = Arc::new(InMemory::new());
+        for (key, data) in [
+            ("root/db/1/part-0", &b"one"[..]),
+            ("root/db/1/_SUCCESS", b""),
+            ("root/db/2/_SYMLINK", b" 1\n"),
+            ("root/db/2/part-ignored", b"own data of a redirect"),
+            ("root/db/3/part-0", b"three"),
+            ("root/db/4/_SYMLINK", b"3"),
+            ("root/db/4/_SUCCESS", b""),
+            ("root/db/5/_SYMLINK", b"2"),
+            ("root/db/6/_SYMLINK", b"../1"),
+            ("root/db/7/_SYMLINK", b"7"),
+            ("root/db/8/_SYMLINK", &[b'9'; 2000][..]),
+        ] {
+            put(&store, key, data).await;
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_version_lists_its_target_s_files() {
+        let source = source(symlink_store().await, SourceOptions::default());
+        let files = source.list_files("db", "2").await.unwrap();
+        assert_eq!(names(&files), ["part-0"]);
+        assert_eq!((files[0].version.as_str(), files[0].size), ("1", 3));
+        assert_eq!(
+            source.display_file(&files[0]),
+            "mem://test/root/db/1/part-0"
+        );
+        for (version, reason) in [
+            ("5", "redirects again"),
+            ("6", "not a version name"),
+            ("7", "its own version"),
+            ("8", "too long"),
+        ] {
+            let err = source.list_files("db", version).await.unwrap_err();
+            assert!(
+                matches!(&err, SourceError::BadSymlink { location, reason: r }
+                    if location == &format!("mem://test/root/db/{version}/_SYMLINK") && r.contains(reason)),
+                "{version}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_version_is_complete_when_its_target_is() {
+        let options = SourceOptions {
+            require_success_file: true,
+            ..SourceOptions::default()
+        };
+        let source = source(symlink_store().await, options);
+        // 2 -> 1 (complete) counts; 4 -> 3 does not, despite its own
+        // `_SUCCESS`; broken redirects are listed so that loading them
+        // reports the problem.
+        assert_eq!(
+            source.list_versions("db").await.unwrap(),
+            ["1", "2", "5", "6", "7", "8"]
+        );
     }
 
     #[tokio::test]

@@ -28,6 +28,12 @@ pub fn is_data_file_name(name: &str) -> bool {
 /// complete; with `require_success_file` a version counts only with it.
 pub const SUCCESS_FILE: &str = "_SUCCESS";
 
+/// sequins' version redirect: a version holding this file (its content is
+/// another version name of the same database) is served from that
+/// version's files. Producers use it to force a fresh load of existing
+/// data under a new, greater version name.
+pub const SYMLINK_FILE: &str = "_SYMLINK";
+
 #[cfg(test)]
 mod tests {
     use super::*;
