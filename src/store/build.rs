@@ -276,6 +276,7 @@ impl Builder {
             let parts = permits.len();
             let merged = keyindex::write_merged(&keys_path, &runs, parts);
             drop(permits);
+            super::start_writeback(&keys_path);
             merged
                 .map_err(|e| format!("{}: {e}", keys_path.display()))?
                 .map_err(|dup| {
@@ -373,10 +374,13 @@ impl Builder {
         }
         for (p, writer) in writers {
             let index = staging.join(format!("{}.spi", block_name(p as u32, 0)));
+            let log = staging.join(format!("{}.spl", block_name(p as u32, 0)));
             indexes.spawn(self.worker(move || {
                 writer
                     .finish_with_index(&index)
                     .map_err(|e| e.to_string())?;
+                super::start_writeback(&log);
+                super::start_writeback(&index);
                 Ok(())
             }));
         }
