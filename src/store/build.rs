@@ -234,20 +234,28 @@ impl Builder {
         published
     }
 
-    /// Runs `f` on a blocking thread once it holds one of the daemon's
-    /// worker permits (`max_parallel_loads`).
-    fn worker<T: Send + 'static>(
+    /// Runs the CPU-bound job `f` on a blocking thread once it holds one of
+    /// the daemon's worker permits (`max_parallel_loads`) and one of
+    /// `cores`, the build's own limit of one job per core: more jobs than
+    /// cores would finish no sooner and hold more memory at once.
+    fn cpu_job<T: Send + 'static>(
         &self,
+        cores: &Arc<Semaphore>,
         f: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, String>> + Send + 'static {
         let workers = Arc::clone(&self.workers);
+        let cores = Arc::clone(cores);
         async move {
+            let core = cores
+                .acquire_owned()
+                .await
+                .map_err(|_| "shutting down".to_string())?;
             let permit = workers
                 .acquire_owned()
                 .await
                 .map_err(|_| "shutting down".to_string())?;
             blocking(move || {
-                let _permit = permit;
+                let _permits = (core, permit);
                 f()
             })
             .await
@@ -263,8 +271,8 @@ impl Builder {
             .acquire_owned()
             .await
             .map_err(|_| "shutting down".to_string())?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut permits = vec![first];
+        let cores = cores();
         while permits.len() < cores {
             match Arc::clone(&self.workers).try_acquire_owned() {
                 Ok(permit) => permits.push(permit),
@@ -359,13 +367,14 @@ impl Builder {
         // remaining hash indexes are built.
         let indexing = Instant::now();
         let sinks = Arc::try_unwrap(sinks).map_err(|_| "load tasks still running".to_string())?;
+        let cores = core_limit();
         let mut sorts = tokio::task::JoinSet::new();
         let mut indexes = tokio::task::JoinSet::new();
         let mut writers = Vec::with_capacity(sinks.len());
         for (p, sink) in sinks.into_iter().enumerate() {
             let PartitionSink { writer, mut run } =
                 sink.into_inner().unwrap_or_else(|e| e.into_inner());
-            sorts.spawn(self.worker(move || {
+            sorts.spawn(self.cpu_job(&cores, move || {
                 run.finish()
                     .map_err(|d| format!("internal: duplicate origin for {:?}", d.key))?;
                 Ok((p as u32, run))
@@ -375,7 +384,7 @@ impl Builder {
         for (p, writer) in writers {
             let index = staging.join(format!("{}.spi", block_name(p as u32, 0)));
             let log = staging.join(format!("{}.spl", block_name(p as u32, 0)));
-            indexes.spawn(self.worker(move || {
+            indexes.spawn(self.cpu_job(&cores, move || {
                 writer
                     .finish_with_index(&index)
                     .map_err(|e| e.to_string())?;
@@ -471,10 +480,11 @@ impl Builder {
             blocks.push(block);
         }
         let origins = Arc::new(origins);
+        let cores = core_limit();
         let mut sorts = tokio::task::JoinSet::new();
         for (p, mut run) in runs.into_iter().enumerate() {
             let origins = Arc::clone(&origins);
-            sorts.spawn(self.worker(move || {
+            sorts.spawn(self.cpu_job(&cores, move || {
                 run.finish().map_err(|d| {
                     format!(
                         "key {:?} is in both {} and {} (files of one partition must not overlap)",
@@ -715,6 +725,15 @@ fn first_digit_run(name: &str) -> Option<u32> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One permit per core, for a build's CPU-bound jobs.
+fn core_limit() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(cores()))
 }
 
 fn block_name(partition: u32, block: u32) -> String {
