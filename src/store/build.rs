@@ -18,6 +18,22 @@
 //!   of a table belongs to the table's partition, and no key appears in two
 //!   tables of one partition.
 //!
+//! Once every record is in place, the rest of a SequenceFile load keeps all
+//! cores busy until the end:
+//!
+//! ```text
+//! read + route (one worker per file) ──► all partition logs complete
+//!   ├─ sort each partition's keys   (one job per core, queued first)
+//!   │     └─► merge keys.idx        (split by key range, one thread per core)
+//!   └─ hash index per partition     (one job per core, alongside the merge)
+//! each finished file: writeback started at once ──► fsync all in parallel
+//!   ──► rename into data/
+//! ```
+//!
+//! Every thread of a build that computes holds one of the daemon's worker permits,
+//! so `max_parallel_loads` bounds them all; CPU-bound jobs are further held
+//! to one per core, since more would finish no sooner and hold more memory.
+//!
 //! Everything is written into a staging directory and published by the
 //! store only when complete; any error discards the staging directory.
 
