@@ -669,6 +669,8 @@ async fn load_one_sparkey(
                 sparkey::EntryKind::Delete => run.delete(key, 0),
             }
         }
+        // Unmap the log before sorting: its pages need not stay mapped.
+        drop(reader);
         run.finish()
             .map_err(|d| format!("internal: duplicate origin for {:?}", d.key))?;
         let entries = run.len() as u64;
