@@ -278,11 +278,16 @@ fn write_merged_in_parts(
     let skip = merge_prefix_len(runs);
 
     // Cut points: parts-1 keys of the largest run, and where each run splits.
-    let largest = runs.iter().max_by_key(|r| r.len());
+    let largest = runs
+        .iter()
+        .filter(|r| !r.is_empty())
+        .max_by_key(|r| r.len());
     let splitters: Vec<&[u8]> = match largest {
         Some(run) => (1..parts).map(|i| run.key(run.len() * i / parts)).collect(),
         None => Vec::new(),
     };
+    // With no keys at all there is nothing to split: one (empty) slice.
+    let parts = splitters.len() + 1;
     let cuts: Vec<Vec<usize>> = runs
         .iter()
         .map(|run| {
@@ -794,7 +799,12 @@ mod tests {
             proptest::collection::btree_set(proptest::collection::vec(0u8..3, 0..12), 0..200),
             1..6,
         );
-        proptest!(ProptestConfig::with_cases(64), |(sets in runs_strategy, parts in 1usize..6)| {
+        // Few cases by default, for CI; PROPTEST_CASES raises them.
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(64);
+        proptest!(ProptestConfig::with_cases(cases), |(sets in runs_strategy, parts in 1usize..6)| {
             let dir = tempfile::tempdir().unwrap();
             let mut all: Vec<Vec<u8>> = Vec::new();
             let mut runs = Vec::new();

@@ -898,7 +898,12 @@ mod tests {
     fn home_slot_order_builds_the_log_order_table() {
         use proptest::prelude::*;
         let ops = proptest::collection::vec((0u16..300, 0u8..4), 1..600);
-        proptest!(ProptestConfig::with_cases(48), |(ops in ops, size in prop_oneof![Just(HashSize::Bits32), Just(HashSize::Bits64)])| {
+        // Few cases by default, for CI; PROPTEST_CASES raises them.
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(48);
+        proptest!(ProptestConfig::with_cases(cases), |(ops in ops, size in prop_oneof![Just(HashSize::Bits32), Just(HashSize::Bits64)])| {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("t.spl");
             let mut writer = LogWriter::create(&path, Compression::None, 0).unwrap();
