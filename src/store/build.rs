@@ -18,6 +18,22 @@
 //!   of a table belongs to the table's partition, and no key appears in two
 //!   tables of one partition.
 //!
+//! Once every record is in place, the rest of a SequenceFile load keeps all
+//! cores busy until the end:
+//!
+//! ```text
+//! read + route (one worker per file) ──► all partition logs complete
+//!   ├─ sort each partition's keys   (one job per core, queued first)
+//!   │     └─► merge keys.idx        (split by key range, one thread per core)
+//!   └─ hash index per partition     (one job per core, alongside the merge)
+//! each finished file: writeback started at once ──► fsync all in parallel
+//!   ──► rename into data/
+//! ```
+//!
+//! Every thread of a build that computes holds one of the daemon's worker permits,
+//! so `max_parallel_loads` bounds them all; CPU-bound jobs are further held
+//! to one per core, since more would finish no sooner and hold more memory.
+//!
 //! Everything is written into a staging directory and published by the
 //! store only when complete; any error discards the staging directory.
 
@@ -128,20 +144,23 @@ impl Builder {
             .staging_dir(db, version)
             .map_err(|e| fail(e.to_string()))?;
         let result = match plan {
-            Plan::Empty => Ok((InputKind::Empty, 0, Vec::new(), Vec::new(), 0)),
+            Plan::Empty => self
+                .write_key_index(&staging, Vec::new())
+                .await
+                .map(|keys| (InputKind::Empty, 0, Vec::new(), keys, 0)),
             Plan::SequenceFiles(inputs) => self
                 .load_sequencefiles(&staging, inputs, &progress)
                 .await
-                .map(|(n, blocks, runs, records)| {
-                    (InputKind::SequenceFile, n, blocks, runs, records)
+                .map(|(n, blocks, keys, records)| {
+                    (InputKind::SequenceFile, n, blocks, keys, records)
                 }),
             Plan::Sparkey(tables, n) => self
                 .load_sparkey(&staging, tables, n, &progress)
                 .await
-                .map(|(blocks, runs, records)| (InputKind::Sparkey, n, blocks, runs, records)),
+                .map(|(blocks, keys, records)| (InputKind::Sparkey, n, blocks, keys, records)),
         };
         let published = match result {
-            Ok((input, num_partitions, blocks, runs, num_records)) => {
+            Ok((input, num_partitions, blocks, num_keys, num_records)) => {
                 self.finish(
                     &staging,
                     db,
@@ -150,7 +169,7 @@ impl Builder {
                     input,
                     num_partitions,
                     blocks,
-                    runs,
+                    num_keys,
                     num_records,
                     &progress,
                     started,
@@ -178,24 +197,11 @@ impl Builder {
         input: InputKind,
         num_partitions: u32,
         blocks: Vec<BlockInfo>,
-        runs: Vec<SortedRun>,
+        num_keys: u64,
         num_records: u64,
         progress: &BuildProgress,
         started: Instant,
     ) -> Result<PathBuf, String> {
-        let merging = Instant::now();
-        let keys_path = staging.join("keys.idx");
-        let num_keys = blocking(move || {
-            keyindex::write_merged(&keys_path, &runs)
-                .map_err(|e| format!("{}: {e}", keys_path.display()))?
-                .map_err(|dup| {
-                    format!(
-                        "key {:?} is stored in two partitions",
-                        String::from_utf8_lossy(&dup.key)
-                    )
-                })
-        })
-        .await?;
         let now = unix_now();
         let created_at = files
             .iter()
@@ -232,10 +238,6 @@ impl Builder {
             load_seconds: started.elapsed().as_secs_f64(),
         };
         manifest.write(staging).map_err(|e| e.to_string())?;
-        tracing::debug!(
-            seconds = merging.elapsed().as_secs_f64(),
-            "wrote the sorted key index"
-        );
         let publishing = Instant::now();
         let published = self
             .store
@@ -248,13 +250,81 @@ impl Builder {
         published
     }
 
+    /// Runs the CPU-bound job `f` on a blocking thread once it holds one of
+    /// the daemon's worker permits (`max_parallel_loads`) and one of
+    /// `cores`, the build's own limit of one job per core: more jobs than
+    /// cores would finish no sooner and hold more memory at once.
+    fn cpu_job<T: Send + 'static>(
+        &self,
+        cores: &Arc<Semaphore>,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, String>> + Send + 'static {
+        let workers = Arc::clone(&self.workers);
+        let cores = Arc::clone(cores);
+        async move {
+            let core = cores
+                .acquire_owned()
+                .await
+                .map_err(|_| "shutting down".to_string())?;
+            let permit = workers
+                .acquire_owned()
+                .await
+                .map_err(|_| "shutting down".to_string())?;
+            blocking(move || {
+                let _permits = (core, permit);
+                f()
+            })
+            .await
+        }
+    }
+
+    /// Merges the partitions' sorted runs into the version's `keys.idx`,
+    /// with one thread per core that a worker permit is free for (at least
+    /// one: it waits for that).
+    async fn write_key_index(&self, staging: &Path, runs: Vec<SortedRun>) -> Result<u64, String> {
+        let merging = Instant::now();
+        let first = Arc::clone(&self.workers)
+            .acquire_owned()
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        let mut permits = vec![first];
+        let cores = cores();
+        while permits.len() < cores {
+            match Arc::clone(&self.workers).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let keys_path = staging.join("keys.idx");
+        let num_keys = blocking(move || {
+            let parts = permits.len();
+            let merged = keyindex::write_merged(&keys_path, &runs, parts);
+            drop(permits);
+            super::start_writeback(&keys_path);
+            merged
+                .map_err(|e| format!("{}: {e}", keys_path.display()))?
+                .map_err(|dup| {
+                    format!(
+                        "key {:?} is stored in two partitions",
+                        String::from_utf8_lossy(&dup.key)
+                    )
+                })
+        })
+        .await?;
+        tracing::debug!(
+            seconds = merging.elapsed().as_secs_f64(),
+            "wrote the sorted key index"
+        );
+        Ok(num_keys)
+    }
+
     /// Loads SequenceFiles into one Sparkey block per partition.
     async fn load_sequencefiles(
         &self,
         staging: &Path,
         inputs: Vec<SourceFile>,
         progress: &Arc<BuildProgress>,
-    ) -> Result<(u32, Vec<BlockInfo>, Vec<SortedRun>, u64), String> {
+    ) -> Result<(u32, Vec<BlockInfo>, u64, u64), String> {
         let n = inputs.len() as u32;
         let mut sinks = Vec::with_capacity(n as usize);
         for p in 0..n {
@@ -307,35 +377,46 @@ impl Builder {
             records,
             "read and routed every record"
         );
+        // Every partition is complete. Its keys are sorted and its hash
+        // index built by separate jobs; the sorts are queued first because
+        // the key index merge waits for all of them, and then runs while the
+        // remaining hash indexes are built.
         let indexing = Instant::now();
         let sinks = Arc::try_unwrap(sinks).map_err(|_| "load tasks still running".to_string())?;
-        let mut finishing = tokio::task::JoinSet::new();
+        let cores = core_limit();
+        let mut sorts = tokio::task::JoinSet::new();
+        let mut indexes = tokio::task::JoinSet::new();
+        let mut writers = Vec::with_capacity(sinks.len());
         for (p, sink) in sinks.into_iter().enumerate() {
-            let sink = sink.into_inner().unwrap_or_else(|e| e.into_inner());
+            let PartitionSink { writer, mut run } =
+                sink.into_inner().unwrap_or_else(|e| e.into_inner());
+            sorts.spawn(self.cpu_job(&cores, move || {
+                run.finish()
+                    .map_err(|d| format!("internal: duplicate origin for {:?}", d.key))?;
+                Ok((p as u32, run))
+            }));
+            writers.push((p, writer));
+        }
+        for (p, writer) in writers {
             let index = staging.join(format!("{}.spi", block_name(p as u32, 0)));
-            let permit = Arc::clone(&self.workers)
-                .acquire_owned()
-                .await
-                .map_err(|_| "shutting down".to_string())?;
-            finishing.spawn_blocking(move || {
-                let _permit = permit;
-                let PartitionSink { writer, mut run } = sink;
+            let log = staging.join(format!("{}.spl", block_name(p as u32, 0)));
+            indexes.spawn(self.cpu_job(&cores, move || {
                 writer
                     .finish_with_index(&index)
                     .map_err(|e| e.to_string())?;
-                run.finish()
-                    .map_err(|d| format!("internal: duplicate origin for {:?}", d.key))?;
-                Ok::<_, String>((p as u32, run))
-            });
+                super::start_writeback(&log);
+                super::start_writeback(&index);
+                Ok(())
+            }));
         }
         let mut runs: Vec<(u32, SortedRun)> = Vec::new();
-        while let Some(joined) = finishing.join_next().await {
-            runs.push(joined.map_err(|e| format!("index task failed: {e}"))??);
+        while let Some(joined) = sorts.join_next().await {
+            runs.push(joined.map_err(|e| format!("sort task failed: {e}"))??);
         }
         runs.sort_by_key(|(p, _)| *p);
         tracing::debug!(
             seconds = indexing.elapsed().as_secs_f64(),
-            "wrote hash indexes and sorted keys"
+            "sorted every partition's keys"
         );
         let blocks = runs
             .iter()
@@ -346,12 +427,17 @@ impl Builder {
                 source_file: None,
             })
             .collect();
-        Ok((
-            n,
-            blocks,
-            runs.into_iter().map(|(_, r)| r).collect(),
-            records,
-        ))
+        let num_keys = self
+            .write_key_index(staging, runs.into_iter().map(|(_, r)| r).collect())
+            .await?;
+        while let Some(joined) = indexes.join_next().await {
+            joined.map_err(|e| format!("index task failed: {e}"))??;
+        }
+        tracing::debug!(
+            seconds = indexing.elapsed().as_secs_f64(),
+            "wrote hash indexes and the key index"
+        );
+        Ok((n, blocks, num_keys, records))
     }
 
     /// Downloads and validates Sparkey tables.
@@ -361,7 +447,7 @@ impl Builder {
         tables: Vec<(u32, SourceFile, SourceFile)>,
         n: u32,
         progress: &Arc<BuildProgress>,
-    ) -> Result<(Vec<BlockInfo>, Vec<SortedRun>, u64), String> {
+    ) -> Result<(Vec<BlockInfo>, u64, u64), String> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_block = vec![0u32; n as usize];
         for (partition, log, index) in tables {
@@ -409,8 +495,12 @@ impl Builder {
             runs[block.partition as usize].absorb(run, origin);
             blocks.push(block);
         }
-        let runs = blocking(move || {
-            for run in runs.iter_mut() {
+        let origins = Arc::new(origins);
+        let cores = core_limit();
+        let mut sorts = tokio::task::JoinSet::new();
+        for (p, mut run) in runs.into_iter().enumerate() {
+            let origins = Arc::clone(&origins);
+            sorts.spawn(self.cpu_job(&cores, move || {
                 run.finish().map_err(|d| {
                     format!(
                         "key {:?} is in both {} and {} (files of one partition must not overlap)",
@@ -419,11 +509,18 @@ impl Builder {
                         origins[d.second_origin as usize]
                     )
                 })?;
-            }
-            Ok(runs)
-        })
-        .await?;
-        Ok((blocks, runs, records))
+                Ok((p, run))
+            }));
+        }
+        let mut runs: Vec<(usize, SortedRun)> = Vec::with_capacity(n as usize);
+        while let Some(joined) = sorts.join_next().await {
+            runs.push(joined.map_err(|e| format!("sort task failed: {e}"))??);
+        }
+        runs.sort_by_key(|(p, _)| *p);
+        let num_keys = self
+            .write_key_index(staging, runs.into_iter().map(|(_, r)| r).collect())
+            .await?;
+        Ok((blocks, num_keys, records))
     }
 }
 
@@ -572,6 +669,8 @@ async fn load_one_sparkey(
                 sparkey::EntryKind::Delete => run.delete(key, 0),
             }
         }
+        // Unmap the log before sorting: its pages need not stay mapped.
+        drop(reader);
         run.finish()
             .map_err(|d| format!("internal: duplicate origin for {:?}", d.key))?;
         let entries = run.len() as u64;
@@ -644,6 +743,15 @@ fn first_digit_run(name: &str) -> Option<u32> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One permit per core, for a build's CPU-bound jobs.
+fn core_limit() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(cores()))
 }
 
 fn block_name(partition: u32, block: u32) -> String {

@@ -23,14 +23,15 @@
 //! checked when used, so a damaged file yields an error, never a bad read.
 //!
 //! Building: each partition produces a sorted run ([`SortedRun`]) in memory,
-//! and [`write_merged`] merges the runs of all partitions into the file in one
-//! streaming pass. A key present in two runs is reported as an error
-//! (a key belongs to exactly one partition).
+//! and [`write_merged`] merges the runs of all partitions into the file: the
+//! key range is split so that several threads merge and write disjoint parts
+//! of the file at once, each in one streaming pass. A key present in two
+//! runs is reported as an error (a key belongs to exactly one partition).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -124,33 +125,60 @@ impl SortedRun {
     }
 
     fn key(&self, i: usize) -> &[u8] {
-        let e = &self.entries[i];
+        self.key_of(&self.entries[i])
+    }
+
+    fn key_of(&self, e: &RunEntry) -> &[u8] {
         &self.bytes[e.start as usize..e.start as usize + e.len as usize]
     }
 
     /// Sorts the keys and keeps, per key, its last write (dropping keys whose
     /// last write is a delete): the same "later write wins" rule as Sparkey.
     /// A key written by two different origins is an error.
+    ///
+    /// Keys of one dataset often share a long prefix (`user:000…`), which
+    /// makes every byte comparison walk that prefix first. So the sort key is
+    /// the 8 bytes *after* the prefix common to all keys of the run, as one
+    /// integer; whole keys are compared only when those 8 bytes tie.
     pub fn finish(&mut self) -> Result<(), KeyInTwoBlocks> {
         let bytes = &self.bytes;
         let key = |e: &RunEntry| &bytes[e.start as usize..e.start as usize + e.len as usize];
-        // Stable, so equal keys stay in write order and the last one wins.
-        self.entries.sort_by(|a, b| key(a).cmp(key(b)));
-        let mut kept: Vec<RunEntry> = Vec::with_capacity(self.entries.len());
+        let skip = common_prefix_len(self.entries.iter().map(key));
+        // (prefix after `skip`, write position): the position makes every
+        // sort key distinct, so an unstable sort keeps equal keys in write
+        // order and the last one wins below.
+        let mut order: Vec<(u64, usize)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (prefix_after(key(e), skip), i))
+            .collect();
+        let entries = &self.entries;
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| key(&entries[a.1]).cmp(key(&entries[b.1])))
+                .then(a.1.cmp(&b.1))
+        });
+        let mut kept: Vec<RunEntry> = Vec::with_capacity(order.len());
         let mut i = 0;
-        while i < self.entries.len() {
+        while i < order.len() {
+            let first = &entries[order[i].1];
             let mut j = i + 1;
-            while j < self.entries.len() && key(&self.entries[j]) == key(&self.entries[i]) {
-                if self.entries[j].origin != self.entries[i].origin {
+            while j < order.len()
+                && order[j].0 == order[i].0
+                && key(&entries[order[j].1]) == key(first)
+            {
+                let other = &entries[order[j].1];
+                if other.origin != first.origin {
                     return Err(KeyInTwoBlocks {
-                        key: key(&self.entries[i]).to_vec(),
-                        first_origin: self.entries[i].origin,
-                        second_origin: self.entries[j].origin,
+                        key: key(first).to_vec(),
+                        first_origin: first.origin,
+                        second_origin: other.origin,
                     });
                 }
                 j += 1;
             }
-            let last = self.entries[j - 1];
+            let last = entries[order[j - 1].1];
             if last.value_len != DELETED {
                 kept.push(last);
             }
@@ -163,6 +191,46 @@ impl SortedRun {
     fn key_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.len as u64).sum()
     }
+
+    /// Key bytes of the entries in `range`.
+    fn key_bytes_in(&self, range: std::ops::Range<usize>) -> u64 {
+        self.entries
+            .get(range)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.len as u64)
+            .sum()
+    }
+}
+
+/// Length of the prefix shared by every key (0 for no keys).
+fn common_prefix_len<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> usize {
+    let Some(first) = keys.next() else {
+        return 0;
+    };
+    let mut len = first.len();
+    for key in keys {
+        len = shared_len(&first[..len], key);
+        if len == 0 {
+            break;
+        }
+    }
+    len
+}
+
+fn shared_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The 8 key bytes after `skip` as a big-endian integer, zero-padded, so
+/// that integer order agrees with byte order wherever the integers differ.
+#[inline]
+fn prefix_after(key: &[u8], skip: usize) -> u64 {
+    let rest = key.get(skip..).unwrap_or_default();
+    let mut word = [0u8; 8];
+    let n = rest.len().min(8);
+    word[..n].copy_from_slice(&rest[..n]);
+    u64::from_be_bytes(word)
 }
 
 /// A key found in more than one run while merging.
@@ -171,88 +239,301 @@ pub struct DuplicateKey {
     pub key: Vec<u8>,
 }
 
-/// Merges sorted runs into a key index file at `path` (which is created).
-/// Returns the number of keys, or the first key that appears in two runs.
-pub fn write_merged(path: &Path, runs: &[SortedRun]) -> std::io::Result<Result<u64, DuplicateKey>> {
+/// Inputs below this many keys are merged by one thread: splitting costs
+/// more than it saves.
+const MIN_KEYS_PER_PART: u64 = 1 << 16;
+
+/// Merges sorted runs into a key index file at `path` (which is created),
+/// using up to `parts` threads. Returns the number of keys, or the first key
+/// that appears in two runs. The file is written but not fsynced: the store
+/// fsyncs every file of a version before publishing it.
+///
+/// The key range is cut into `parts` slices at keys taken from the largest
+/// run; every run is split at the same keys by binary search, so each slice
+/// is an independent merge whose keys, key bytes and therefore file
+/// positions are known in advance. Each thread writes its slice of all
+/// three sections in place (`pwrite`), in one pass. Equal keys always land
+/// in the same slice, so duplicates are still found.
+pub fn write_merged(
+    path: &Path,
+    runs: &[SortedRun],
+    parts: usize,
+) -> std::io::Result<Result<u64, DuplicateKey>> {
+    let count: u64 = runs.iter().map(|r| r.len() as u64).sum();
+    let parts = parts.clamp(1, (count / MIN_KEYS_PER_PART).max(1) as usize);
+    write_merged_in_parts(path, runs, parts)
+}
+
+/// [`write_merged`] cut into exactly `parts` slices (at least one), however
+/// few keys there are.
+fn write_merged_in_parts(
+    path: &Path,
+    runs: &[SortedRun],
+    parts: usize,
+) -> std::io::Result<Result<u64, DuplicateKey>> {
+    let parts = parts.max(1);
     let count: u64 = runs.iter().map(|r| r.len() as u64).sum();
     let total_bytes: u64 = runs.iter().map(|r| r.key_bytes()).sum();
+    let layout = Layout::new(count, total_bytes);
+    let skip = merge_prefix_len(runs);
 
-    // Merge order first (a heap of one cursor per run), then write the three
-    // sections from it. The order costs 8 bytes per key.
-    struct Cursor<'a> {
-        run: &'a SortedRun,
-        run_index: u32,
-        pos: usize,
-    }
-    impl PartialEq for Cursor<'_> {
-        fn eq(&self, other: &Self) -> bool {
-            self.cmp(other) == Ordering::Equal
-        }
-    }
-    impl Eq for Cursor<'_> {}
-    impl PartialOrd for Cursor<'_> {
-        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for Cursor<'_> {
-        fn cmp(&self, other: &Self) -> Ordering {
-            // Reversed: BinaryHeap is a max-heap and we want the smallest key.
-            other.run.key(other.pos).cmp(self.run.key(self.pos))
-        }
-    }
-    let mut heap: BinaryHeap<Cursor<'_>> = runs
+    // Cut points: parts-1 keys of the largest run, and where each run splits.
+    let largest = runs
         .iter()
-        .enumerate()
-        .filter(|(_, r)| !r.is_empty())
-        .map(|(i, run)| Cursor {
-            run,
-            run_index: i as u32,
-            pos: 0,
+        .filter(|r| !r.is_empty())
+        .max_by_key(|r| r.len());
+    let splitters: Vec<&[u8]> = match largest {
+        Some(run) => (1..parts).map(|i| run.key(run.len() * i / parts)).collect(),
+        None => Vec::new(),
+    };
+    // With no keys at all there is nothing to split: one (empty) slice.
+    let parts = splitters.len() + 1;
+    let cuts: Vec<Vec<usize>> = runs
+        .iter()
+        .map(|run| {
+            let mut at = vec![0];
+            at.extend(
+                splitters
+                    .iter()
+                    .map(|s| run.entries.partition_point(|e| run.key_of(e) < *s)),
+            );
+            at.push(run.len());
+            at
         })
         .collect();
-    let mut order: Vec<(u32, u32)> = Vec::with_capacity(count as usize);
-    let mut previous: Option<(u32, u32)> = None;
-    while let Some(mut cursor) = heap.pop() {
-        let here = (cursor.run_index, cursor.pos as u32);
-        if let Some((pr, pp)) = previous {
-            let prev_key = runs[pr as usize].key(pp as usize);
-            if prev_key == cursor.run.key(cursor.pos) {
-                return Ok(Err(DuplicateKey {
-                    key: prev_key.to_vec(),
-                }));
-            }
-        }
-        order.push(here);
-        previous = Some(here);
-        cursor.pos += 1;
-        if cursor.pos < cursor.run.len() {
-            heap.push(cursor);
-        }
+    let mut slices = Vec::with_capacity(parts);
+    let (mut first_ordinal, mut first_byte) = (0u64, 0u64);
+    for part in 0..parts {
+        let ranges: Vec<std::ops::Range<usize>> =
+            cuts.iter().map(|c| c[part]..c[part + 1]).collect();
+        let keys: u64 = ranges.iter().map(|r| r.len() as u64).sum();
+        let bytes: u64 = runs
+            .iter()
+            .zip(&ranges)
+            .map(|(run, r)| run.key_bytes_in(r.clone()))
+            .sum();
+        slices.push(Slice {
+            ranges,
+            first_ordinal,
+            first_byte,
+        });
+        first_ordinal += keys;
+        first_byte += bytes;
     }
 
     let file = File::create(path)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(MAGIC)?;
-    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    out.write_all(&0u32.to_le_bytes())?;
-    out.write_all(&count.to_le_bytes())?;
-    out.write_all(&total_bytes.to_le_bytes())?;
-    let mut offset = 0u64;
-    out.write_all(&offset.to_le_bytes())?;
-    for &(r, p) in &order {
-        offset += runs[r as usize].entries[p as usize].len as u64;
-        out.write_all(&offset.to_le_bytes())?;
+    file.set_len(layout.file_len)?;
+    let mut header = Vec::with_capacity(HEADER_LEN as usize + 8);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&count.to_le_bytes());
+    header.extend_from_slice(&total_bytes.to_le_bytes());
+    // offsets[0]; every slice writes the offsets that end its keys.
+    header.extend_from_slice(&0u64.to_le_bytes());
+    file.write_all_at(&header, 0)?;
+
+    let results: Vec<std::io::Result<Result<(), DuplicateKey>>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = slices
+                .iter()
+                .skip(1)
+                .map(|slice| scope.spawn(|| merge_slice(&file, &layout, runs, slice, skip)))
+                .collect();
+            let mut results = vec![match slices.first() {
+                Some(slice) => merge_slice(&file, &layout, runs, slice, skip),
+                None => Ok(Ok(())),
+            }];
+            for handle in handles {
+                results.push(handle.join().unwrap_or_else(|_| {
+                    Err(std::io::Error::other("key index merge thread panicked"))
+                }));
+            }
+            results
+        });
+    for result in results {
+        if let Err(dup) = result? {
+            return Ok(Err(dup));
+        }
     }
-    for &(r, p) in &order {
-        out.write_all(&runs[r as usize].entries[p as usize].value_len.to_le_bytes())?;
-    }
-    for &(r, p) in &order {
-        out.write_all(runs[r as usize].key(p as usize))?;
-    }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
     Ok(Ok(count))
+}
+
+/// Where the three sections of a key index of `count` keys and `bytes` key
+/// bytes start.
+struct Layout {
+    offsets_at: u64,
+    lens_at: u64,
+    keys_at: u64,
+    file_len: u64,
+}
+
+impl Layout {
+    fn new(count: u64, bytes: u64) -> Layout {
+        let offsets_at = HEADER_LEN;
+        let lens_at = offsets_at + 8 * (count + 1);
+        let keys_at = lens_at + 8 * count;
+        Layout {
+            offsets_at,
+            lens_at,
+            keys_at,
+            file_len: keys_at + bytes,
+        }
+    }
+}
+
+/// One independent part of a merge: a range of every run, and where its
+/// first key goes.
+struct Slice {
+    ranges: Vec<std::ops::Range<usize>>,
+    first_ordinal: u64,
+    first_byte: u64,
+}
+
+/// Length of the prefix shared by every key of every (sorted) run: a run's
+/// keys all share its first and last key's common prefix.
+fn merge_prefix_len(runs: &[SortedRun]) -> usize {
+    let mut nonempty = runs.iter().filter(|r| !r.is_empty());
+    let Some(reference) = nonempty.next() else {
+        return 0;
+    };
+    let reference_key = reference.key(0);
+    runs.iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let first = r.key(0);
+            shared_len(reference_key, first).min(shared_len(first, r.key(r.len() - 1)))
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// The head of one run's range during a merge; ordered so that the
+/// max-heap yields the smallest key first.
+struct Cursor<'a> {
+    prefix: u64,
+    key: &'a [u8],
+    run: &'a SortedRun,
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor<'_> {
+    fn load(&mut self, skip: usize) {
+        self.key = self.run.key(self.pos);
+        self.prefix = prefix_after(self.key, skip);
+    }
+}
+
+impl PartialEq for Cursor<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Cursor<'_> {}
+impl PartialOrd for Cursor<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Cursor<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the smallest key.
+        other
+            .prefix
+            .cmp(&self.prefix)
+            .then_with(|| other.key.cmp(self.key))
+    }
+}
+
+/// Merges one slice and writes its part of the three sections.
+fn merge_slice(
+    file: &File,
+    layout: &Layout,
+    runs: &[SortedRun],
+    slice: &Slice,
+    skip: usize,
+) -> std::io::Result<Result<(), DuplicateKey>> {
+    let mut heap: BinaryHeap<Cursor<'_>> = runs
+        .iter()
+        .zip(&slice.ranges)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(run, r)| {
+            let mut cursor = Cursor {
+                prefix: 0,
+                key: &[],
+                run,
+                pos: r.start,
+                end: r.end,
+            };
+            cursor.load(skip);
+            cursor
+        })
+        .collect();
+    // offsets[i + 1] ends key i.
+    let mut offsets = SectionWriter::new(file, layout.offsets_at + 8 * (slice.first_ordinal + 1));
+    let mut lens = SectionWriter::new(file, layout.lens_at + 8 * slice.first_ordinal);
+    let mut keys = SectionWriter::new(file, layout.keys_at + slice.first_byte);
+    let mut end_offset = slice.first_byte;
+    let mut previous: Option<&[u8]> = None;
+    while let Some(mut top) = heap.peek_mut() {
+        let key = top.key;
+        if previous == Some(key) {
+            return Ok(Err(DuplicateKey { key: key.to_vec() }));
+        }
+        previous = Some(key);
+        end_offset += key.len() as u64;
+        offsets.put(&end_offset.to_le_bytes())?;
+        lens.put(&top.run.entries[top.pos].value_len.to_le_bytes())?;
+        keys.put(key)?;
+        top.pos += 1;
+        if top.pos < top.end {
+            top.load(skip);
+        } else {
+            std::collections::binary_heap::PeekMut::pop(top);
+        }
+    }
+    offsets.flush()?;
+    lens.flush()?;
+    keys.flush()?;
+    Ok(Ok(()))
+}
+
+/// Sequential writes to one region of a file, buffered and issued with
+/// `pwrite`, so that several threads can fill disjoint regions at once.
+struct SectionWriter<'a> {
+    file: &'a File,
+    at: u64,
+    buf: Vec<u8>,
+}
+
+/// Large enough that writes cost few system calls.
+const SECTION_BUFFER: usize = 1 << 20;
+
+impl<'a> SectionWriter<'a> {
+    fn new(file: &'a File, at: u64) -> Self {
+        SectionWriter {
+            file,
+            at,
+            buf: Vec::with_capacity(SECTION_BUFFER),
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.buf.len() + bytes.len() > SECTION_BUFFER {
+            self.flush()?;
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.write_all_at(&self.buf, self.at)?;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 /// A memory-mapped key index.
@@ -412,7 +693,7 @@ mod tests {
             runs.push(run);
         }
         let path = dir.join("keys.idx");
-        write_merged(&path, &runs).unwrap()?;
+        write_merged(&path, &runs, 1).unwrap()?;
         Ok(KeyIndex::open(&path).unwrap())
     }
 
@@ -482,6 +763,76 @@ mod tests {
                 second_origin: 5
             }
         );
+    }
+
+    /// Keys with a long shared prefix, keys that are prefixes of others and
+    /// keys shorter than the shared prefix plus 8 bytes sort by bytes.
+    #[test]
+    fn sorting_after_the_common_prefix_keeps_byte_order() {
+        let keys: Vec<&[u8]> = vec![
+            b"user:0000000000012",
+            b"user:00000000000",
+            b"user:000000000001",
+            b"user:0000000000011\x00",
+            b"user:0000000000011",
+            b"user:00000000000119",
+            b"user:00000000000\xff",
+        ];
+        let mut run = SortedRun::new();
+        for k in &keys {
+            run.put(k, 1, 0);
+        }
+        run.finish().unwrap();
+        let got: Vec<&[u8]> = (0..run.len()).map(|i| run.key(i)).collect();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    /// Runs of random keys over a small alphabet (so that prefixes are
+    /// shared), merged in 1 to 5 parts, give the same file as sorting
+    /// everything at once; a key in two runs is found in any number of parts.
+    #[test]
+    fn merging_in_parts_matches_one_sorted_list() {
+        use proptest::prelude::*;
+        let runs_strategy = proptest::collection::vec(
+            proptest::collection::btree_set(proptest::collection::vec(0u8..3, 0..12), 0..200),
+            1..6,
+        );
+        // Few cases by default, for CI; PROPTEST_CASES raises them.
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(64);
+        proptest!(ProptestConfig::with_cases(cases), |(sets in runs_strategy, parts in 1usize..6)| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut all: Vec<Vec<u8>> = Vec::new();
+            let mut runs = Vec::new();
+            for set in &sets {
+                let mut run = SortedRun::new();
+                for k in set {
+                    run.put(k, k.len() as u64 + 1, 0);
+                    all.push(k.clone());
+                }
+                run.finish().unwrap();
+                runs.push(run);
+            }
+            all.sort();
+            let duplicated = all.windows(2).any(|w| w[0] == w[1]);
+            let path = dir.path().join("keys.idx");
+            let merged = write_merged_in_parts(&path, &runs, parts).unwrap();
+            if duplicated {
+                prop_assert!(merged.is_err());
+            } else {
+                prop_assert_eq!(merged.unwrap(), all.len() as u64);
+                let idx = KeyIndex::open(&path).unwrap();
+                prop_assert_eq!(idx.len(), all.len() as u64);
+                for (i, k) in all.iter().enumerate() {
+                    prop_assert_eq!(idx.key(i as u64).unwrap(), k.as_slice());
+                    prop_assert_eq!(idx.value_len(i as u64).unwrap(), k.len() as u64 + 1);
+                }
+            }
+        });
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!
 //! A version is built in a directory under `tmp/`, every file fsynced, then
 //! published by one `rename` into `data/` (and the parent directory fsynced).
+//! Builds start each file's writeback as soon as the file is complete, and
+//! the fsyncs run in parallel, so publishing mostly waits for what is
+//! already on its way to the disk.
 //! A version directory under `data/` is therefore always complete; whatever
 //! a crash leaves under `tmp/` is removed at the next start. Deleting a
 //! version is the same in reverse: rename it into `tmp/`, then remove it.
@@ -164,12 +167,11 @@ impl LocalStore {
     /// file and the directory, then renames it into place in one step.
     /// An existing directory of the same version (a rebuild) is replaced.
     pub fn publish(&self, staging: &Path, db: &str, version: &str) -> Result<PathBuf, StoreError> {
+        let mut files = Vec::new();
         for entry in fs::read_dir(staging).map_err(io_err(staging))? {
-            let path = entry.map_err(io_err(staging))?.path();
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&path))?;
+            files.push(entry.map_err(io_err(staging))?.path());
         }
+        sync_files(&files)?;
         sync_dir(staging)?;
         let db_dir = self.root.join(DATA_DIR).join(db);
         fs::create_dir_all(&db_dir).map_err(io_err(&db_dir))?;
@@ -284,6 +286,53 @@ fn sorted_dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {
 }
 
 /// fsyncs a directory so that renames and creations in it are durable.
+/// Threads fsyncing one version's files at once. Waiting for the disk costs
+/// no CPU, and a device with several queues finishes parallel flushes
+/// sooner than one after another.
+const SYNC_THREADS: usize = 8;
+
+/// fsyncs every file of `files`, several at a time; returns once all are
+/// durable, or the first error.
+fn sync_files(files: &[PathBuf]) -> Result<(), StoreError> {
+    let per_thread = files.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    for path in chunk {
+                        File::open(path)
+                            .and_then(|f| f.sync_all())
+                            .map_err(io_err(path))?;
+                    }
+                    Ok::<(), StoreError>(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().map_err(|_| {
+                StoreError::Invalid("a thread fsyncing a version panicked".into())
+            })??;
+        }
+        Ok(())
+    })
+}
+
+/// Asks the kernel to start writing a just-completed file to disk, without
+/// waiting: the fsync before publishing then finds little left to do. Only
+/// a hint; errors are ignored (publishing fsyncs every file regardless).
+pub(crate) fn start_writeback(path: &Path) {
+    let Ok(file) = File::open(path) else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor we own and keep open for
+    // its duration; offset 0 and length 0 mean the whole file, and
+    // SYNC_FILE_RANGE_WRITE only starts writeback of dirty pages.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
