@@ -73,6 +73,10 @@ pub struct Refresher {
     in_flight: tokio::sync::watch::Sender<usize>,
     /// Serialises refresh runs.
     run_lock: tokio::sync::Mutex<()>,
+    /// Serialises garbage collection, so that when one call returns,
+    /// every version that had expired by its start is deleted, even if the
+    /// janitor's run had taken it first.
+    gc_lock: tokio::sync::Mutex<()>,
     /// Builds started and not yet reaped, so shutdown can wait for them.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Databases a refresh skipped because a build of theirs was in flight:
@@ -115,6 +119,7 @@ impl Refresher {
             building: Mutex::new(HashSet::new()),
             in_flight: tokio::sync::watch::Sender::new(0),
             run_lock: tokio::sync::Mutex::new(()),
+            gc_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             skipped_while_building: Mutex::new(HashSet::new()),
             handle: RefreshHandle::new(),
@@ -381,6 +386,7 @@ impl Refresher {
     /// and that no reader holds any more. Runs on a blocking thread so
     /// deletions never hold up lookups.
     pub async fn collect_garbage(&self) {
+        let _one_at_a_time = self.gc_lock.lock().await;
         let expired = self.catalog.take_expired(Instant::now());
         for version in expired {
             let (db, name) = (version.db().to_string(), version.name().to_string());
