@@ -1,8 +1,10 @@
 //! HTTP sidecar throughput and latency, measured with `wrk` on loopback.
 //!
-//! Serves one database, `bench`, version `1`, of 1,000,000 in-memory keys
+//! Serves one database, `bench`, version `1`, of 1,000,000 keys
 //! `key-0000000` .. `key-0999999` with values `value-0000000` ..
-//! `value-0999999` (13 bytes), and runs `wrk --latency` for:
+//! `value-0999999` (13 bytes), loaded by the engine from a SequenceFile into
+//! a local store as the daemon does (so lookups are the daemon's: a hash
+//! probe in a memory-mapped table), and runs `wrk --latency` for:
 //! - a hot key (`/bench/key-0000042`) and random keys (a Lua script picking
 //!   a uniformly random key per request),
 //! - with 1 and with 16 keep-alive connections.
@@ -28,9 +30,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
+use sequinsfs::config::Config;
+use sequinsfs::engine::Engine;
+use sequinsfs::format::sequencefile::{Writer, WriterOptions};
 use sequinsfs::http::HttpOptions;
 use sequinsfs::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,30 +65,14 @@ fn main() {
         std::thread::available_parallelism().map_or(2, |n| n.get()),
     );
 
+    let dir = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
-    let catalog = Catalog::new();
-    let data = InMemoryVersionData::new((0..KEYS).map(|i| {
-        (
-            format!("key-{i:07}").into_bytes(),
-            format!("value-{i:07}").into_bytes(),
-        )
-    }));
-    catalog.publish(
-        Version::new(
-            "bench",
-            "1",
-            SystemTime::now(),
-            "/bench/1",
-            1,
-            Box::new(data),
-        ),
-        "/bench/1".into(),
-        Duration::from_secs(60),
-    );
-    eprintln!(
-        "built {KEYS} keys in {:.1} s; server threads: {threads}; {seconds} s per run",
-        started.elapsed().as_secs_f64()
-    );
+    write_source(&dir.path().join("source/bench/1"));
+    let config = Config {
+        source: dir.path().join("source").display().to_string(),
+        local_store: dir.path().join("store"),
+        ..Config::default()
+    };
 
     let bind = || {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -94,8 +82,8 @@ fn main() {
     let (sidecar_listener, floor_listener) = (bind(), bind());
     let sidecar_addr = sidecar_listener.local_addr().expect("addr");
     let floor_addr = floor_listener.local_addr().expect("addr");
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_catalog = Arc::clone(&catalog);
     let server = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -103,13 +91,21 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(async move {
+            let engine = Engine::start(config).await.expect("engine");
+            engine.refresh_now().await;
+            assert!(
+                engine.catalog().current("bench").is_some(),
+                "not loaded: {:?}",
+                engine.catalog().status()
+            );
+            let _ = loaded_tx.send(());
             let floor_listener =
                 tokio::net::TcpListener::from_std(floor_listener).expect("listener");
             tokio::spawn(floor_server(floor_listener));
             let listener = tokio::net::TcpListener::from_std(sidecar_listener).expect("listener");
             sequinsfs::http::serve(
                 listener,
-                server_catalog,
+                Arc::clone(engine.catalog()),
                 HttpOptions::default(),
                 Metrics::new(),
                 async {
@@ -118,10 +114,15 @@ fn main() {
             )
             .await
             .expect("serve");
+            engine.shutdown().await;
         });
     });
+    loaded_rx.recv().expect("the engine loads the database");
+    eprintln!(
+        "wrote and loaded {KEYS} keys in {:.1} s; server threads: {threads}; {seconds} s per run",
+        started.elapsed().as_secs_f64()
+    );
 
-    let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("random.lua");
     std::fs::File::create(&script)
         .and_then(|mut f| {
@@ -162,6 +163,30 @@ fn main() {
     }
     let _ = stop_tx.send(());
     let _ = server.join();
+}
+
+/// Writes the database's one data file, an uncompressed SequenceFile of
+/// `BytesWritable` keys and values, into `version_dir`.
+fn write_source(version_dir: &std::path::Path) {
+    std::fs::create_dir_all(version_dir).expect("source dir");
+    let out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(version_dir.join("part-00000")).expect("data file"),
+    );
+    let mut writer = Writer::new(out, WriterOptions::bytes_writable()).expect("writer");
+    for i in 0..KEYS {
+        writer
+            .append_bytes_writable(
+                format!("key-{i:07}").as_bytes(),
+                format!("value-{i:07}").as_bytes(),
+            )
+            .expect("append");
+    }
+    writer
+        .finish()
+        .expect("finish")
+        .flush()
+        .expect("flush data file");
 }
 
 /// Runs `wrk` once against `addr` and formats its figures as the rest of a
