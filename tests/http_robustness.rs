@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -95,6 +95,50 @@ fn slowloris_partial_requests_are_closed() {
     // An idle keep-alive connection is closed after the same timeout.
     assert!(keep.is_closed_by_server());
     assert_serving(&server);
+}
+
+/// Writing a response counts as progress: a client downloading a large value
+/// slowly, for many request timeouts, gets all of it.
+#[test]
+fn slow_download_of_a_large_value_is_not_cut_off() {
+    let timeout = Duration::from_millis(200);
+    let options = HttpOptions {
+        header_read_timeout: timeout,
+        ..HttpOptions::default()
+    };
+    let server = TestServer::with_options(healthy_catalog(), options);
+    // More than the kernel buffers on both sides hold, so the server keeps
+    // writing for as long as the client takes to read.
+    let value: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    publish(&server.catalog, "big", "1", &[(b"k", &value)]);
+
+    let mut conn = server.connect();
+    conn.send_raw(b"GET /big/k HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut body_start = None;
+    while body_start.is_none_or(|start| received.len() < start + value.len()) {
+        // The slow client: a pause before every read.
+        std::thread::sleep(Duration::from_millis(5));
+        let n = conn.stream().read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after {} bytes", received.len());
+        received.extend_from_slice(&chunk[..n]);
+        if body_start.is_none() {
+            body_start = received
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|end| end + 4);
+        }
+    }
+    assert!(started.elapsed() > timeout * 3, "{:?}", started.elapsed());
+    assert!(received.starts_with(b"HTTP/1.1 200 "));
+    let body_start = body_start.unwrap_or_default();
+    assert!(received[body_start..] == value[..]);
+    // Whether the connection stays open afterwards depends on how long the
+    // client took to drain what the kernel buffered after the server's last
+    // write: that time counts as idle.
 }
 
 #[test]
