@@ -23,7 +23,7 @@
 //! Run: `cargo bench --bench http` (needs `wrk` on the PATH; Debian package
 //! `wrk`). `SEQUINSFS_BENCH_SECONDS` sets each run's length (default 5),
 //! `SEQUINSFS_BENCH_SERVER_THREADS` the server's worker threads (default:
-//! one per core). The server and `wrk` share the machine's cores, so the
+//! the daemon's, `--http-threads`, 1). The server and `wrk` share the machine's cores, so the
 //! figures are a lower bound of what a dedicated server does.
 
 use std::io::Write;
@@ -60,9 +60,10 @@ fn main() {
         return;
     }
     let seconds: u64 = env_or("SEQUINSFS_BENCH_SECONDS", 5);
+    // The daemon's default unless told otherwise.
     let threads: usize = env_or(
         "SEQUINSFS_BENCH_SERVER_THREADS",
-        std::thread::available_parallelism().map_or(2, |n| n.get()),
+        HttpOptions::default().threads,
     );
 
     let dir = tempfile::tempdir().expect("tempdir");

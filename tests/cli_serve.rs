@@ -1,4 +1,7 @@
-//! The `serve` subcommand as a user runs it: help text and startup errors.
+//! The `serve` subcommand as a user runs it: help text, startup errors,
+//! and serving until SIGTERM.
+
+mod common;
 
 use std::process::Command;
 
@@ -27,6 +30,8 @@ fn help_shows_every_flag_with_its_default() {
         "--request-log[=<FILE>]",
         "--log-level <LEVEL>",
         "[default: info]",
+        "--http-threads <N>",
+        "[default: 1]",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in:\n{help}");
     }
@@ -72,4 +77,64 @@ fn missing_source_is_a_one_line_error() {
         stderr.starts_with("sequinsfs: ") && stderr.contains("source"),
         "{stderr}"
     );
+}
+
+/// `serve` answers from its own HTTP threads until SIGTERM, then exits 0.
+#[test]
+fn serves_the_demo_data_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let out = sequinsfs().arg("demo-data").arg(&source).output().unwrap();
+    assert!(out.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = sequinsfs()
+        .args(["serve", "--config", "/dev/null", "--http-threads", "2"])
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--local-store")
+        .arg(dir.path().join("store"))
+        .arg(&source)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The port is bound before loading starts and answered once loading
+    // is done; wait for the "serving" log line rather than polling.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("serving HTTP"));
+    assert!(serving, "serve never logged that it was serving");
+    let mut conn = common::Conn::connect(([127, 0, 0, 1], port).into());
+    let reply = conn.request("GET", "/colors/red", &[]).unwrap();
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, &b"#ff0000"[..])
+    );
+    // SAFETY: kill sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM");
+}
+
+#[test]
+fn an_invalid_content_type_is_a_startup_error() {
+    let src = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = sequinsfs()
+        .args(["serve", "--config", "/dev/null", "--bind", "127.0.0.1:0"])
+        .args(["--content-type", "text/plain\u{7f}"])
+        .arg("--local-store")
+        .arg(store.path())
+        .arg(src.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("invalid content type"), "{stderr}");
 }

@@ -47,6 +47,7 @@ fn help_explains_every_flag_with_its_default() {
         "--gid",
         "--foreground",
         "--http",
+        "--http-threads",
         "--log-level",
         "--log-file",
     ] {
