@@ -86,11 +86,7 @@ fn serves_the_demo_data_until_sigterm() {
     let source = dir.path().join("source");
     let out = sequinsfs().arg("demo-data").arg(&source).output().unwrap();
     assert!(out.status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = sequinsfs()
         .args(["serve", "--config", "/dev/null", "--http-threads", "2"])
         .arg("--bind")

@@ -50,11 +50,7 @@ fn mount_daemonizes_serves_and_stops_on_sigterm() {
     let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
     assert!(out.status.success());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let out = run_bounded(
         Command::new(bin())
             .arg("mount")

@@ -15,6 +15,15 @@ use sequinsfs::catalog::{
 use sequinsfs::http::HttpOptions;
 use sequinsfs::metrics::Metrics;
 
+/// A port on 127.0.0.1 that was free a moment ago, for a server started
+/// as a separate process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
 /// A sidecar serving `catalog` on 127.0.0.1 on a port of its own, on a
 /// runtime of its own (so tests can drive it from plain threads). Shut down
 /// and joined on drop.
