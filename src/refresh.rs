@@ -182,25 +182,24 @@ impl Refresher {
         };
         self.metrics.record_refresh(true);
         for db in &dbs {
-            let versions = match self.source.list_versions(db).await {
-                Ok(v) => v,
+            let current = self.catalog.current(db);
+            // Never roll back: only versions above the served one count (a
+            // smaller name, for example after the newest was deleted, is
+            // ignored).
+            let above = current.as_ref().map(|current| current.name());
+            let target = match self.source.newest_version(db, above).await {
+                Ok(Some(target)) => target,
+                Ok(None) => {
+                    if current.is_none() {
+                        tracing::info!(db, "no versions available");
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(db, "refresh: cannot list versions: {e}");
                     continue;
                 }
             };
-            let Some(target) = versions.last().cloned() else {
-                tracing::info!(db, "no versions available");
-                continue;
-            };
-            let current = self.catalog.current(db);
-            if let Some(current) = &current {
-                if current.name() >= target.as_str() {
-                    // Never roll back: a smaller name than the served one
-                    // (for example after the newest was deleted) is ignored.
-                    continue;
-                }
-            }
             if !self
                 .building
                 .lock()

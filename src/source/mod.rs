@@ -279,20 +279,56 @@ impl Source {
             return Ok(versions);
         }
         let checks = versions.into_iter().map(|version| async move {
-            let complete = match self.read_symlink(db, &version).await {
-                // A broken redirect is reported when the version loads.
-                Err(SourceError::BadSymlink { .. }) => true,
-                Err(e) => return Err(e),
-                Ok(Some(target)) => self.has_success_file(db, &target).await?,
-                Ok(None) => self.has_success_file(db, &version).await?,
-            };
-            Ok(complete.then_some(version))
+            Ok::<_, SourceError>(self.is_complete(db, &version).await?.then_some(version))
         });
         let with_success: Vec<Option<String>> = futures::stream::iter(checks)
             .buffered(SUCCESS_CHECK_CONCURRENCY)
             .try_collect()
             .await?;
         Ok(with_success.into_iter().flatten().collect())
+    }
+
+    /// The version of `db` to serve next: the greatest valid version name
+    /// above `above` (the version served now, if any; sequins never rolls
+    /// back) that counts, as [`Source::list_versions`] decides. Versions
+    /// are checked from the greatest down, a few at a time, so a refresh of
+    /// a database with many versions costs one listing and usually one or
+    /// two requests, not two per version.
+    pub async fn newest_version(
+        &self,
+        db: &str,
+        above: Option<&str>,
+    ) -> Result<Option<String>, SourceError> {
+        check_name("database", db)?;
+        let db_path = self.inner.root.clone().join(db);
+        let listing = self.list_dir(&db_path, Some(db), None).await?;
+        let mut versions = self.valid_child_names(&listing, "version", Some(db));
+        versions.retain(|version| above.is_none_or(|above| version.as_str() > above));
+        if !self.inner.options.require_success_file {
+            return Ok(versions.pop());
+        }
+        let checks = versions.into_iter().rev().map(|version| async move {
+            Ok::<_, SourceError>(self.is_complete(db, &version).await?.then_some(version))
+        });
+        let mut newest_first = futures::stream::iter(checks).buffered(SUCCESS_CHECK_CONCURRENCY);
+        while let Some(checked) = newest_first.try_next().await? {
+            if checked.is_some() {
+                return Ok(checked);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `version` counts under `require_success_file`: it has
+    /// `_SUCCESS`, or its `_SYMLINK` target has.
+    async fn is_complete(&self, db: &str, version: &str) -> Result<bool, SourceError> {
+        match self.read_symlink(db, version).await {
+            // A broken redirect is reported when the version loads.
+            Err(SourceError::BadSymlink { .. }) => Ok(true),
+            Err(e) => Err(e),
+            Ok(Some(target)) => self.has_success_file(db, &target).await,
+            Ok(None) => self.has_success_file(db, version).await,
+        }
     }
 
     async fn has_success_file(&self, db: &str, version: &str) -> Result<bool, SourceError> {
@@ -751,6 +787,44 @@ mod tests {
             source.list_versions("db").await.unwrap(),
             ["1", "2", "5", "6", "7", "8"]
         );
+    }
+
+    /// `newest_version` gives what refresh used to compute from the whole
+    /// list: the greatest counting version above the served one.
+    #[tokio::test]
+    async fn newest_version_is_the_greatest_counting_one_above_the_served() {
+        let strict = SourceOptions {
+            require_success_file: true,
+            ..SourceOptions::default()
+        };
+        for (store, db) in [
+            (fixture_store().await, "db1"),
+            (fixture_store().await, "db2"),
+            (symlink_store().await, "db"),
+        ] {
+            for options in [SourceOptions::default(), strict.clone()] {
+                let source = source(Arc::clone(&store), options);
+                let all = source.list_versions(db).await.unwrap();
+                for above in [None, Some("0"), Some("1"), Some("5"), Some("9"), Some("99")] {
+                    let expected = all
+                        .iter()
+                        .rfind(|v| above.is_none_or(|above| v.as_str() > above))
+                        .cloned();
+                    assert_eq!(
+                        source.newest_version(db, above).await.unwrap(),
+                        expected,
+                        "{db} above {above:?}"
+                    );
+                }
+            }
+        }
+        let source = source(fixture_store().await, strict);
+        assert_eq!(
+            source.newest_version("db1", None).await.unwrap().as_deref(),
+            Some("1")
+        );
+        assert_eq!(source.newest_version("db1", Some("1")).await.unwrap(), None);
+        assert_eq!(source.newest_version("missing", None).await.unwrap(), None);
     }
 
     #[tokio::test]
