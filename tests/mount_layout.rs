@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestMount, can_mount, cat, publish_version, read, version, walk_keys};
@@ -23,17 +24,23 @@ fn baby_names() -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs
 }
 
-#[test]
-fn layout_symlink_versions_control_files_and_keys() {
-    if !can_mount() {
-        return;
-    }
+/// A catalog serving `baby_names()` as version `1` of `baby-names`.
+fn baby_names_catalog() -> Arc<Catalog> {
     let catalog = Catalog::new();
     publish_version(
         &catalog,
         version("baby-names", "1", baby_names()),
         Duration::from_secs(60),
     );
+    catalog
+}
+
+#[test]
+fn layout_symlink_versions_control_files_and_keys() {
+    if !can_mount() {
+        return;
+    }
+    let catalog = baby_names_catalog();
     let m = TestMount::new(catalog);
     let root = m.path();
 
@@ -164,12 +171,7 @@ fn a_second_cat_of_a_key_sends_no_request() {
     if !can_mount() {
         return;
     }
-    let catalog = Catalog::new();
-    publish_version(
-        &catalog,
-        version("baby-names", "1", baby_names()),
-        Duration::from_secs(60),
-    );
+    let catalog = baby_names_catalog();
     let m = TestMount::new(catalog);
     // The stable path: every component is cached for as long as the kernel
     // likes. (Through the symlink the same holds within the symlink's
@@ -245,12 +247,7 @@ fn with_kernel_read_only_a_second_cat_sends_nothing() {
     if !can_mount() {
         return;
     }
-    let catalog = Catalog::new();
-    publish_version(
-        &catalog,
-        version("baby-names", "1", baby_names()),
-        Duration::from_secs(60),
-    );
+    let catalog = baby_names_catalog();
     let m = TestMount::with_options(
         catalog,
         MountOptions {
