@@ -18,6 +18,7 @@
 //! | [`fs`] | the FUSE mount: a filesystem core and a thin fuser adapter |
 //! | [`http`] | the sequins-compatible HTTP sidecar |
 //! | [`metrics`] | Prometheus metrics shared by the front ends and the engine |
+//! | [`wakeup`] | `--idle-poll`: idle CPUs poll instead of halting while requests arrive |
 //! | [`cli`] | the `sequinsfs` command line |
 
 pub mod catalog;
@@ -33,3 +34,4 @@ pub mod partition;
 pub mod refresh;
 pub mod source;
 pub mod store;
+pub mod wakeup;

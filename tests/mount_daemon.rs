@@ -77,8 +77,102 @@ fn mount_daemonizes_serves_and_stops_on_sigterm() {
     let reply = conn.request("GET", "/baby-names/1881/girl", &[]).unwrap();
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"Mary"[..]));
 
-    // Find the daemon by its command line and stop it.
-    let pid = find_daemon(&mnt).expect("daemon running");
+    stop_daemon(&mnt);
+    let still_mounted = is_mounted(&mnt);
+    assert!(!still_mounted, "unmounted on SIGTERM");
+    // Without --log-file the daemon logged into its local store.
+    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    assert!(log.contains("mounted"), "{log}");
+}
+
+/// With `--idle-poll` the daemon holds the kernel's CPU latency request at
+/// 0 µs while requests arrive, through the mount or over HTTP, and gives it
+/// back once they stop.
+#[test]
+fn idle_poll_holds_the_cpu_latency_request_while_requests_arrive() {
+    if !common::can_mount() {
+        return;
+    }
+    let Some(quiet_limit) = kernel_latency_limit() else {
+        eprintln!("skipped: no /dev/cpu_dma_latency");
+        return;
+    };
+    if quiet_limit == 0 {
+        eprintln!("skipped: another process holds /dev/cpu_dma_latency at 0");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
+    assert!(out.status.success());
+    let port = common::free_port();
+    let out = run_bounded(
+        Command::new(bin())
+            .arg("mount")
+            .arg(&source)
+            .arg(&mnt)
+            .arg("--local-store")
+            .arg(dir.path().join("store"))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--idle-poll"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The startup reads may have taken it already: wait for a quiet spell.
+    await_kernel_limit(quiet_limit);
+
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    await_kernel_limit(0);
+    await_kernel_limit(quiet_limit);
+
+    let mut conn = common::Conn::connect(([127, 0, 0, 1], port).into());
+    let reply = conn.request("GET", "/colors/red", &[]).unwrap();
+    assert_eq!(reply.status, 200);
+    await_kernel_limit(0);
+    await_kernel_limit(quiet_limit);
+
+    stop_daemon(&mnt);
+    assert_eq!(kernel_latency_limit(), Some(quiet_limit));
+}
+
+/// The kernel's current CPU latency limit in µs (its default, 2000 s, means
+/// none), or `None` without the device.
+fn kernel_latency_limit() -> Option<i32> {
+    use std::io::Read;
+    // Opening it adds a request of "no limit", which changes nothing.
+    let mut file = std::fs::File::open("/dev/cpu_dma_latency").ok()?;
+    let mut value = [0u8; 4];
+    file.read_exact(&mut value).ok()?;
+    Some(i32::from_ne_bytes(value))
+}
+
+/// Waits (at most 30 s) until the kernel's limit is `expected`. The kernel
+/// announces no change, so this looks every few milliseconds.
+fn await_kernel_limit(expected: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = kernel_latency_limit();
+        if now == Some(expected) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CPU latency limit stayed {now:?}, expected {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Finds the daemon serving `mnt` by its command line, sends it SIGTERM and
+/// waits for it to exit.
+fn stop_daemon(mnt: &Path) {
+    let pid = find_daemon(mnt).expect("daemon running");
     // A pidfd turns the daemon's exit into an event we can wait for.
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
@@ -99,11 +193,6 @@ fn mount_daemonizes_serves_and_stops_on_sigterm() {
     assert_eq!(ready, 1, "daemon exited after SIGTERM");
     // SAFETY: closing the fd pidfd_open gave us.
     unsafe { libc::close(pidfd) };
-    let still_mounted = is_mounted(&mnt);
-    assert!(!still_mounted, "unmounted on SIGTERM");
-    // Without --log-file the daemon logged into its local store.
-    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
-    assert!(log.contains("mounted"), "{log}");
 }
 
 fn find_daemon(mnt: &Path) -> Option<i32> {

@@ -39,6 +39,35 @@ pub struct EngineArgs {
     pub max_parallel_loads: Option<usize>,
 }
 
+/// The flags of the commands that answer requests (`mount`, `serve`).
+#[derive(Debug, Args)]
+pub struct ServingArgs {
+    /// Threads answering HTTP requests, on a runtime of their own. One
+    /// serves about 120,000 requests/s; raise it for more [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_threads: Option<u16>,
+    /// While requests arrive (and for 0.1 s after), keep idle CPUs polling
+    /// instead of sleeping, through the kernel's CPU latency request
+    /// (/dev/cpu_dma_latency, needs root). Halves cold reads and
+    /// single-connection HTTP latency on VMs whose idle vCPUs halt, at the
+    /// cost of CPU time on every idle core while busy [default: off].
+    #[arg(long)]
+    pub idle_poll: bool,
+}
+
+impl ServingArgs {
+    /// The idle-poll manager, if asked for; fails if the kernel's latency
+    /// request cannot be taken.
+    pub fn idle_poll(&self) -> anyhow::Result<Option<crate::wakeup::IdlePoll>> {
+        if !self.idle_poll {
+            return Ok(None);
+        }
+        Ok(Some(
+            crate::wakeup::IdlePoll::start().context("--idle-poll")?,
+        ))
+    }
+}
+
 impl EngineArgs {
     /// The config file (if any) with `source` and these flags applied on
     /// top. Not validated: callers apply their own flags first.

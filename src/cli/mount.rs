@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::fs::{MountHandle, MountOptions};
 
-use super::engine_args::EngineArgs;
+use super::engine_args::{EngineArgs, ServingArgs};
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -55,10 +55,8 @@ pub struct MountArgs {
     /// [default: off].
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
-    /// Threads answering HTTP requests, on a runtime of their own. One
-    /// serves about 120,000 requests/s; raise it for more [default: 1].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub http_threads: Option<u16>,
+    #[command(flatten)]
+    pub serving: ServingArgs,
     /// Log filter: error, warn, info, debug, trace, or tracing directives
     /// such as `sequinsfs=debug`.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -186,9 +184,19 @@ fn serve(
             tracing::warn!("config key {key} is accepted but not supported yet");
         }
         let mut http_options = crate::http::HttpOptions::from(&config);
-        if let Some(threads) = args.http_threads {
+        if let Some(threads) = args.serving.http_threads {
             http_options.threads = threads.into();
         }
+        // Started here, after the fork: its thread must live in the daemon.
+        let idle_poll = match args.serving.idle_poll() {
+            Ok(poll) => poll,
+            Err(err) => {
+                report(&format!("error: {err:#}"));
+                return Err(err);
+            }
+        };
+        let activity = idle_poll.as_ref().map(|poll| poll.activity());
+        http_options.activity = activity.clone();
         let metrics = crate::metrics::Metrics::new();
         // Bind the sidecar before anything else so a busy port is reported
         // as a startup error, not discovered later.
@@ -216,6 +224,7 @@ fn serve(
             gid: args.gid,
             allow_other: args.allow_other,
             kernel_read_only: args.ro,
+            activity,
             ..MountOptions::default()
         };
         let mounted = crate::fs::mount(

@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::http::{self, HttpOptions, RequestLogTarget};
 use crate::metrics::Metrics;
 
-use super::engine_args::EngineArgs;
+use super::engine_args::{EngineArgs, ServingArgs};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -46,10 +46,8 @@ pub struct ServeArgs {
     /// such as `sequinsfs=debug`.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Threads answering HTTP requests, on a runtime of their own. One
-    /// serves about 120,000 requests/s; raise it for more [default: 1].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub http_threads: Option<u16>,
+    #[command(flatten)]
+    pub serving: ServingArgs,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -64,9 +62,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some("stdout") => options.request_log = Some(RequestLogTarget::Stdout),
         Some(file) => options.request_log = Some(RequestLogTarget::File(file.into())),
     }
-    if let Some(threads) = args.http_threads {
+    if let Some(threads) = args.serving.http_threads {
         options.threads = threads.into();
     }
+    // Held until the server ends.
+    let idle_poll = args.serving.idle_poll()?;
+    options.activity = idle_poll.as_ref().map(|poll| poll.activity());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

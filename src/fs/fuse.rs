@@ -36,6 +36,7 @@ use crate::fs::counters::{Op, RequestCounters};
 use crate::fs::inode::{self, Inode};
 use crate::naming::NAME_MAX;
 use crate::refresh::RefreshHandle;
+use crate::wakeup::Activity;
 
 /// How the mount is presented and run.
 #[derive(Debug, Clone)]
@@ -61,6 +62,8 @@ pub struct MountOptions {
     /// it also refuses `touch .refresh` itself, before the daemon sees it.
     /// Off by default because `.refresh` is part of the interface.
     pub kernel_read_only: bool,
+    /// Told of every request, for `--idle-poll` (see [`crate::wakeup`]).
+    pub activity: Option<Activity>,
 }
 
 impl Default for MountOptions {
@@ -72,6 +75,7 @@ impl Default for MountOptions {
             threads: 4,
             retired_sweep_interval: Duration::from_secs(10),
             kernel_read_only: false,
+            activity: None,
         }
     }
 }
@@ -147,6 +151,7 @@ pub fn mount(
     config.n_threads = Some(options.threads.max(1));
     let adapter = FuseAdapter {
         core: Arc::clone(&core),
+        activity: options.activity.clone(),
     };
     let io_error = |source| MountError::Io {
         path: mountpoint.to_path_buf(),
@@ -447,11 +452,16 @@ fn log_invalidation(result: io::Result<()>) {
 /// The `fuser::Filesystem` over `FsCore`.
 struct FuseAdapter {
     core: Arc<FsCore>,
+    activity: Option<Activity>,
 }
 
 impl FuseAdapter {
+    /// Called first by every request handler.
     fn count(&self, op: Op) {
         self.core.counters().count(op);
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
     }
 }
 

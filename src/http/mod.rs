@@ -98,6 +98,8 @@ pub struct HttpOptions {
     pub shutdown_grace: Duration,
     /// Worker threads of the sidecar's own runtime (see [`spawn_dedicated`]).
     pub threads: usize,
+    /// Told of every request, for `--idle-poll` (see [`crate::wakeup`]).
+    pub activity: Option<crate::wakeup::Activity>,
 }
 
 impl Default for HttpOptions {
@@ -118,6 +120,7 @@ impl Default for HttpOptions {
             // connections). Raise it when clients are remote and one core
             // is not enough.
             threads: 1,
+            activity: None,
         }
     }
 }
@@ -255,6 +258,7 @@ pub(crate) struct Sidecar {
     content_type: HeaderValue,
     content_types: BTreeMap<String, HeaderValue>,
     request_log: Option<log::RequestLog>,
+    activity: Option<crate::wakeup::Activity>,
 }
 
 impl Sidecar {
@@ -291,12 +295,16 @@ impl Sidecar {
             content_type,
             content_types,
             request_log,
+            activity: options.activity.clone(),
         })
     }
 
     /// Answers one request that arrived at `started`, records it in the
     /// metrics and the request log.
     fn handle(&self, req: &Request<Incoming>, started: Instant) -> Response<Body> {
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
         let (response, logged_path) = self.route(req);
         let body_len = if req.method() == Method::HEAD {
             0
