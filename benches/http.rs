@@ -20,6 +20,9 @@
 //! processes during the run (from `/proc/stat`; a shared machine makes
 //! figures with a high value there unreliable).
 //!
+//! Rows marked `+ip` are the same servers with `--idle-poll` (as root):
+//! idle CPUs poll while requests arrive (see `sequinsfs::wakeup`).
+//!
 //! Run: `cargo bench --bench http` (needs `wrk` on the PATH; Debian package
 //! `wrk`). `SEQUINSFS_BENCH_SECONDS` sets each run's length (default 5),
 //! `SEQUINSFS_BENCH_SERVER_THREADS` the server's worker threads (default:
@@ -37,6 +40,7 @@ use sequinsfs::engine::Engine;
 use sequinsfs::format::sequencefile::{Writer, WriterOptions};
 use sequinsfs::http::HttpOptions;
 use sequinsfs::metrics::Metrics;
+use sequinsfs::wakeup::{Activity, IdlePoll};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEYS: u32 = 1_000_000;
@@ -83,6 +87,18 @@ fn main() {
     let (sidecar_listener, floor_listener) = (bind(), bind());
     let sidecar_addr = sidecar_listener.local_addr().expect("addr");
     let floor_addr = floor_listener.local_addr().expect("addr");
+    // The same two servers again with `--idle-poll` (needs root).
+    let idle_poll = match IdlePoll::start() {
+        Ok(poll) => Some(poll),
+        Err(err) => {
+            eprintln!("no --idle-poll rows: {err}");
+            None
+        }
+    };
+    let activity = idle_poll.as_ref().map(IdlePoll::activity);
+    let (polled_sidecar_listener, polled_floor_listener) = (bind(), bind());
+    let polled_sidecar_addr = polled_sidecar_listener.local_addr().expect("addr");
+    let polled_floor_addr = polled_floor_listener.local_addr().expect("addr");
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
@@ -102,7 +118,22 @@ fn main() {
             let _ = loaded_tx.send(());
             let floor_listener =
                 tokio::net::TcpListener::from_std(floor_listener).expect("listener");
-            tokio::spawn(floor_server(floor_listener));
+            tokio::spawn(floor_server(floor_listener, None));
+            let polled_floor_listener =
+                tokio::net::TcpListener::from_std(polled_floor_listener).expect("listener");
+            tokio::spawn(floor_server(polled_floor_listener, activity.clone()));
+            let polled_listener =
+                tokio::net::TcpListener::from_std(polled_sidecar_listener).expect("listener");
+            tokio::spawn(sequinsfs::http::serve(
+                polled_listener,
+                Arc::clone(engine.catalog()),
+                HttpOptions {
+                    activity,
+                    ..HttpOptions::default()
+                },
+                Metrics::new(),
+                std::future::pending(),
+            ));
             let listener = tokio::net::TcpListener::from_std(sidecar_listener).expect("listener");
             sequinsfs::http::serve(
                 listener,
@@ -151,11 +182,18 @@ fn main() {
         "wrk/req",
         "others"
     );
-    let runs = [
+    let mut runs = vec![
         ("floor", floor_addr, "hot", None),
         ("sidecar", sidecar_addr, "hot", None),
         ("sidecar", sidecar_addr, "random", Some(&script)),
     ];
+    if idle_poll.is_some() {
+        runs.extend([
+            ("floor+ip", polled_floor_addr, "hot", None),
+            ("side+ip", polled_sidecar_addr, "hot", None),
+            ("side+ip", polled_sidecar_addr, "random", Some(&script)),
+        ]);
+    }
     for (server_name, addr, keys, script) in runs {
         for conns in [1u32, 16] {
             let row = run_wrk(addr, conns, seconds, script.map(|s| s.as_path()));
@@ -247,12 +285,13 @@ fn run_wrk(addr: SocketAddr, conns: u32, seconds: u64, script: Option<&std::path
 
 /// The scale of the measurements: answers each request head it reads with
 /// [`CANNED_RESPONSE`], nothing more.
-async fn floor_server(listener: tokio::net::TcpListener) {
+async fn floor_server(listener: tokio::net::TcpListener, activity: Option<Activity>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let activity = activity.clone();
         tokio::spawn(async move {
             let mut input = vec![0u8; 64 * 1024];
             let mut output = Vec::new();
@@ -263,6 +302,9 @@ async fn floor_server(listener: tokio::net::TcpListener) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                if let Some(activity) = &activity {
+                    activity.touch();
+                }
                 output.clear();
                 for &b in &input[..n] {
                     matched = match (matched, b) {

@@ -5,6 +5,8 @@
 //! Knobs: `SEQUINSFS_BENCH_KEYS` (default 100000 keys of 100 bytes).
 //!
 //! Passes: cold (first read of every key after mounting), warm (second),
+//! cold and warm again on a fresh mount with `--idle-poll` (idle CPUs poll
+//! while requests arrive, see `sequinsfs::wakeup`),
 //! warm misses (names that are not keys, after one pass), and `ls -l` of the
 //! database directory. Each is printed with the tmpfs figure and the ratio.
 //! Targets from the design: warm >= 0.5 of tmpfs, cold >= 0.1, misses >=
@@ -19,8 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
+use sequinsfs::fs::Op;
 use sequinsfs::fs::{MountOptions, mount};
 use sequinsfs::refresh::RefreshHandle;
+use sequinsfs::wakeup::IdlePoll;
 
 const VALUE_LEN: usize = 100;
 
@@ -143,6 +147,44 @@ fn main() {
         "daemon (this process) RSS: {rss_mounted} KiB after mount, {rss_after_cold} KiB after the cold pass, {rss_end} KiB at the end (includes the in-memory data set)"
     );
     handle.unmount().unwrap();
+
+    // A fresh mount of the same catalog (so every key is cold again) with
+    // `--idle-poll`, tmpfs measured beside it.
+    match IdlePoll::start() {
+        Err(err) => println!("no --idle-poll pass: {err}"),
+        Ok(idle_poll) => {
+            let polled_dir = tempfile::tempdir().unwrap();
+            let polled = mount(
+                Arc::clone(&catalog),
+                RefreshHandle::new(),
+                polled_dir.path(),
+                MountOptions {
+                    activity: Some(idle_poll.activity()),
+                    ..MountOptions::default()
+                },
+            )
+            .unwrap();
+            let polled_db = polled_dir.path().join("db");
+            let tmpfs = read_pass(&tmpfs_db, &names, true);
+            let cold = read_pass(&polled_db, &names, true);
+            let requests = polled.counters();
+            println!(
+                "{:<22} sequinsfs {cold:>12.3} files/s  tmpfs {tmpfs:>12.3} files/s  ratio {:>5.2}   requests: lookup={} read={}",
+                "cold, --idle-poll",
+                cold / tmpfs,
+                requests.get(Op::Lookup),
+                requests.get(Op::Read),
+            );
+            let warm = read_pass(&polled_db, &names, true);
+            let tmpfs = read_pass(&tmpfs_db, &names, true);
+            println!(
+                "{:<22} sequinsfs {warm:>12.3} files/s  tmpfs {tmpfs:>12.3} files/s  ratio {:>5.2}",
+                "warm, --idle-poll",
+                warm / tmpfs,
+            );
+            polled.unmount().unwrap();
+        }
+    }
 
     if let Some(keys) = std::env::var("SEQUINSFS_BENCH_RSS_KEYS")
         .ok()
