@@ -44,28 +44,9 @@ fn mount_daemonizes_serves_and_stops_on_sigterm() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
-    assert!(out.status.success());
-
     let port = common::free_port();
-    let out = run_bounded(
-        Command::new(bin())
-            .arg("mount")
-            .arg(&source)
-            .arg(&mnt)
-            .arg("--local-store")
-            .arg(dir.path().join("store"))
-            .arg("--http")
-            .arg(format!("127.0.0.1:{port}")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = mount_demo(dir.path(), port, &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("mounted at"));
     // The data is there as soon as the command returned.
     assert_eq!(
@@ -102,28 +83,9 @@ fn idle_poll_holds_the_cpu_latency_request_while_requests_arrive() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
-    assert!(out.status.success());
     let port = common::free_port();
-    let out = run_bounded(
-        Command::new(bin())
-            .arg("mount")
-            .arg(&source)
-            .arg(&mnt)
-            .arg("--local-store")
-            .arg(dir.path().join("store"))
-            .arg("--http")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--idle-poll"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mount_demo(dir.path(), port, &["--idle-poll"]);
     // The startup reads may have taken it already: wait for a quiet spell.
     await_kernel_limit(quiet_limit);
 
@@ -139,6 +101,34 @@ fn idle_poll_holds_the_cpu_latency_request_while_requests_arrive() {
 
     stop_daemon(&mnt);
     assert_eq!(kernel_latency_limit(), Some(quiet_limit));
+}
+
+/// Writes the demo source root under `dir` and mounts it at `dir/mnt` as a
+/// daemon with its store in `dir/store`, HTTP on `port` and `extra` flags;
+/// returns the command's output once it succeeded.
+fn mount_demo(dir: &Path, port: u16, extra: &[&str]) -> std::process::Output {
+    let source = dir.join("source");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
+    assert!(out.status.success());
+    let out = run_bounded(
+        Command::new(bin())
+            .arg("mount")
+            .arg(&source)
+            .arg(&mnt)
+            .arg("--local-store")
+            .arg(dir.join("store"))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The kernel's current CPU latency limit in µs (its default, 2000 s, means
