@@ -25,6 +25,7 @@
 //!
 //! Run: `cargo bench --bench http` (needs `wrk` on the PATH; Debian package
 //! `wrk`). `SEQUINSFS_BENCH_SECONDS` sets each run's length (default 5),
+//! `SEQUINSFS_BENCH_CONNS` one connection count only (1 or 16),
 //! `SEQUINSFS_BENCH_SERVER_THREADS` the server's worker threads (default:
 //! the daemon's, `--http-threads`, 1). The server and `wrk` share the machine's cores, so the
 //! figures are a lower bound of what a dedicated server does.
@@ -194,8 +195,15 @@ fn main() {
             ("side+ip", polled_sidecar_addr, "random", Some(&script)),
         ]);
     }
+    // SEQUINSFS_BENCH_CONNS=16 (or 1) runs one connection count only.
+    let only_conns: Option<u32> = std::env::var("SEQUINSFS_BENCH_CONNS")
+        .ok()
+        .and_then(|c| c.parse().ok());
     for (server_name, addr, keys, script) in runs {
         for conns in [1u32, 16] {
+            if only_conns.is_some_and(|only| only != conns) {
+                continue;
+            }
             let row = run_wrk(addr, conns, seconds, script.map(|s| s.as_path()));
             println!("{server_name:<8} {keys:<7} {conns:>5} {row}");
         }

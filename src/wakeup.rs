@@ -72,10 +72,25 @@ struct Shared {
 #[derive(Default)]
 struct State {
     stop: bool,
-    /// The PM QoS request is held now.
-    holding: bool,
-    /// How many times it was taken (for tests and logs).
+    /// The PM QoS request is held now, since then.
+    held_since: Option<Instant>,
+    /// How long it was held before `held_since`.
+    held_before: Duration,
+    /// How many times it was taken.
     takes: u64,
+}
+
+impl State {
+    fn holding(&self) -> bool {
+        self.held_since.is_some()
+    }
+
+    fn held_total(&self) -> Duration {
+        self.held_before
+            + self
+                .held_since
+                .map_or(Duration::ZERO, |since| since.elapsed())
+    }
 }
 
 impl IdlePoll {
@@ -112,6 +127,12 @@ impl IdlePoll {
         })
     }
 
+    /// Its figures for `/metrics`: whether the request is held, how often
+    /// it was taken and for how long in all (the time idle CPUs polled).
+    pub fn metrics_source(&self) -> Arc<dyn crate::metrics::MetricsSource> {
+        Arc::new(IdlePollMetrics(Arc::clone(&self.shared)))
+    }
+
     /// The handle request paths touch.
     pub fn activity(&self) -> Activity {
         Activity(Arc::clone(&self.shared))
@@ -119,7 +140,7 @@ impl IdlePoll {
 
     /// Whether the PM QoS request is held now.
     pub fn is_holding(&self) -> bool {
-        self.shared.lock().holding
+        self.shared.lock().holding()
     }
 
     /// How many times the request was taken so far.
@@ -130,7 +151,7 @@ impl IdlePoll {
     /// Waits until the request is (`true`) or is not (`false`) held, at
     /// most `timeout`; returns whether it got there.
     pub fn wait_holding(&self, holding: bool, timeout: Duration) -> bool {
-        self.wait_until(timeout, |state| state.holding == holding)
+        self.wait_until(timeout, |state| state.holding() == holding)
     }
 
     /// Waits until the request was taken at least `takes` times in all, at
@@ -224,12 +245,40 @@ impl Shared {
 
     fn set_holding(&self, holding: bool) {
         let mut state = self.lock();
-        state.holding = holding;
         if holding {
+            state.held_since = Some(Instant::now());
             state.takes += 1;
+        } else if let Some(since) = state.held_since.take() {
+            state.held_before += since.elapsed();
         }
         drop(state);
         self.changed.notify_all();
+    }
+}
+
+struct IdlePollMetrics(Arc<Shared>);
+
+impl crate::metrics::MetricsSource for IdlePollMetrics {
+    fn write_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (holding, takes, held) = {
+            let state = self.0.lock();
+            (state.holding(), state.takes, state.held_total())
+        };
+        let _ = write!(
+            out,
+            "# HELP sequinsfs_idle_poll_holding 1 while --idle-poll keeps idle CPUs polling.\n\
+             # TYPE sequinsfs_idle_poll_holding gauge\n\
+             sequinsfs_idle_poll_holding {}\n\
+             # HELP sequinsfs_idle_poll_takes_total Times --idle-poll started polling after a quiet spell.\n\
+             # TYPE sequinsfs_idle_poll_takes_total counter\n\
+             sequinsfs_idle_poll_takes_total {takes}\n\
+             # HELP sequinsfs_idle_poll_seconds_total Time --idle-poll kept idle CPUs polling.\n\
+             # TYPE sequinsfs_idle_poll_seconds_total counter\n\
+             sequinsfs_idle_poll_seconds_total {:.3}\n",
+            u8::from(holding),
+            held.as_secs_f64()
+        );
     }
 }
 
@@ -356,6 +405,36 @@ mod tests {
             });
             assert!(poll.wait_takes(before + 1, WAIT), "taken again");
         }
+    }
+
+    #[test]
+    fn metrics_say_whether_held_how_often_and_how_long() {
+        let (_device, poll) = start(Duration::from_millis(20));
+        let render = || {
+            let mut out = String::new();
+            poll.metrics_source().write_prometheus(&mut out);
+            out
+        };
+        let quiet = render();
+        assert!(quiet.contains("sequinsfs_idle_poll_holding 0\n"), "{quiet}");
+        assert!(quiet.contains("sequinsfs_idle_poll_takes_total 0\n"));
+        assert!(quiet.contains("sequinsfs_idle_poll_seconds_total 0.000\n"));
+        poll.activity().touch();
+        assert!(poll.wait_holding(true, WAIT));
+        let busy = render();
+        assert!(busy.contains("sequinsfs_idle_poll_holding 1\n"), "{busy}");
+        assert!(busy.contains("sequinsfs_idle_poll_takes_total 1\n"));
+        assert!(poll.wait_holding(false, WAIT));
+        let after = render();
+        assert!(after.contains("sequinsfs_idle_poll_holding 0\n"));
+        // Held for at least one linger (20 ms).
+        let seconds: f64 = after
+            .lines()
+            .find_map(|l| l.strip_prefix("sequinsfs_idle_poll_seconds_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(seconds >= 0.02, "{after}");
     }
 
     #[test]

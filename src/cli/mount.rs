@@ -198,6 +198,9 @@ fn serve(
         let activity = idle_poll.as_ref().map(|poll| poll.activity());
         http_options.activity = activity.clone();
         let metrics = crate::metrics::Metrics::new();
+        if let Some(poll) = &idle_poll {
+            metrics.add_source(poll.metrics_source());
+        }
         // Bind the sidecar before anything else so a busy port is reported
         // as a startup error, not discovered later.
         let listener = match args.http {
