@@ -32,6 +32,8 @@ fn help_shows_every_flag_with_its_default() {
         "[default: info]",
         "--http-threads <N>",
         "[default: 1]",
+        "--idle-poll",
+        "[default: off]",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in:\n{help}");
     }
@@ -116,6 +118,60 @@ fn serves_the_demo_data_until_sigterm() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "exit after SIGTERM");
+}
+
+/// `serve --idle-poll` takes the CPU latency request once requests arrive
+/// and says so in `/metrics`.
+#[test]
+fn idle_poll_is_taken_by_requests_and_shown_in_metrics() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/cpu_dma_latency").exists() {
+        eprintln!("skipped: --idle-poll needs root and /dev/cpu_dma_latency");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let out = sequinsfs().arg("demo-data").arg(&source).output().unwrap();
+    assert!(out.status.success());
+    let port = common::free_port();
+    let mut child = sequinsfs()
+        .args(["serve", "--config", "/dev/null", "--idle-poll"])
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--local-store")
+        .arg(dir.path().join("store"))
+        .arg(&source)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("serving HTTP"));
+    assert!(serving, "serve never logged that it was serving");
+    let mut conn = common::Conn::connect(([127, 0, 0, 1], port).into());
+    assert_eq!(conn.request("GET", "/colors/red", &[]).unwrap().status, 200);
+    // The manager takes the request in the background: look until it has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = conn.request("GET", "/metrics", &[]).unwrap().text();
+        let takes: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sequinsfs_idle_poll_takes_total "))
+            .expect("idle poll metrics")
+            .parse()
+            .unwrap();
+        if takes >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0), "exit after SIGTERM");
 }
 
 #[test]
