@@ -48,6 +48,7 @@ fn help_explains_every_flag_with_its_default() {
         "--foreground",
         "--http",
         "--http-threads",
+        "--idle-poll",
         "--log-level",
         "--log-file",
     ] {
