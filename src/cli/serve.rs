@@ -72,17 +72,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let idle_poll_metrics = idle_poll
-        .as_ref()
-        .map(crate::wakeup::IdlePoll::metrics_source);
-    runtime.block_on(serve(config, options, idle_poll_metrics))
+    let metrics = Metrics::new();
+    if let Some(poll) = &idle_poll {
+        metrics.add_source(poll.metrics_source());
+    }
+    runtime.block_on(serve(config, options, metrics))
 }
 
-async fn serve(
-    config: Config,
-    options: HttpOptions,
-    idle_poll_metrics: Option<Arc<dyn crate::metrics::MetricsSource>>,
-) -> anyhow::Result<()> {
+async fn serve(config: Config, options: HttpOptions, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     // Signals first, so a SIGTERM during a slow startup is not lost.
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut terminate =
@@ -93,10 +90,6 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    let metrics = Metrics::new();
-    if let Some(source) = idle_poll_metrics {
-        metrics.add_source(source);
-    }
     let engine = Engine::start_with_metrics(config, Arc::clone(&metrics)).await?;
     tracing::info!("serving HTTP on {}", listener.local_addr()?);
 
