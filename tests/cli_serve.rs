@@ -9,6 +9,50 @@ fn sequinsfs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
 }
 
+/// Writes the demo source root under `dir`, starts `serve` over it on
+/// `port` with `extra` flags, and returns once it logged that it serves
+/// (the port is bound before loading starts and answered once loading is
+/// done, so the log line is the event to wait for).
+fn serve_demo(dir: &std::path::Path, port: u16, extra: &[&str]) -> std::process::Child {
+    let source = dir.join("source");
+    let out = sequinsfs().arg("demo-data").arg(&source).output().unwrap();
+    assert!(out.status.success());
+    let mut child = sequinsfs()
+        .args(["serve", "--config", "/dev/null"])
+        .args(extra)
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--local-store")
+        .arg(dir.join("store"))
+        .arg(&source)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read stderr to its end on a thread of its own: a closed pipe would
+    // make the daemon's later log lines fail.
+    let stderr = child.stderr.take().unwrap();
+    let (serving_tx, serving) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("serving HTTP") {
+                let _ = serving_tx.send(());
+            }
+        }
+    });
+    assert!(
+        serving.recv().is_ok(),
+        "serve never logged that it was serving"
+    );
+    child
+}
+
+/// Sends SIGTERM and checks that `serve` exits 0.
+fn stop_serve(mut child: std::process::Child) {
+    // SAFETY: kill sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0), "exit after SIGTERM");
+}
+
 #[test]
 fn help_shows_every_flag_with_its_default() {
     let out = sequinsfs().args(["serve", "--help"]).output().unwrap();
@@ -85,39 +129,15 @@ fn missing_source_is_a_one_line_error() {
 #[test]
 fn serves_the_demo_data_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let out = sequinsfs().arg("demo-data").arg(&source).output().unwrap();
-    assert!(out.status.success());
     let port = common::free_port();
-    let mut child = sequinsfs()
-        .args(["serve", "--config", "/dev/null", "--http-threads", "2"])
-        .arg("--bind")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--local-store")
-        .arg(dir.path().join("store"))
-        .arg(&source)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The port is bound before loading starts and answered once loading
-    // is done; wait for the "serving" log line rather than polling.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let serving = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("serving HTTP"));
-    assert!(serving, "serve never logged that it was serving");
+    let child = serve_demo(dir.path(), port, &["--http-threads", "2"]);
     let mut conn = common::Conn::connect(([127, 0, 0, 1], port).into());
     let reply = conn.request("GET", "/colors/red", &[]).unwrap();
     assert_eq!(
         (reply.status, reply.body.as_slice()),
         (200, &b"#ff0000"[..])
     );
-    // SAFETY: kill sends a signal to the child this test started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "exit after SIGTERM");
+    stop_serve(child);
 }
 
 /// `serve --idle-poll` takes the CPU latency request once requests arrive
@@ -130,48 +150,22 @@ fn idle_poll_is_taken_by_requests_and_shown_in_metrics() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let out = sequinsfs().arg("demo-data").arg(&source).output().unwrap();
-    assert!(out.status.success());
     let port = common::free_port();
-    let mut child = sequinsfs()
-        .args(["serve", "--config", "/dev/null", "--idle-poll"])
-        .arg("--bind")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--local-store")
-        .arg(dir.path().join("store"))
-        .arg(&source)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let serving = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("serving HTTP"));
-    assert!(serving, "serve never logged that it was serving");
+    let child = serve_demo(dir.path(), port, &["--idle-poll"]);
     let mut conn = common::Conn::connect(([127, 0, 0, 1], port).into());
     assert_eq!(conn.request("GET", "/colors/red", &[]).unwrap().status, 200);
     // The manager takes the request in the background: look until it has.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let metrics = conn.request("GET", "/metrics", &[]).unwrap().text();
-        let takes: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("sequinsfs_idle_poll_takes_total "))
-            .expect("idle poll metrics")
-            .parse()
-            .unwrap();
-        if takes >= 1 {
+        let samples = common::scrape(&mut conn);
+        let takes = common::sample(&samples, "sequinsfs_idle_poll_takes_total", &[]);
+        if takes >= Some(1.0) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        assert!(std::time::Instant::now() < deadline, "{samples:?}");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    // SAFETY: kill sends a signal to the child this test started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert_eq!(child.wait().unwrap().code(), Some(0), "exit after SIGTERM");
+    stop_serve(child);
 }
 
 #[test]

@@ -101,18 +101,10 @@ fn idle_poll_holds_the_cpu_latency_request_while_requests_arrive() {
 
     // Taken once for the read through the mount and once for HTTP (at
     // least: the startup reads may have taken it too).
-    let metrics = conn.request("GET", "/metrics", &[]).unwrap().text();
-    let takes: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sequinsfs_idle_poll_takes_total "))
-        .expect("idle poll metrics")
-        .parse()
-        .unwrap();
-    assert!(takes >= 2, "{metrics}");
-    assert!(
-        metrics.contains("sequinsfs_idle_poll_holding "),
-        "{metrics}"
-    );
+    let samples = common::scrape(&mut conn);
+    let takes = common::sample(&samples, "sequinsfs_idle_poll_takes_total", &[]);
+    assert!(takes >= Some(2.0), "{samples:?}");
+    assert!(common::sample(&samples, "sequinsfs_idle_poll_holding", &[]).is_some());
 
     stop_daemon(&mnt);
     assert_eq!(kernel_latency_limit(), Some(quiet_limit));

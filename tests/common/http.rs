@@ -431,6 +431,12 @@ pub fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
     Ok(samples)
 }
 
+/// `GET /metrics` on `conn`, parsed strictly ([`parse_prometheus`]).
+pub fn scrape(conn: &mut Conn) -> Vec<Sample> {
+    let text = conn.request("GET", "/metrics", &[]).unwrap().text();
+    parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
 /// The value of the sample `name` whose labels include all of `labels`.
 pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
