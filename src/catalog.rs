@@ -188,7 +188,7 @@ impl std::fmt::Display for VersionState {
     }
 }
 
-/// How far a build has got. Totals are known once the source was listed.
+/// How far a load has got. Totals are known once the source was listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Progress {
     pub files_done: u64,
@@ -197,6 +197,46 @@ pub struct Progress {
     pub bytes_total: u64,
     pub records_done: u64,
 }
+
+/// The live counters of a load in flight. The loader adds to them as it
+/// goes; the catalog reads them whenever a status is asked for, so a status
+/// is never behind the load (records are added per batch of a few thousand,
+/// bytes as they are read).
+#[derive(Debug, Default)]
+pub struct LoadCounters {
+    pub files_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub records_done: AtomicU64,
+}
+
+impl LoadCounters {
+    pub fn snapshot(&self) -> Progress {
+        Progress {
+            files_done: self.files_done.load(Ordering::Relaxed),
+            files_total: self.files_total.load(Ordering::Relaxed),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            records_done: self.records_done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Where a served version came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Loaded from the source by this process.
+    #[default]
+    Built,
+    /// Found complete in the local store at start-up and served again
+    /// without loading anything; its progress is the load that built it.
+    Reused,
+}
+
+/// An error kept for a status page: typed until it is shown.
+pub type StatusError = Arc<dyn std::error::Error + Send + Sync>;
 
 /// What the catalog knows about one version of one database, for status
 /// pages, `.status` and metrics.
@@ -215,11 +255,48 @@ pub struct VersionStatus {
     pub active_at: Option<SystemTime>,
     /// Whether this is the version being served now.
     pub current: bool,
+    /// Where it came from (meaningful once it is served).
+    pub origin: Origin,
+    /// The load's progress: live while BUILDING, final afterwards.
     pub progress: Progress,
     /// Number of keys, once loaded.
     pub num_keys: Option<u64>,
     /// Why the version is in state ERROR.
-    pub error: Option<String>,
+    #[serde(serialize_with = "error_text")]
+    pub error: Option<StatusError>,
+}
+
+impl VersionStatus {
+    /// A version just seen, in `state`, with nothing else known yet.
+    pub fn new(version: &str, state: VersionState, path: String) -> Self {
+        VersionStatus {
+            version: version.to_string(),
+            state,
+            path,
+            num_partitions: 0,
+            created_at: SystemTime::now(),
+            active_at: None,
+            current: false,
+            origin: Origin::Built,
+            progress: Progress::default(),
+            num_keys: None,
+            error: None,
+        }
+    }
+
+    /// The error with its causes, as status pages show it.
+    pub fn error_text(&self) -> Option<String> {
+        self.error
+            .as_deref()
+            .map(|e| crate::error_chain::error_chain(e as &(dyn std::error::Error + 'static)))
+    }
+}
+
+fn error_text<S: serde::Serializer>(error: &Option<StatusError>, s: S) -> Result<S::Ok, S::Error> {
+    match error {
+        Some(e) => s.serialize_str(&crate::error_chain::error_chain(e.as_ref())),
+        None => s.serialize_none(),
+    }
 }
 
 /// The status of one database: all its versions, oldest name first.
@@ -256,6 +333,8 @@ struct Database {
 struct DatabaseInner {
     /// Status per version name, in name order.
     versions: BTreeMap<String, VersionStatus>,
+    /// The live counters of versions being loaded, by name.
+    loading: BTreeMap<String, Arc<LoadCounters>>,
     /// Superseded versions kept for their grace period, with the instant it
     /// ends.
     retired: Vec<(Arc<Version>, Instant)>,
@@ -333,6 +412,9 @@ impl Catalog {
                     .cloned()
                     .map(|mut s| {
                         s.current = current.as_deref() == Some(s.version.as_str());
+                        if let Some(live) = inner.loading.get(&s.version) {
+                            s.progress = live.snapshot();
+                        }
                         s
                     })
                     .collect();
@@ -358,29 +440,53 @@ impl Catalog {
             .push(Box::new(listener));
     }
 
-    /// Records the state of a version that is not (yet) served: BUILDING with
-    /// progress, or ERROR with the error. Creates the database entry if new.
-    pub fn set_state(&self, db: &str, status: VersionStatus) {
-        let building = (status.state == VersionState::Building).then(|| CatalogEvent::Building {
-            db: db.to_string(),
-            version: status.version.clone(),
-        });
+    /// Records that `db`/`version` is being loaded, with the load's live
+    /// counters. Creates the database entry if new.
+    pub fn start_load(&self, db: &str, version: &str, path: String, counters: Arc<LoadCounters>) {
         {
             let database = self.database_or_insert(db);
             let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.versions.insert(status.version.clone(), status);
+            inner.versions.insert(
+                version.to_string(),
+                VersionStatus::new(version, VersionState::Building, path),
+            );
+            inner.loading.insert(version.to_string(), counters);
         }
-        if let Some(event) = building {
-            self.notify(&event);
-        }
+        self.notify(&CatalogEvent::Building {
+            db: db.to_string(),
+            version: version.to_string(),
+        });
     }
 
-    /// Updates the progress of a BUILDING version.
-    pub fn set_progress(&self, db: &str, version: &str, progress: Progress) {
+    /// Records that loading `db`/`version` failed: state ERROR with the
+    /// error, and the progress it had made. The previous version (if any)
+    /// keeps serving.
+    pub fn load_failed(&self, db: &str, version: &str, path: String, error: StatusError) {
+        let database = self.database_or_insert(db);
+        let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let progress = inner
+            .loading
+            .remove(version)
+            .map(|live| live.snapshot())
+            .unwrap_or_default();
+        let status = inner
+            .versions
+            .entry(version.to_string())
+            .or_insert_with(|| VersionStatus::new(version, VersionState::Error, path.clone()));
+        status.state = VersionState::Error;
+        status.path = path;
+        status.progress = progress;
+        status.error = Some(error);
+    }
+
+    /// Forgets a load that was cancelled (the daemon is stopping): it is
+    /// neither served nor an error.
+    pub fn load_cancelled(&self, db: &str, version: &str) {
         if let Some(database) = self.database(db) {
             let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = inner.versions.get_mut(version) {
-                s.progress = progress;
+            inner.loading.remove(version);
+            if inner.versions.get(version).map(|s| s.state) == Some(VersionState::Building) {
+                inner.versions.remove(version);
             }
         }
     }
@@ -388,7 +494,28 @@ impl Catalog {
     /// Makes `version` the served version of its database: the atomic switch.
     /// Readers that already hold the previous version keep it; new lookups see
     /// only the new one. The previous version is retired for `grace`.
+    ///
+    /// The version's progress becomes its load's final figures (from the
+    /// counters given to [`Catalog::start_load`], if it was loaded so).
     pub fn publish(&self, version: Arc<Version>, path: String, grace: Duration) {
+        self.publish_with_origin(version, path, grace, Origin::Built, None)
+    }
+
+    /// [`Catalog::publish`] for a version found complete in the local store
+    /// at start-up; `progress` is the load that built it (its manifest).
+    pub fn publish_reused(&self, version: Arc<Version>, grace: Duration, progress: Progress) {
+        let path = version.source_path().to_string();
+        self.publish_with_origin(version, path, grace, Origin::Reused, Some(progress))
+    }
+
+    fn publish_with_origin(
+        &self,
+        version: Arc<Version>,
+        path: String,
+        grace: Duration,
+        origin: Origin,
+        progress: Option<Progress>,
+    ) {
         let database = self.database_or_insert(&version.db);
         {
             let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -400,21 +527,17 @@ impl Catalog {
                 }
                 inner.retired.push((prev, Instant::now() + grace));
             }
+            let live = inner.loading.remove(&version.name);
             let status = inner
                 .versions
                 .entry(version.name.clone())
-                .or_insert_with(|| VersionStatus {
-                    version: version.name.clone(),
-                    state: VersionState::Building,
-                    path: String::new(),
-                    num_partitions: 0,
-                    created_at: version.created_at,
-                    active_at: None,
-                    current: false,
-                    progress: Progress::default(),
-                    num_keys: None,
-                    error: None,
+                .or_insert_with(|| {
+                    VersionStatus::new(&version.name, VersionState::Building, String::new())
                 });
+            status.origin = origin;
+            if let Some(progress) = progress.or_else(|| live.map(|l| l.snapshot())) {
+                status.progress = progress;
+            }
             status.path = path;
             status.num_partitions = version.num_partitions;
             status.created_at = version.created_at;

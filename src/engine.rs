@@ -5,17 +5,36 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::load::{LoadOptions, Loader};
 use crate::metrics::Metrics;
 use crate::refresh::{RefreshHandle, RefreshReport, Refresher};
-use crate::source::{Source, SourceOptions};
-use crate::store::LocalStore;
-use crate::store::build::{BuildOptions, Builder};
+use crate::source::{Source, SourceError, SourceOptions};
+use crate::store::{LocalStore, StoreError};
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The first listing failed and the local store has nothing to serve.
+    #[error("cannot list the source root {uri} (and the local store has nothing to serve)")]
+    FirstListing {
+        uri: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
 
 /// A started engine. Dropping it stops refreshes; call [`Engine::shutdown`]
 /// to also wait for the loop to stop cleanly.
@@ -37,7 +56,7 @@ impl Engine {
     /// A source that cannot be listed is fatal only when the local store has
     /// nothing to serve (sequins always exits); otherwise the daemon serves
     /// what it has and keeps retrying at every refresh.
-    pub async fn start(config: Config) -> anyhow::Result<Engine> {
+    pub async fn start(config: Config) -> Result<Engine, EngineError> {
         Engine::start_with_metrics(config, Metrics::new()).await
     }
 
@@ -46,54 +65,63 @@ impl Engine {
     pub async fn start_with_metrics(
         config: Config,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Engine> {
+    ) -> Result<Engine, EngineError> {
         config.validate()?;
         for key in config.unsupported_keys() {
             tracing::warn!("config: {key} is accepted for compatibility with sequins but not used");
         }
         let store = {
             let root = config.local_store.clone();
-            tokio::task::spawn_blocking(move || LocalStore::open(&root)).await??
+            tokio::task::spawn_blocking(move || LocalStore::open(&root))
+                .await
+                .map_err(|e| EngineError::Internal(format!("store open task failed: {e}")))??
         };
         let store = Arc::new(store);
-        let source = Arc::new(
-            Source::open(&config.source, SourceOptions::from_config(&config))
-                .with_context(|| format!("source {}", config.source))?,
-        );
+        let source = Arc::new(Source::open(
+            &config.source,
+            SourceOptions::from_config(&config),
+        )?);
         let catalog = Catalog::new();
-        let builder = Builder {
+        let loader = Loader {
             store: Arc::clone(&store),
             source: Arc::clone(&source),
             workers: Arc::new(Semaphore::new(config.parallel_loads())),
-            options: BuildOptions {
+            options: LoadOptions {
                 compression: config.storage.compression,
                 block_size: config.storage.block_size,
                 throttle: config.throttle_loads,
             },
-            cancelled: Default::default(),
         };
         let refresher = Refresher::new(
             Arc::clone(&source),
             store,
             Arc::clone(&catalog),
-            builder,
+            loader,
             config.version_grace_period,
             Arc::clone(&metrics),
         );
         let restored = {
             let r = Arc::clone(&refresher);
-            tokio::task::spawn_blocking(move || r.restore()).await??
+            tokio::task::spawn_blocking(move || r.restore())
+                .await
+                .map_err(|e| EngineError::Internal(format!("restore task failed: {e}")))??
         };
         // The startup refresh, in the foreground for databases seen for the
         // first time (so a fresh mount shows data at once, as sequins does
         // before it opens its port); newer versions of databases restored
         // from the local store load in the background while those serve.
         let report = refresher.run().await;
-        if let Some(e) = &report.listing_failed {
+        if let Some(e) = report.listing_failed {
             if restored == 0 {
-                return Err(anyhow::anyhow!("cannot list the source root: {e}"));
+                return Err(EngineError::FirstListing {
+                    uri: config.source.clone(),
+                    source: e,
+                });
             }
-            tracing::warn!("cannot list the source root, serving the local store: {e}");
+            tracing::warn!(
+                "cannot list the source root, serving the local store: {}",
+                crate::error_chain::ErrorChain(&e)
+            );
         }
         refresher.wait_for(&report.first_loads).await;
 

@@ -9,12 +9,14 @@
 //! | [`format`] | byte formats: Hadoop SequenceFile, Sparkey log/index, framed snappy |
 //! | [`partition`] | sequins' key -> partition function |
 //! | [`source`] | the source root over `object_store`: listing, name rules, downloads |
-//! | [`store`] | the local store: building, publishing and opening versions |
+//! | [`store`] | the local store: its layout, publishing and opening versions |
+//! | [`load`] | loading a source version into the local store |
 //! | [`catalog`] | databases, versions, states; the atomic switch; retention |
 //! | [`refresh`] | refresh triggers, planning and load scheduling |
 //! | [`engine`] | the running core: store + catalog + refresh loop |
 //! | [`config`] | the TOML config file (sequins' keys) and defaults |
 //! | [`naming`] | key bytes <-> file names |
+//! | [`error_chain`] | one line for an error and its causes |
 //! | [`fs`] | the FUSE mount: a filesystem core and a thin fuser adapter |
 //! | [`http`] | the sequins-compatible HTTP sidecar |
 //! | [`metrics`] | Prometheus metrics shared by the front ends and the engine |
@@ -25,9 +27,11 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod error_chain;
 pub mod format;
 pub mod fs;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod naming;
 pub mod partition;

@@ -522,7 +522,8 @@ pub fn escape_label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{InMemoryVersionData, Progress, Version, VersionStatus};
+    use crate::catalog::{InMemoryVersionData, LoadCounters, Version};
+    use std::sync::atomic::Ordering;
     use std::time::SystemTime;
 
     #[test]
@@ -564,25 +565,11 @@ mod tests {
             "/src/db/7".into(),
             Duration::from_secs(60),
         );
-        catalog.set_state(
-            "db\"x",
-            VersionStatus {
-                version: "8".into(),
-                state: VersionState::Building,
-                path: "/src/db/8".into(),
-                num_partitions: 1,
-                created_at: SystemTime::now(),
-                active_at: None,
-                current: false,
-                progress: Progress {
-                    bytes_done: 10,
-                    bytes_total: 100,
-                    ..Progress::default()
-                },
-                num_keys: None,
-                error: None,
-            },
-        );
+        let counters = Arc::new(LoadCounters::default());
+        counters.bytes_total.store(100, Ordering::Relaxed);
+        catalog.start_load("db\"x", "8", "/src/db/8".into(), Arc::clone(&counters));
+        // Read at scrape time, not when the load started.
+        counters.bytes_done.store(10, Ordering::Relaxed);
         m.record_load("db\"x", "7", Duration::from_millis(1500), 100, 1, true);
         m.record_refresh(true);
         m.record_refresh(false);

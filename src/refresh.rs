@@ -17,16 +17,20 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::catalog::{Catalog, Progress, Version, VersionState, VersionStatus};
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, LoadCounters, Progress, Version};
+use crate::error_chain::ErrorChain;
+use crate::load::{LoadError, LoadErrorKind, Loader};
 use crate::metrics::Metrics;
 use crate::source::Source;
-use crate::store::build::{BuildProgress, Builder};
-use crate::store::{LocalStore, LocalVersion};
+use crate::store::{LocalStore, LocalVersion, StoreError};
 
 /// A cheap, clonable handle that asks for a refresh. Triggers that arrive
 /// while a refresh is pending or running coalesce into one more run.
@@ -64,7 +68,7 @@ pub struct Refresher {
     pub(crate) source: Arc<Source>,
     pub(crate) store: Arc<LocalStore>,
     pub(crate) catalog: Arc<Catalog>,
-    pub(crate) builder: Builder,
+    pub(crate) loader: Loader,
     pub(crate) grace: Duration,
     pub(crate) metrics: Arc<Metrics>,
     /// Databases with a build in flight.
@@ -86,13 +90,15 @@ pub struct Refresher {
     skipped_while_building: Mutex<HashSet<String>>,
     /// Triggers the refresh loop.
     pub(crate) handle: RefreshHandle,
+    /// Cancelled at shutdown; every load runs under a child of it.
+    shutdown: CancellationToken,
 }
 
 /// What one refresh run did, for logs, metrics and tests.
 #[derive(Debug, Default)]
 pub struct RefreshReport {
     /// The listing failed; nothing changed.
-    pub listing_failed: Option<String>,
+    pub listing_failed: Option<crate::source::SourceError>,
     pub builds_started: Vec<(String, String)>,
     /// Databases among `builds_started` that had no version served: their
     /// first load.
@@ -105,7 +111,7 @@ impl Refresher {
         source: Arc<Source>,
         store: Arc<LocalStore>,
         catalog: Arc<Catalog>,
-        builder: Builder,
+        loader: Loader,
         grace: Duration,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -113,7 +119,7 @@ impl Refresher {
             source,
             store,
             catalog,
-            builder,
+            loader,
             grace,
             metrics,
             building: Mutex::new(HashSet::new()),
@@ -123,13 +129,14 @@ impl Refresher {
             tasks: Mutex::new(Vec::new()),
             skipped_while_building: Mutex::new(HashSet::new()),
             handle: RefreshHandle::new(),
+            shutdown: CancellationToken::new(),
         })
     }
 
     /// Serves what the local store already holds: per database, the newest
     /// published version. Older published versions are deleted, versions that
     /// fail to open are deleted (they will be rebuilt).
-    pub fn restore(&self) -> Result<usize, crate::store::StoreError> {
+    pub fn restore(&self) -> Result<usize, StoreError> {
         let published = self.store.published()?;
         let mut newest: std::collections::BTreeMap<String, String> = Default::default();
         for (db, version) in &published {
@@ -146,14 +153,19 @@ impl Refresher {
             let dir = self.store.version_dir(&db, &version);
             match LocalVersion::open(&dir) {
                 Ok(local) => {
+                    let progress = manifest_progress(local.manifest());
                     let v = wrap(&db, &version, local);
-                    let path = v.source_path().to_string();
                     tracing::info!(db, version, "serving version from the local store");
-                    self.catalog.publish(v, path, self.grace);
+                    self.catalog.publish_reused(v, self.grace, progress);
                     restored += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(db, version, "local version unreadable, will rebuild: {e}");
+                    tracing::warn!(
+                        db,
+                        version,
+                        "local version unreadable, will rebuild: {}",
+                        ErrorChain(&e)
+                    );
                     self.store.delete_version(&db, &version)?;
                 }
             }
@@ -174,8 +186,8 @@ impl Refresher {
         let dbs = match self.source.list_databases().await {
             Ok(dbs) => dbs,
             Err(e) => {
-                tracing::warn!("refresh: cannot list databases: {e}");
-                report.listing_failed = Some(e.to_string());
+                tracing::warn!("refresh: cannot list databases: {}", ErrorChain(&e));
+                report.listing_failed = Some(e);
                 self.metrics.record_refresh(false);
                 return report;
             }
@@ -216,25 +228,8 @@ impl Refresher {
             if current.is_none() {
                 report.first_loads.push(db.clone());
             }
-            let this = Arc::clone(self);
             let db = db.clone();
-            self.in_flight.send_modify(|n| *n += 1);
-            builds.push(tokio::spawn(async move {
-                this.build(&db, &target).await;
-                this.building
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&db);
-                let skipped = this
-                    .skipped_while_building
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&db);
-                if skipped {
-                    this.handle.trigger();
-                }
-                this.in_flight.send_modify(|n| *n -= 1);
-            }));
+            builds.push(self.spawn_load(db, target));
         }
 
         // Databases gone from the source. An empty listing is far more likely
@@ -259,11 +254,55 @@ impl Refresher {
         report
     }
 
-    /// Cancels builds in flight and waits for them to stop.
+    /// Starts loading `db`/`version` in the background. The bookkeeping of
+    /// builds in flight is undone by a guard however the load ends, panics
+    /// included: a panicking load is reported as an ERROR of that version
+    /// and never leaves its database "building" forever.
+    fn spawn_load(self: &Arc<Self>, db: String, version: String) -> JoinHandle<()> {
+        let load = {
+            let this = Arc::clone(self);
+            let (db, version) = (db.clone(), version.clone());
+            async move { this.load(&db, &version).await }
+        };
+        self.spawn_guarded(db, version, load)
+    }
+
+    /// Runs `load` for `db`/`version` as a build in flight; see
+    /// [`Refresher::spawn_load`].
+    fn spawn_guarded(
+        self: &Arc<Self>,
+        db: String,
+        version: String,
+        load: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        self.in_flight.send_modify(|n| *n += 1);
+        let guard = InFlight {
+            refresher: Arc::clone(self),
+            db: db.clone(),
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(panic) = std::panic::AssertUnwindSafe(load).catch_unwind().await {
+                let message = panic_message(&*panic);
+                tracing::error!(db, version, "load panicked: {message}");
+                let error = LoadError::new(
+                    &db,
+                    &version,
+                    LoadErrorKind::Internal(format!("load panicked: {message}")),
+                );
+                let path = this.source.display_path(&db, Some(&version));
+                this.catalog
+                    .load_failed(&db, &version, path, Arc::new(error));
+            }
+        })
+    }
+
+    /// Cancels builds in flight and waits for them to stop (each stage
+    /// stops at its next check, within milliseconds; a staging directory
+    /// left behind is removed at the next start).
     pub async fn stop_builds(&self) {
-        self.builder
-            .cancelled
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shutdown.cancel();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {
             let _ = task.await;
@@ -287,79 +326,48 @@ impl Refresher {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    /// Builds `db`/`version` and switches to it, or records the error.
-    async fn build(&self, db: &str, version: &str) {
+    /// Loads `db`/`version` and switches to it, or records the error.
+    async fn load(&self, db: &str, version: &str) {
         let path = self.source.display_path(db, Some(version));
-        let progress = Arc::new(BuildProgress::default());
-        let status = |state, error: Option<String>, progress: Progress| VersionStatus {
-            version: version.to_string(),
-            state,
-            path: path.clone(),
-            num_partitions: 0,
-            created_at: SystemTime::now(),
-            active_at: None,
-            current: false,
-            progress,
-            num_keys: None,
-            error,
-        };
-        self.catalog.set_state(
-            db,
-            status(VersionState::Building, None, Progress::default()),
-        );
-        tracing::info!(db, version, "building version");
+        let counters = Arc::new(LoadCounters::default());
+        self.catalog
+            .start_load(db, version, path.clone(), Arc::clone(&counters));
+        tracing::info!(db, version, "loading version");
         let started = Instant::now();
-
-        let files = match self.source.list_files(db, version).await {
-            Ok(files) => files,
-            Err(e) => {
-                let msg = format!("cannot list files: {e}");
-                tracing::error!(db, version, "{msg}");
-                self.catalog.set_state(
-                    db,
-                    status(VersionState::Error, Some(msg), Progress::default()),
-                );
-                return;
-            }
-        };
-        // Report progress while the build runs.
-        let reporter = {
-            let catalog = Arc::clone(&self.catalog);
-            let progress = Arc::clone(&progress);
-            let (db, version) = (db.to_string(), version.to_string());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    tick.tick().await;
-                    catalog.set_progress(&db, &version, progress.snapshot());
+        let cancel = self.shutdown.child_token();
+        let loaded = async {
+            let files = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(LoadError::new(db, version, LoadErrorKind::Cancelled)),
+                files = self.source.list_files(db, version) => {
+                    files.map_err(|e| LoadError::new(db, version, e))?
                 }
-            })
-        };
-        let built = self
-            .builder
-            .build(db, version, files, Arc::clone(&progress))
-            .await;
-        reporter.abort();
-        let done = progress.snapshot();
+            };
+            let dir = self
+                .loader
+                .load(db, version, files, &counters, &cancel)
+                .await?;
+            open_blocking(dir)
+                .await
+                .map_err(|kind| LoadError::new(db, version, kind))
+        }
+        .await;
+        let done = counters.snapshot();
         self.metrics.record_load(
             db,
             version,
             started.elapsed(),
             done.bytes_done,
             done.records_done,
-            built.is_ok(),
+            loaded.is_ok(),
         );
-        let opened = match built {
-            Ok(dir) => open_blocking(dir).await,
-            Err(e) => Err(e.message),
-        };
-        match opened {
+        match loaded {
             Ok(local) => {
                 let keys = local.manifest().num_keys;
                 let bytes = local.manifest().source_bytes;
                 let v = wrap(db, version, local);
                 let previous = self.catalog.current(db).map(|p| p.name().to_string());
-                self.catalog.publish(v, path.clone(), self.grace);
+                self.catalog.publish(v, path, self.grace);
                 self.update_disk_usage().await;
                 tracing::info!(
                     db,
@@ -371,12 +379,13 @@ impl Refresher {
                     "switched to new version"
                 );
             }
-            Err(message) => {
-                tracing::error!(db, version, "build failed: {message}");
-                self.catalog.set_state(
-                    db,
-                    status(VersionState::Error, Some(message), progress.snapshot()),
-                );
+            Err(e) if e.is_cancelled() => {
+                tracing::info!(db, version, "load cancelled");
+                self.catalog.load_cancelled(db, version);
+            }
+            Err(e) => {
+                tracing::error!(db, version, "load failed: {}", ErrorChain(&e));
+                self.catalog.load_failed(db, version, path, Arc::new(e));
             }
         }
     }
@@ -452,8 +461,111 @@ fn wrap(db: &str, version: &str, local: LocalVersion) -> Arc<Version> {
     Version::new(db, version, created, path, n, Box::new(local))
 }
 
-async fn open_blocking(dir: PathBuf) -> Result<LocalVersion, String> {
-    tokio::task::spawn_blocking(move || LocalVersion::open(&dir).map_err(|e| e.to_string()))
+async fn open_blocking(dir: PathBuf) -> Result<LocalVersion, LoadErrorKind> {
+    tokio::task::spawn_blocking(move || LocalVersion::open(&dir))
         .await
-        .map_err(|e| format!("open task failed: {e}"))?
+        .map_err(|e| LoadErrorKind::Internal(format!("open task failed: {e}")))?
+        .map_err(LoadErrorKind::from)
+}
+
+/// The progress of the load that built a version, from its manifest.
+fn manifest_progress(manifest: &crate::store::Manifest) -> Progress {
+    let files = manifest.source_files.len() as u64;
+    Progress {
+        files_done: files,
+        files_total: files,
+        bytes_done: manifest.source_bytes,
+        bytes_total: manifest.source_bytes,
+        records_done: manifest.num_records,
+    }
+}
+
+/// Undoes the bookkeeping of a build in flight when its task ends, however
+/// it ends.
+struct InFlight {
+    refresher: Arc<Refresher>,
+    db: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let this = &self.refresher;
+        this.building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.db);
+        let skipped = this
+            .skipped_while_building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.db);
+        if skipped {
+            this.handle.trigger();
+        }
+        this.in_flight.send_modify(|n| *n -= 1);
+    }
+}
+
+/// The message a panic was raised with, if it was text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::VersionState;
+    use crate::load::LoadOptions;
+
+    fn refresher(store_dir: &std::path::Path) -> Arc<Refresher> {
+        let source = Arc::new(
+            Source::with_store(
+                Arc::new(object_store::memory::InMemory::new()),
+                "",
+                "memory://",
+                crate::source::SourceOptions::default(),
+            )
+            .unwrap(),
+        );
+        let store = Arc::new(LocalStore::open(store_dir).unwrap());
+        let loader = Loader {
+            store: Arc::clone(&store),
+            source: Arc::clone(&source),
+            workers: Arc::new(tokio::sync::Semaphore::new(2)),
+            options: LoadOptions::default(),
+        };
+        Refresher::new(
+            source,
+            store,
+            Catalog::new(),
+            loader,
+            Duration::ZERO,
+            Metrics::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_panicking_load_is_an_error_and_never_stays_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = refresher(dir.path());
+        r.building.lock().unwrap().insert("db".into());
+        let task = r.spawn_guarded("db".into(), "7".into(), async {
+            panic!("the loader fell over");
+        });
+        task.await.unwrap();
+        // Would hang if the bookkeeping were not undone.
+        tokio::time::timeout(Duration::from_secs(10), r.wait_idle())
+            .await
+            .expect("wait_idle returned");
+        assert!(r.building.lock().unwrap().is_empty());
+        let status = r.catalog.database_status("db").unwrap();
+        let version = &status.versions[0];
+        assert_eq!(version.state, VersionState::Error);
+        let error = version.error_text().unwrap();
+        assert!(error.contains("the loader fell over"), "{error}");
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::data::{copy_dir, read_seqfile_pairs, write_seqfile_version};
-use sequinsfs::catalog::{CatalogEvent, VersionState};
+use sequinsfs::catalog::{CatalogEvent, Origin, Progress, VersionState};
 use sequinsfs::config::Config;
 use sequinsfs::engine::Engine;
 
@@ -63,7 +63,7 @@ fn state_of(engine: &Engine, db: &str, version: &str) -> Option<(VersionState, O
         .versions
         .into_iter()
         .find(|v| v.version == version)
-        .map(|v| (v.state, v.error))
+        .map(|v| (v.state, v.error_text()))
 }
 
 /// `n` keys spread over `files` files; values name the version.
@@ -694,4 +694,139 @@ async fn next_event(
         .await
         .expect("event within a minute")
         .expect("catalog alive")
+}
+
+/// The status of `db`/`version` as `.status` and the HTTP status page see it.
+fn status_of(engine: &Engine, db: &str, version: &str) -> sequinsfs::catalog::VersionStatus {
+    let status = engine.catalog().database_status(db).expect("database");
+    status
+        .versions
+        .into_iter()
+        .find(|v| v.version == version)
+        .expect("version")
+}
+
+#[tokio::test]
+async fn progress_is_final_once_served_and_says_where_the_version_came_from() {
+    let s = setup();
+    let pairs = dataset("1", 20_000);
+    let files: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pairs.chunks(7_000).map(|c| c.to_vec()).collect();
+    write_seqfile_version(&s.source, "db", "1", &files);
+    let source_bytes: u64 = (0..files.len())
+        .map(|i| {
+            std::fs::metadata(s.source.join(format!("db/1/part-{i:05}")))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    // Straight after start-up returns, as `mount` returning would show it.
+    let engine = Engine::start(config(&s.source, &s.store)).await.unwrap();
+    let built = status_of(&engine, "db", "1");
+    assert_eq!(built.state, VersionState::Active);
+    assert_eq!(built.origin, Origin::Built);
+    let expected = Progress {
+        files_done: 3,
+        files_total: 3,
+        bytes_done: source_bytes,
+        bytes_total: source_bytes,
+        records_done: 20_000,
+    };
+    assert_eq!(built.progress, expected);
+    engine.shutdown().await;
+
+    // Served again from the local store: the figures of the load that
+    // built it, and where it came from.
+    let engine = Engine::start(config(&s.source, &s.store)).await.unwrap();
+    let reused = status_of(&engine, "db", "1");
+    assert_eq!(reused.origin, Origin::Reused);
+    assert_eq!(reused.progress, expected);
+    engine.shutdown().await;
+}
+
+/// Waits until `db` has a version loading that has read some bytes.
+async fn wait_until_loading(engine: &Engine, db: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let loading = engine.catalog().database_status(db).is_some_and(|s| {
+            s.versions
+                .iter()
+                .any(|v| v.state == VersionState::Building && v.progress.bytes_done > 0)
+        });
+        if loading {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no load of {db} started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_stops_a_sequencefile_load() {
+    let s = setup();
+    let mut cfg = config(&s.source, &s.store);
+    // 5,000 records at 20 ms each: a load of 100 s.
+    cfg.throttle_loads = Duration::from_millis(20);
+    shutdown_during_background_load(&s, cfg, "slow", |source| {
+        write_seqfile_version(source, "slow", "2", &[dataset("2", 5_000)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_a_sparkey_download() {
+    let s = setup();
+    let mut cfg = config(&s.source, &s.store);
+    // 1 MiB/s over a table of 24 MiB: a load of 24 s.
+    cfg.max_download_bandwidth_mb_per_second = 1;
+    shutdown_during_background_load(&s, cfg, "big", |source| {
+        write_sparkey_version(source, "big", "1", 24 << 20);
+    })
+    .await;
+}
+
+/// Starts an engine with a small served database, then adds what `fill`
+/// writes and shuts down while it loads.
+async fn shutdown_during_background_load(
+    s: &Setup,
+    cfg: Config,
+    db: &str,
+    fill: impl FnOnce(&Path),
+) {
+    write_seqfile_version(&s.source, "small", "1", &[dataset("1", 10)]);
+    let engine = Engine::start(cfg.clone()).await.unwrap();
+    fill(&s.source);
+    engine.refresh_handle().trigger();
+    wait_until_loading(&engine, db).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), engine.shutdown())
+        .await
+        .expect("shutdown waited for the load to finish");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert!(!s.store.join("data").join(db).exists());
+    let leftovers = std::fs::read_dir(s.store.join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "staging directory left behind");
+}
+
+/// One Sparkey table of about `bytes` bytes of values, with its framed
+/// index, as `<db>/<version>/part-00000.spl` + `.spi.sz`.
+fn write_sparkey_version(root: &Path, db: &str, version: &str, bytes: usize) {
+    use sequinsfs::format::sparkey;
+    let dir = root.join(db).join(version);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("part-00000.spl");
+    let index = dir.join("part-00000.spi");
+    let mut writer = sparkey::LogWriter::create(&log, sparkey::Compression::None, 4096).unwrap();
+    let value = vec![b'v'; 64 << 10];
+    for i in 0..bytes / value.len() {
+        writer.put(format!("k{i:06}").as_bytes(), &value).unwrap();
+    }
+    writer.finish_with_index(&index).unwrap();
+    sparkey::framed::encode_file(&index, &dir.join("part-00000.spi.sz")).unwrap();
+    std::fs::remove_file(&index).unwrap();
 }

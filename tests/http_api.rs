@@ -447,21 +447,7 @@ fn healthz_follows_version_states() {
 
     // BUILDING counts as healthy, as in sequins.
     let catalog = unhealthy_catalog();
-    catalog.set_state(
-        "new-db",
-        sequinsfs::catalog::VersionStatus {
-            version: "1".into(),
-            state: sequinsfs::catalog::VersionState::Building,
-            path: "/src/new-db/1".into(),
-            num_partitions: 2,
-            created_at: created_at(),
-            active_at: None,
-            current: false,
-            progress: Default::default(),
-            num_keys: None,
-            error: None,
-        },
-    );
+    catalog.start_load("new-db", "1", "/src/new-db/1".into(), Default::default());
     let server = TestServer::start(catalog);
     assert_eq!(server.get("/healthz").status, 200);
 }

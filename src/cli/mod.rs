@@ -54,7 +54,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("sequinsfs: {err:#}");
+            eprintln!(
+                "sequinsfs: {}",
+                crate::error_chain::ErrorChain(err.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -218,8 +218,8 @@ fn serve(
         let engine = match started {
             Ok(engine) => engine,
             Err(err) => {
-                report(&format!("error: {err:#}"));
-                return Err(err);
+                report(&format!("error: {}", crate::error_chain::ErrorChain(&err)));
+                return Err(err.into());
             }
         };
         let options = MountOptions {

@@ -82,7 +82,7 @@ fn node(v: &VersionStatus) -> NodeJson {
         shard_id: "",
         num_keys: v.num_keys,
         progress: v.progress.clone(),
-        error: v.error.clone(),
+        error: v.error_text(),
     }
 }
 
@@ -257,7 +257,7 @@ fn render_html(title: &str, dbs: &[DatabaseStatus]) -> String {
                 v.active_at.map_or(String::new(), rfc3339),
                 escape(&progress),
                 escape(&v.path),
-                escape(v.error.as_deref().unwrap_or("")),
+                escape(&v.error_text().unwrap_or_default()),
             );
         }
         page.push_str("</table>\n");

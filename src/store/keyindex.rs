@@ -239,6 +239,26 @@ pub struct DuplicateKey {
     pub key: Vec<u8>,
 }
 
+/// Why [`write_merged`] did not write a key index.
+#[derive(Debug)]
+pub enum MergeError {
+    Io(std::io::Error),
+    /// A key is in two runs.
+    Duplicate(DuplicateKey),
+    /// The caller's cancellation check said stop.
+    Cancelled,
+}
+
+impl From<std::io::Error> for MergeError {
+    fn from(e: std::io::Error) -> Self {
+        MergeError::Io(e)
+    }
+}
+
+/// Keys merged between two calls of the cancellation check: often enough
+/// that a cancelled merge stops within milliseconds.
+const KEYS_PER_CANCEL_CHECK: u64 = 1 << 16;
+
 /// Inputs below this many keys are merged by one thread: splitting costs
 /// more than it saves.
 const MIN_KEYS_PER_PART: u64 = 1 << 16;
@@ -258,10 +278,11 @@ pub fn write_merged(
     path: &Path,
     runs: &[SortedRun],
     parts: usize,
-) -> std::io::Result<Result<u64, DuplicateKey>> {
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<u64, MergeError> {
     let count: u64 = runs.iter().map(|r| r.len() as u64).sum();
     let parts = parts.clamp(1, (count / MIN_KEYS_PER_PART).max(1) as usize);
-    write_merged_in_parts(path, runs, parts)
+    write_merged_in_parts(path, runs, parts, cancelled)
 }
 
 /// [`write_merged`] cut into exactly `parts` slices (at least one), however
@@ -270,7 +291,8 @@ fn write_merged_in_parts(
     path: &Path,
     runs: &[SortedRun],
     parts: usize,
-) -> std::io::Result<Result<u64, DuplicateKey>> {
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<u64, MergeError> {
     let parts = parts.max(1);
     let count: u64 = runs.iter().map(|r| r.len() as u64).sum();
     let total_bytes: u64 = runs.iter().map(|r| r.key_bytes()).sum();
@@ -333,30 +355,39 @@ fn write_merged_in_parts(
     header.extend_from_slice(&0u64.to_le_bytes());
     file.write_all_at(&header, 0)?;
 
-    let results: Vec<std::io::Result<Result<(), DuplicateKey>>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = slices
-                .iter()
-                .skip(1)
-                .map(|slice| scope.spawn(|| merge_slice(&file, &layout, runs, slice, skip)))
-                .collect();
-            let mut results = vec![match slices.first() {
-                Some(slice) => merge_slice(&file, &layout, runs, slice, skip),
-                None => Ok(Ok(())),
-            }];
-            for handle in handles {
-                results.push(handle.join().unwrap_or_else(|_| {
-                    Err(std::io::Error::other("key index merge thread panicked"))
-                }));
-            }
-            results
-        });
+    let results: Vec<Result<(), MergeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = slices
+            .iter()
+            .skip(1)
+            .map(|slice| scope.spawn(|| merge_slice(&file, &layout, runs, slice, skip, cancelled)))
+            .collect();
+        let mut results = vec![match slices.first() {
+            Some(slice) => merge_slice(&file, &layout, runs, slice, skip, cancelled),
+            None => Ok(()),
+        }];
+        for handle in handles {
+            results.push(handle.join().unwrap_or_else(|_| {
+                Err(MergeError::Io(std::io::Error::other(
+                    "key index merge thread panicked",
+                )))
+            }));
+        }
+        results
+    });
+    // A duplicate or an I/O error says more than a cancellation another
+    // slice saw because of it.
+    let mut cancelled_seen = false;
     for result in results {
-        if let Err(dup) = result? {
-            return Ok(Err(dup));
+        match result {
+            Ok(()) => {}
+            Err(MergeError::Cancelled) => cancelled_seen = true,
+            Err(e) => return Err(e),
         }
     }
-    Ok(Ok(count))
+    if cancelled_seen {
+        return Err(MergeError::Cancelled);
+    }
+    Ok(count)
 }
 
 /// Where the three sections of a key index of `count` keys and `bytes` key
@@ -453,7 +484,8 @@ fn merge_slice(
     runs: &[SortedRun],
     slice: &Slice,
     skip: usize,
-) -> std::io::Result<Result<(), DuplicateKey>> {
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<(), MergeError> {
     let mut heap: BinaryHeap<Cursor<'_>> = runs
         .iter()
         .zip(&slice.ranges)
@@ -476,10 +508,15 @@ fn merge_slice(
     let mut keys = SectionWriter::new(file, layout.keys_at + slice.first_byte);
     let mut end_offset = slice.first_byte;
     let mut previous: Option<&[u8]> = None;
+    let mut merged = 0u64;
     while let Some(mut top) = heap.peek_mut() {
+        merged += 1;
+        if merged % KEYS_PER_CANCEL_CHECK == 0 && cancelled() {
+            return Err(MergeError::Cancelled);
+        }
         let key = top.key;
         if previous == Some(key) {
-            return Ok(Err(DuplicateKey { key: key.to_vec() }));
+            return Err(MergeError::Duplicate(DuplicateKey { key: key.to_vec() }));
         }
         previous = Some(key);
         end_offset += key.len() as u64;
@@ -496,7 +533,7 @@ fn merge_slice(
     offsets.flush()?;
     lens.flush()?;
     keys.flush()?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Sequential writes to one region of a file, buffered and issued with
@@ -693,8 +730,11 @@ mod tests {
             runs.push(run);
         }
         let path = dir.join("keys.idx");
-        write_merged(&path, &runs, 1).unwrap()?;
-        Ok(KeyIndex::open(&path).unwrap())
+        match write_merged(&path, &runs, 1, &|| false) {
+            Ok(_) => Ok(KeyIndex::open(&path).unwrap()),
+            Err(MergeError::Duplicate(dup)) => Err(dup),
+            Err(e) => panic!("merge failed: {e:?}"),
+        }
     }
 
     #[test]
@@ -820,9 +860,9 @@ mod tests {
             all.sort();
             let duplicated = all.windows(2).any(|w| w[0] == w[1]);
             let path = dir.path().join("keys.idx");
-            let merged = write_merged_in_parts(&path, &runs, parts).unwrap();
+            let merged = write_merged_in_parts(&path, &runs, parts, &|| false);
             if duplicated {
-                prop_assert!(merged.is_err());
+                prop_assert!(matches!(merged, Err(MergeError::Duplicate(_))));
             } else {
                 prop_assert_eq!(merged.unwrap(), all.len() as u64);
                 let idx = KeyIndex::open(&path).unwrap();
@@ -833,6 +873,22 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[test]
+    fn a_cancelled_merge_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = SortedRun::new();
+        for i in 0..(3 * KEYS_PER_CANCEL_CHECK) {
+            run.put(format!("{i:08}").as_bytes(), 1, 0);
+        }
+        run.finish().unwrap();
+        let checks = std::sync::atomic::AtomicU64::new(0);
+        let cancelled = || checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 1;
+        let merged = write_merged(&dir.path().join("keys.idx"), &[run], 1, &cancelled);
+        assert!(matches!(merged, Err(MergeError::Cancelled)), "{merged:?}");
+        // Stopped at the second check, not at the end.
+        assert_eq!(checks.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -19,7 +19,6 @@
 //! a crash leaves under `tmp/` is removed at the next start. Deleting a
 //! version is the same in reverse: rename it into `tmp/`, then remove it.
 
-pub mod build;
 pub mod keyindex;
 pub mod manifest;
 pub mod version;

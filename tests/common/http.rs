@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sequinsfs::catalog::{
-    Catalog, InMemoryVersionData, Progress, Version, VersionState, VersionStatus,
-};
+use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
 use sequinsfs::http::HttpOptions;
 use sequinsfs::metrics::Metrics;
 
@@ -254,20 +252,11 @@ pub fn publish(catalog: &Catalog, db: &str, version: &str, pairs: &[(&[u8], &[u8
 
 /// Records a failed build of `db`/`version`.
 pub fn set_error(catalog: &Catalog, db: &str, version: &str, error: &str) {
-    catalog.set_state(
+    catalog.load_failed(
         db,
-        VersionStatus {
-            version: version.to_string(),
-            state: VersionState::Error,
-            path: format!("/src/{db}/{version}"),
-            num_partitions: 1,
-            created_at: created_at(),
-            active_at: None,
-            current: false,
-            progress: Progress::default(),
-            num_keys: None,
-            error: Some(error.to_string()),
-        },
+        version,
+        format!("/src/{db}/{version}"),
+        std::sync::Arc::new(std::io::Error::other(error.to_string())),
     );
 }
 

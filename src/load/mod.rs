@@ -1,0 +1,294 @@
+//! Loading a version: turning the data files of one source version into a
+//! published local version (Sparkey blocks per partition, the sorted key
+//! index, the manifest).
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`plan`] | what the files are (SequenceFiles, Sparkey tables, nothing) |
+//! | [`sequencefile`] | reading records and routing them to partition logs |
+//! | [`sparkey`] | downloading and validating Sparkey tables |
+//! | [`jobs`] | threads, permits and cancellation |
+//! | [`error`] | [`LoadError`] |
+//!
+//! The path of a SequenceFile load, which keeps all cores busy to the end:
+//!
+//! ```text
+//! read + route (one worker per file) ──► all partition logs complete
+//!   ├─ sort each partition's keys   (one job per core, queued first)
+//!   │     └─► merge keys.idx        (split by key range, one thread per core)
+//!   └─ hash index per partition     (one job per core, alongside the merge)
+//! each finished file: writeback started at once ──► fsync all in parallel
+//!   ──► rename into data/
+//! ```
+//!
+//! Everything is written into a staging directory and published by the
+//! store only when complete; any error (or cancellation) discards the
+//! staging directory, so a version in `data/` is always whole.
+
+mod error;
+mod jobs;
+mod plan;
+mod sequencefile;
+mod sparkey;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use self::error::{LoadError, LoadErrorKind};
+
+use self::jobs::{LoadContext, blocking};
+use self::plan::Plan;
+use crate::catalog::LoadCounters;
+use crate::config::StorageCompression;
+use crate::format::sparkey as sparkey_format;
+use crate::source::{Source, SourceFile};
+use crate::store::LocalStore;
+use crate::store::keyindex::{self, MergeError, SortedRun};
+use crate::store::manifest::{BlockInfo, InputKind, MANIFEST_FORMAT, Manifest, SourceFileInfo};
+
+/// How locally built Sparkey logs are written.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub compression: StorageCompression,
+    pub block_size: u32,
+    /// Pause before every SequenceFile record (sequins' `throttle_loads`).
+    pub throttle: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        let storage = crate::config::StorageConfig::default();
+        LoadOptions {
+            compression: storage.compression,
+            block_size: storage.block_size,
+            throttle: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything a load needs from the daemon.
+#[derive(Clone)]
+pub struct Loader {
+    pub store: Arc<LocalStore>,
+    pub source: Arc<Source>,
+    /// File-level workers shared by all loads (`max_parallel_loads`).
+    pub workers: Arc<Semaphore>,
+    pub options: LoadOptions,
+}
+
+/// What the stages of a load produced.
+pub(crate) struct Built {
+    pub num_partitions: u32,
+    pub blocks: Vec<BlockInfo>,
+    pub num_keys: u64,
+    /// Records read from the input (including overwritten duplicates).
+    pub num_records: u64,
+}
+
+impl Loader {
+    /// Loads and publishes `db`/`version` from its data files, reporting
+    /// into `progress`; returns the published directory. Stops with
+    /// [`LoadErrorKind::Cancelled`] soon after `cancel` fires.
+    pub async fn load(
+        &self,
+        db: &str,
+        version: &str,
+        files: Vec<SourceFile>,
+        progress: &Arc<LoadCounters>,
+        cancel: &CancellationToken,
+    ) -> Result<PathBuf, LoadError> {
+        let fail = |kind: LoadErrorKind| LoadError::new(db, version, kind);
+        let started = Instant::now();
+        let plan = plan::classify(&files).map_err(fail)?;
+        progress
+            .files_total
+            .store(files.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes_total
+            .store(files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+
+        let staging = {
+            let (store, db, version) =
+                (Arc::clone(&self.store), db.to_string(), version.to_string());
+            blocking(move || Ok(store.staging_dir(&db, &version)?))
+                .await
+                .map_err(fail)?
+        };
+        let ctx = LoadContext::new(
+            Arc::clone(&self.source),
+            self.options.clone(),
+            staging.clone(),
+            Arc::clone(progress),
+            cancel.clone(),
+            Arc::clone(&self.workers),
+        );
+        let result = match plan {
+            Plan::Empty => write_key_index(&ctx, Vec::new()).await.map(|num_keys| {
+                (
+                    InputKind::Empty,
+                    Built {
+                        num_partitions: 0,
+                        blocks: Vec::new(),
+                        num_keys,
+                        num_records: 0,
+                    },
+                )
+            }),
+            Plan::SequenceFiles(inputs) => sequencefile::load(&ctx, inputs)
+                .await
+                .map(|built| (InputKind::SequenceFile, built)),
+            Plan::Sparkey(tables, n) => sparkey::load(&ctx, tables, n)
+                .await
+                .map(|built| (InputKind::Sparkey, built)),
+        };
+        let published = match result {
+            Ok((input, built)) => {
+                let manifest = self.manifest(db, version, &files, input, built, progress, started);
+                self.publish(&staging, manifest).await
+            }
+            Err(e) => Err(e),
+        };
+        match published {
+            Ok(dir) => Ok(dir),
+            Err(kind) => {
+                let store = Arc::clone(&self.store);
+                // Removing a large staging directory takes a while: off the
+                // runtime's threads.
+                let _ = blocking(move || {
+                    store.discard(&staging);
+                    Ok(())
+                })
+                .await;
+                Err(fail(kind))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn manifest(
+        &self,
+        db: &str,
+        version: &str,
+        files: &[SourceFile],
+        input: InputKind,
+        built: Built,
+        progress: &LoadCounters,
+        started: Instant,
+    ) -> Manifest {
+        let now = unix_now();
+        let created_at = files
+            .iter()
+            .filter_map(|f| f.last_modified)
+            .filter_map(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)
+            .max()
+            .unwrap_or(now);
+        Manifest {
+            format: MANIFEST_FORMAT,
+            db: db.to_string(),
+            version: version.to_string(),
+            source_path: self.source.display_path(db, Some(version)),
+            input,
+            num_partitions: built.num_partitions,
+            blocks: built.blocks,
+            num_keys: built.num_keys,
+            num_records: built.num_records,
+            source_bytes: progress.bytes_done.load(Ordering::Relaxed),
+            source_files: files
+                .iter()
+                .map(|f| SourceFileInfo {
+                    name: f.name.clone(),
+                    size: f.size,
+                    etag: f.etag.clone(),
+                    last_modified: f
+                        .last_modified
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64),
+                })
+                .collect(),
+            created_at,
+            loaded_at: now,
+            load_seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Writes the manifest and publishes the staging directory: fsyncs and
+    /// renames, on a blocking thread.
+    async fn publish(
+        &self,
+        staging: &std::path::Path,
+        manifest: Manifest,
+    ) -> Result<PathBuf, LoadErrorKind> {
+        let store = Arc::clone(&self.store);
+        let staging = staging.to_path_buf();
+        blocking(move || {
+            manifest.write(&staging)?;
+            let publishing = Instant::now();
+            let dir = store.publish(&staging, &manifest.db, &manifest.version)?;
+            tracing::debug!(
+                seconds = publishing.elapsed().as_secs_f64(),
+                "fsynced and published"
+            );
+            Ok(dir)
+        })
+        .await
+    }
+}
+
+/// Merges the partitions' sorted runs into the version's `keys.idx`, with
+/// one thread per core that a worker permit is free for (at least one: it
+/// waits for that).
+pub(crate) async fn write_key_index(
+    ctx: &LoadContext,
+    runs: Vec<SortedRun>,
+) -> Result<u64, LoadErrorKind> {
+    let merging = Instant::now();
+    let permits = ctx.workers_for_cores().await?;
+    let keys_path = ctx.staging.join("keys.idx");
+    let cancel = ctx.cancel.clone();
+    let num_keys = blocking(move || {
+        let parts = permits.len();
+        let merged = keyindex::write_merged(&keys_path, &runs, parts, &|| cancel.is_cancelled());
+        drop(permits);
+        crate::store::start_writeback(&keys_path);
+        merged.map_err(|e| match e {
+            MergeError::Io(source) => LoadErrorKind::Io {
+                path: keys_path.clone(),
+                source,
+            },
+            MergeError::Duplicate(dup) => LoadErrorKind::KeyInTwoPartitions {
+                key: error::key_text(&dup.key),
+            },
+            MergeError::Cancelled => LoadErrorKind::Cancelled,
+        })
+    })
+    .await?;
+    tracing::debug!(
+        seconds = merging.elapsed().as_secs_f64(),
+        "wrote the sorted key index"
+    );
+    Ok(num_keys)
+}
+
+fn block_name(partition: u32, block: u32) -> String {
+    format!("part-{partition:05}-{block:03}")
+}
+
+fn sparkey_compression(c: StorageCompression) -> sparkey_format::Compression {
+    match c {
+        StorageCompression::None => sparkey_format::Compression::None,
+        StorageCompression::Snappy => sparkey_format::Compression::Snappy,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,252 @@
+//! Loading SequenceFiles: every record goes to the Sparkey log of its
+//! partition under sequins' partition function, then each partition's keys
+//! are sorted and its hash index built.
+//!
+//! The number of partitions N is the number of files. Files are read in
+//! parallel, one worker per file. Workers batch records per partition and
+//! append a batch under that partition's lock, so different partitions are
+//! written concurrently and a lock is taken once per batch, not per record.
+//! Once every record is in place, each partition's keys are sorted and its
+//! hash index built by separate CPU jobs; the sorts are queued first,
+//! because the key index merge waits for all of them and then runs while
+//! the remaining hash indexes are built.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::catalog::LoadCounters;
+use crate::format::{sequencefile, sparkey};
+use crate::partition;
+use crate::source::SourceFile;
+use crate::store::keyindex::SortedRun;
+
+use super::jobs::{LoadContext, blocking, joined};
+use super::{Built, LoadErrorKind, block_name, sparkey_compression};
+
+/// Records are handed to a partition's sink in batches of about this many
+/// bytes (divided among partitions, see below): large enough that the lock
+/// is taken rarely, small enough that a worker's buffers stay small.
+const BATCH_BYTES_PER_WORKER: usize = 4 << 20;
+
+/// Records between progress updates and cancellation checks: often enough
+/// that progress is live and shutdown is prompt, rarely enough to cost
+/// nothing.
+const PROGRESS_EVERY: u64 = 4096;
+
+/// One partition being written: its log and the keys seen so far.
+struct PartitionSink {
+    writer: sparkey::LogWriter,
+    run: SortedRun,
+}
+
+/// Loads SequenceFiles into one Sparkey block per partition.
+pub(crate) async fn load(
+    ctx: &LoadContext,
+    inputs: Vec<SourceFile>,
+) -> Result<Built, LoadErrorKind> {
+    let n = inputs.len() as u32;
+    let sinks = {
+        let (staging, options) = (ctx.staging.clone(), ctx.options.clone());
+        blocking(move || {
+            (0..n)
+                .map(|p| {
+                    let path = staging.join(format!("{}.spl", block_name(p, 0)));
+                    let writer = sparkey::LogWriter::create(
+                        &path,
+                        sparkey_compression(options.compression),
+                        options.block_size,
+                    )?;
+                    Ok(Mutex::new(PartitionSink {
+                        writer,
+                        run: SortedRun::new(),
+                    }))
+                })
+                .collect::<Result<Vec<_>, LoadErrorKind>>()
+        })
+        .await?
+    };
+    let sinks = Arc::new(sinks);
+
+    let reading = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for file in inputs {
+        let permit = ctx.worker().await?;
+        let ctx = ctx.clone();
+        let sinks = Arc::clone(&sinks);
+        tasks.spawn_blocking(move || {
+            let _permit = permit;
+            load_file(&ctx, &file, n, &sinks)
+        });
+    }
+    let mut records = 0;
+    while let Some(result) = tasks.join_next().await {
+        match joined(result) {
+            Ok(count) => records += count,
+            Err(e) => {
+                // Stop the siblings (they poll the token): their output is
+                // discarded anyway.
+                tasks.abort_all();
+                return Err(e);
+            }
+        }
+    }
+    tracing::debug!(
+        seconds = reading.elapsed().as_secs_f64(),
+        records,
+        "read and routed every record"
+    );
+
+    let indexing = Instant::now();
+    let sinks = Arc::try_unwrap(sinks)
+        .map_err(|_| LoadErrorKind::Internal("load tasks still running".into()))?;
+    let mut sorts = tokio::task::JoinSet::new();
+    let mut indexes = tokio::task::JoinSet::new();
+    let mut writers = Vec::with_capacity(sinks.len());
+    for (p, sink) in sinks.into_iter().enumerate() {
+        let PartitionSink { writer, mut run } =
+            sink.into_inner().unwrap_or_else(|e| e.into_inner());
+        sorts.spawn(ctx.cpu_job(move || {
+            run.finish().map_err(|d| {
+                LoadErrorKind::Internal(format!("duplicate origin for {:?}", d.key))
+            })?;
+            Ok((p as u32, run))
+        }));
+        writers.push((p as u32, writer));
+    }
+    for (p, writer) in writers {
+        let index = ctx.staging.join(format!("{}.spi", block_name(p, 0)));
+        let log = ctx.staging.join(format!("{}.spl", block_name(p, 0)));
+        indexes.spawn(ctx.cpu_job(move || {
+            writer.finish_with_index(&index)?;
+            crate::store::start_writeback(&log);
+            crate::store::start_writeback(&index);
+            Ok(())
+        }));
+    }
+    let mut runs: Vec<(u32, SortedRun)> = Vec::new();
+    while let Some(result) = sorts.join_next().await {
+        runs.push(joined(result)?);
+    }
+    runs.sort_by_key(|(p, _)| *p);
+    tracing::debug!(
+        seconds = indexing.elapsed().as_secs_f64(),
+        "sorted every partition's keys"
+    );
+    let blocks = runs
+        .iter()
+        .map(|(p, run)| crate::store::manifest::BlockInfo {
+            partition: *p,
+            name: block_name(*p, 0),
+            entries: run.len() as u64,
+            source_file: None,
+        })
+        .collect();
+    let num_keys = super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect()).await?;
+    while let Some(result) = indexes.join_next().await {
+        joined(result)?;
+    }
+    tracing::debug!(
+        seconds = indexing.elapsed().as_secs_f64(),
+        "wrote hash indexes and the key index"
+    );
+    Ok(Built {
+        num_partitions: n,
+        blocks,
+        num_keys,
+        num_records: records,
+    })
+}
+
+/// Reads one file and routes its records; runs on a blocking thread.
+fn load_file(
+    ctx: &LoadContext,
+    file: &SourceFile,
+    n: u32,
+    sinks: &[Mutex<PartitionSink>],
+) -> Result<u64, LoadErrorKind> {
+    let progress = &ctx.progress;
+    let input = ctx.source.open_read(file)?;
+    let counted = CountingReader {
+        inner: input,
+        progress,
+    };
+    let mut reader = sequencefile::Reader::new(counted, &file.name)?;
+    // Per-partition batches: entries of (key len u64, value len u64, key, value).
+    let batch_limit = (BATCH_BYTES_PER_WORKER / n.max(1) as usize).clamp(4 << 10, 256 << 10);
+    let mut batches: Vec<Vec<u8>> = (0..n).map(|_| Vec::new()).collect();
+    let throttle = ctx.options.throttle;
+    let mut records = 0u64;
+    loop {
+        if !throttle.is_zero() {
+            std::thread::sleep(throttle);
+            // A throttled load is slow per record: stop at the next one.
+            ctx.check()?;
+        }
+        let Some((key, value)) = reader.next_unwrapped()? else {
+            break;
+        };
+        let (p, _) = partition::partitions(key, n);
+        let batch = &mut batches[p as usize];
+        batch.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        batch.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        batch.extend_from_slice(key);
+        batch.extend_from_slice(value);
+        records += 1;
+        if batch.len() >= batch_limit {
+            flush_batch(&sinks[p as usize], batch)?;
+        }
+        if records % PROGRESS_EVERY == 0 {
+            progress
+                .records_done
+                .fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
+            ctx.check()?;
+        }
+    }
+    for (p, batch) in batches.iter_mut().enumerate() {
+        flush_batch(&sinks[p], batch)?;
+    }
+    progress
+        .records_done
+        .fetch_add(records % PROGRESS_EVERY, Ordering::Relaxed);
+    progress.files_done.fetch_add(1, Ordering::Relaxed);
+    Ok(records)
+}
+
+fn flush_batch(sink: &Mutex<PartitionSink>, batch: &mut Vec<u8>) -> Result<(), LoadErrorKind> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+    let PartitionSink { writer, run } = &mut *sink;
+    let mut rest = batch.as_slice();
+    // The batch was written above by this process; its framing is trusted.
+    while rest.len() >= 16 {
+        let klen = u64::from_le_bytes(rest[0..8].try_into().expect("8 bytes")) as usize;
+        let vlen = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes")) as usize;
+        let key = &rest[16..16 + klen];
+        let value = &rest[16 + klen..16 + klen + vlen];
+        writer.put(key, value)?;
+        run.put(key, vlen as u64, 0);
+        rest = &rest[16 + klen + vlen..];
+    }
+    batch.clear();
+    Ok(())
+}
+
+/// Counts bytes read from the source into the load's progress.
+struct CountingReader<'a, R> {
+    inner: R,
+    progress: &'a LoadCounters,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress
+            .bytes_done
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
