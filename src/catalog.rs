@@ -53,21 +53,26 @@ pub trait VersionData: Send + Sync + 'static {
 
 /// A lookup failed because the stored data is unreadable (for example a local
 /// file was damaged after it was validated). Never "key not found".
+///
+/// The data layer's error (which names the file and byte offset) is kept as
+/// the typed source; [`Version`] adds the database and version.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{db} version {version}: {message}")]
+#[error("{db} version {version}: stored data is unreadable")]
 pub struct LookupError {
     pub db: String,
     pub version: String,
-    pub message: String,
+    #[source]
+    pub cause: Arc<dyn std::error::Error + Send + Sync>,
 }
 
 impl LookupError {
-    /// An error without the db/version context, which [`Version`] fills in.
-    pub fn new(message: impl Into<String>) -> Self {
+    /// An error of the data layer (or a message), without the db/version
+    /// context, which [`Version`] fills in.
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         LookupError {
             db: String::new(),
             version: String::new(),
-            message: message.into(),
+            cause: Arc::from(cause.into()),
         }
     }
 }

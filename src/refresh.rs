@@ -208,7 +208,7 @@ impl Refresher {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(db, "refresh: cannot list versions: {e}");
+                    tracing::warn!(db, "refresh: cannot list versions: {}", ErrorChain(&e));
                     continue;
                 }
             };
@@ -410,7 +410,9 @@ impl Refresher {
                 .await;
                 match result {
                     Ok(Ok(())) => tracing::info!(db, version = name, "deleted retired version"),
-                    Ok(Err(e)) => tracing::warn!(db, version = name, "cannot delete: {e}"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(db, version = name, "cannot delete: {}", ErrorChain(&e))
+                    }
                     Err(e) => tracing::warn!(db, version = name, "deletion task failed: {e}"),
                 }
             }

@@ -70,7 +70,10 @@ pub(crate) fn answer(
             return r;
         }
         Err(err) => {
-            tracing::error!("http: lookup failed: {err}");
+            tracing::error!(
+                "http: lookup failed: {}",
+                crate::error_chain::ErrorChain(&err)
+            );
             return empty(StatusCode::INTERNAL_SERVER_ERROR);
         }
     };

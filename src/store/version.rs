@@ -93,10 +93,7 @@ impl LocalVersion {
             return Ok(None);
         };
         for block in blocks {
-            if let Some(value) = block
-                .get(key)
-                .map_err(|e| LookupError::new(e.to_string()))?
-            {
+            if let Some(value) = block.get(key).map_err(LookupError::new)? {
                 return Ok(Some(value));
             }
         }
@@ -125,21 +122,15 @@ impl VersionData for LocalVersion {
     }
 
     fn key_at(&self, ordinal: u64) -> Result<&[u8], LookupError> {
-        self.keys
-            .key(ordinal)
-            .map_err(|e| LookupError::new(e.to_string()))
+        self.keys.key(ordinal).map_err(LookupError::new)
     }
 
     fn value_len_at(&self, ordinal: u64) -> Result<u64, LookupError> {
-        self.keys
-            .value_len(ordinal)
-            .map_err(|e| LookupError::new(e.to_string()))
+        self.keys.value_len(ordinal).map_err(LookupError::new)
     }
 
     fn lower_bound(&self, key: &[u8]) -> Result<u64, LookupError> {
-        self.keys
-            .lower_bound(key)
-            .map_err(|e| LookupError::new(e.to_string()))
+        self.keys.lower_bound(key).map_err(LookupError::new)
     }
 
     fn local_dir(&self) -> Option<(PathBuf, u64)> {
