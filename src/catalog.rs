@@ -29,7 +29,7 @@ use serde::Serialize;
 ///
 /// Keys are arbitrary byte strings. Besides point lookups, a version keeps its
 /// keys in a sorted index so that the mount can list them in order and find
-/// the keys under a prefix in logarithmic time (see NAMING in the docs).
+/// the keys under a prefix in logarithmic time (see `docs/NAMING.md`).
 /// Ordinals are positions in that sorted order, `0..key_count()`.
 pub trait VersionData: Send + Sync + 'static {
     /// The value stored under `key`, borrowed from the mapping where the data

@@ -1,4 +1,4 @@
-//! Key bytes <-> file names, the contract of NAMING in the docs.
+//! Key bytes <-> file names, the contract of `docs/NAMING.md`.
 //!
 //! Keys are arbitrary byte strings; file names must be printable UTF-8 without
 //! `/` or NUL, at most 255 bytes. Lookups percent-decode a name exactly as

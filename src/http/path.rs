@@ -4,7 +4,7 @@
 //! after the leading one.
 //!
 //! Unlike file names in the mount (where a `%` not followed by two hex
-//! digits stays a literal `%`, see NAMING), a malformed escape in a URL is a
+//! digits stays a literal `%`, see `docs/NAMING.md`), a malformed escape in a URL is a
 //! bad request: Go's URL parser rejects it and sequins answers 400, and so
 //! do we.
 
