@@ -103,7 +103,7 @@ impl IdlePoll {
 
     /// [`IdlePoll::start`] with another device file and linger (tests use a
     /// regular file).
-    pub fn start_with(device: &Path, linger: Duration) -> io::Result<IdlePoll> {
+    fn start_with(device: &Path, linger: Duration) -> io::Result<IdlePoll> {
         // Check access now, so a daemon started with --idle-poll it cannot
         // honour says so at startup instead of in a log line later.
         open_device(device)?;

@@ -49,6 +49,10 @@ use crate::format::sparkey as sparkey_format;
 use crate::source::{Source, SourceFile};
 use crate::store::LocalStore;
 use crate::store::keyindex::{self, MergeError, SortedRun};
+
+/// Maps what a run recorded for a put (table, position, ordinal) to the
+/// value's location (table, index address); see [`keyindex::Locate`].
+pub(crate) type Locate = dyn Fn(u32, u64, u32) -> (u32, u64) + Send + Sync;
 use crate::store::manifest::{BlockInfo, InputKind, MANIFEST_FORMAT, Manifest, SourceFileInfo};
 
 /// How locally built Sparkey logs are written.
@@ -128,17 +132,19 @@ impl Loader {
             Arc::clone(&self.workers),
         );
         let result = match plan {
-            Plan::Empty => write_key_index(&ctx, Vec::new()).await.map(|num_keys| {
-                (
-                    InputKind::Empty,
-                    Built {
-                        num_partitions: 0,
-                        blocks: Vec::new(),
-                        num_keys,
-                        num_records: 0,
-                    },
-                )
-            }),
+            Plan::Empty => write_key_index(&ctx, Vec::new(), None)
+                .await
+                .map(|num_keys| {
+                    (
+                        InputKind::Empty,
+                        Built {
+                            num_partitions: 0,
+                            blocks: Vec::new(),
+                            num_keys,
+                            num_records: 0,
+                        },
+                    )
+                }),
             Plan::SequenceFiles(inputs) => sequencefile::load(&ctx, inputs)
                 .await
                 .map(|built| (InputKind::SequenceFile, built)),
@@ -242,10 +248,11 @@ impl Loader {
 
 /// Merges the partitions' sorted runs into the version's `keys.idx`, with
 /// one thread per core that a worker permit is free for (at least one: it
-/// waits for that).
+/// waits for that). With `locate`, the index records where each value is.
 pub(crate) async fn write_key_index(
     ctx: &LoadContext,
     runs: Vec<SortedRun>,
+    locate: Option<Arc<Locate>>,
 ) -> Result<u64, LoadErrorKind> {
     let merging = Instant::now();
     let permits = ctx.workers_for_cores().await?;
@@ -253,7 +260,11 @@ pub(crate) async fn write_key_index(
     let cancel = ctx.cancel.clone();
     let num_keys = blocking(move || {
         let parts = permits.len();
-        let merged = keyindex::write_merged(&keys_path, &runs, parts, &|| cancel.is_cancelled());
+        let locate = locate
+            .as_deref()
+            .map(|l| l as &(dyn Fn(u32, u64, u32) -> (u32, u64) + Sync));
+        let merged =
+            keyindex::write_merged(&keys_path, &runs, parts, locate, &|| cancel.is_cancelled());
         drop(permits);
         crate::store::start_writeback(&keys_path);
         merged.map_err(|e| match e {

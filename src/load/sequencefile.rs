@@ -143,7 +143,8 @@ pub(crate) async fn load(
             source_file: None,
         })
         .collect();
-    let num_keys = super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect()).await?;
+    let num_keys =
+        super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect(), None).await?;
     while let Some(result) = indexes.join_next().await {
         joined(result)?;
     }
@@ -228,7 +229,7 @@ fn flush_batch(sink: &Mutex<PartitionSink>, batch: &mut Vec<u8>) -> Result<(), L
         let key = &rest[16..16 + klen];
         let value = &rest[16 + klen..16 + klen + vlen];
         writer.put(key, value)?;
-        run.put(key, vlen as u64, 0);
+        run.put(key, vlen as u64, 0, 0, 0);
         rest = &rest[16 + klen + vlen..];
     }
     batch.clear();

@@ -78,7 +78,15 @@ pub(crate) async fn load(
         runs.push(joined(result)?);
     }
     runs.sort_by_key(|(p, _)| *p);
-    let num_keys = super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect()).await?;
+    // A run's origin is its table's position in `blocks`, and its position
+    // the entry's index address: that is the value's location as it is.
+    let locate = |table: u32, address: u64, _: u32| (table, address);
+    let num_keys = super::write_key_index(
+        ctx,
+        runs.into_iter().map(|(_, r)| r).collect(),
+        Some(Arc::new(locate)),
+    )
+    .await?;
     Ok(Built {
         num_partitions: n,
         blocks,
@@ -144,7 +152,11 @@ async fn load_table(
                 });
             }
             match entry.kind {
-                sparkey::EntryKind::Put => run.put(key, entry.value.len() as u64, 0),
+                // The table is set when the runs of a partition are
+                // merged (`absorb`); the address is where the value is.
+                sparkey::EntryKind::Put => {
+                    run.put(key, entry.value.len() as u64, 0, entry.address, 0)
+                }
                 sparkey::EntryKind::Delete => run.delete(key, 0),
             }
         }

@@ -1,26 +1,34 @@
 //! The sorted key index of a version (`keys.idx`): every key in ascending
-//! byte order with the length of its value.
+//! byte order with the length of its value and where the value is.
 //!
 //! Sparkey's hash index answers "what is the value of K" but cannot list keys
 //! in order or say whether any key starts with a prefix. The mount needs both
 //! (directory listings with stable offsets, prefix directories), so every
 //! version gets this second, ordered index at load time. Lookups by position
-//! and binary search run straight on the memory map.
+//! and binary search run straight on the memory map. Since format 2 it also
+//! records, per key, which table of the version holds the value and the
+//! value's address in that table's log, so a read of the file at a key's
+//! position goes straight to the value without looking the key up again.
 //!
 //! Layout (all integers little-endian):
 //!
 //! ```text
 //! 0   magic "SQFSKEYS"
-//! 8   format version (u32) = 1, reserved (u32) = 0
+//! 8   format version (u32) = 2, flags (u32): bit 0 = locations present
 //! 16  key count N (u64)
 //! 24  key bytes total B (u64)
 //! 32  key offsets: N+1 x u64, offsets[i]..offsets[i+1] is key i within the key bytes
 //! ..  value lengths: N x u64
+//! ..  if locations: value addresses N x u64 (Sparkey index addresses),
+//!     then tables N x u32 (positions in the manifest's block list)
 //! ..  key bytes: B bytes
 //! ```
 //!
-//! The file size must equal `32 + 8(N+1) + 8N + B` exactly; every offset is
-//! checked when used, so a damaged file yields an error, never a bad read.
+//! Format 1 (written by the first releases) is the same without flags and
+//! locations, and is still read: lookups by position then find the value
+//! through the hash index. The file size must equal the layout's size
+//! exactly; every offset is checked when used, so a damaged file yields an
+//! error, never a bad read.
 //!
 //! Building: each partition produces a sorted run ([`SortedRun`]) in memory,
 //! and [`write_merged`] merges the runs of all partitions into the file: the
@@ -37,8 +45,11 @@ use std::path::Path;
 use memmap2::Mmap;
 
 const MAGIC: &[u8; 8] = b"SQFSKEYS";
-const FORMAT_VERSION: u32 = 1;
+/// The format this code writes; it reads this one and format 1.
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 32;
+/// Header flag: the file has the location sections.
+const FLAG_LOCATIONS: u32 = 1;
 
 /// An error in a key index file, naming the file and offset.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +73,13 @@ pub struct SortedRun {
 #[derive(Clone, Copy)]
 struct RunEntry {
     start: u64,
-    len: u32,
-    origin: u32,
     /// `DELETED` for a delete.
     value_len: u64,
+    /// Where the writer put the entry (see [`Locate`]).
+    position: u64,
+    len: u32,
+    origin: u32,
+    ordinal: u32,
 }
 
 const DELETED: u64 = u64::MAX;
@@ -83,24 +97,27 @@ impl SortedRun {
         Self::default()
     }
 
-    /// Records a put, in write order.
-    pub fn put(&mut self, key: &[u8], value_len: u64, origin: u32) {
-        self.push(key, value_len.min(DELETED - 1), origin);
+    /// Records a put, in write order: `origin` is the table it was written
+    /// to, and `position` and `ordinal` where in that table (see [`Locate`]).
+    pub fn put(&mut self, key: &[u8], value_len: u64, origin: u32, position: u64, ordinal: u32) {
+        self.push(key, value_len.min(DELETED - 1), origin, position, ordinal);
     }
 
     /// Records a delete, in write order.
     pub fn delete(&mut self, key: &[u8], origin: u32) {
-        self.push(key, DELETED, origin);
+        self.push(key, DELETED, origin, 0, 0);
     }
 
-    fn push(&mut self, key: &[u8], value_len: u64, origin: u32) {
+    fn push(&mut self, key: &[u8], value_len: u64, origin: u32, position: u64, ordinal: u32) {
         let start = self.bytes.len() as u64;
         self.bytes.extend_from_slice(key);
         self.entries.push(RunEntry {
             start,
+            value_len,
+            position,
             len: key.len() as u32,
             origin,
-            value_len,
+            ordinal,
         });
     }
 
@@ -259,6 +276,11 @@ impl From<std::io::Error> for MergeError {
 /// that a cancelled merge stops within milliseconds.
 const KEYS_PER_CANCEL_CHECK: u64 = 1 << 16;
 
+/// Turns what a run recorded for a put (origin, position, ordinal) into
+/// the value's location: (table, index address). `None` writes a key index
+/// without locations (its reader then finds values by key).
+pub type Locate<'a> = Option<&'a (dyn Fn(u32, u64, u32) -> (u32, u64) + Sync)>;
+
 /// Inputs below this many keys are merged by one thread: splitting costs
 /// more than it saves.
 const MIN_KEYS_PER_PART: u64 = 1 << 16;
@@ -278,11 +300,12 @@ pub fn write_merged(
     path: &Path,
     runs: &[SortedRun],
     parts: usize,
+    locate: Locate<'_>,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<u64, MergeError> {
     let count: u64 = runs.iter().map(|r| r.len() as u64).sum();
     let parts = parts.clamp(1, (count / MIN_KEYS_PER_PART).max(1) as usize);
-    write_merged_in_parts(path, runs, parts, cancelled)
+    write_merged_in_parts(path, runs, parts, locate, cancelled)
 }
 
 /// [`write_merged`] cut into exactly `parts` slices (at least one), however
@@ -291,12 +314,13 @@ fn write_merged_in_parts(
     path: &Path,
     runs: &[SortedRun],
     parts: usize,
+    locate: Locate<'_>,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<u64, MergeError> {
     let parts = parts.max(1);
     let count: u64 = runs.iter().map(|r| r.len() as u64).sum();
     let total_bytes: u64 = runs.iter().map(|r| r.key_bytes()).sum();
-    let layout = Layout::new(count, total_bytes);
+    let layout = Layout::new(count, total_bytes, locate.is_some());
     let skip = merge_prefix_len(runs);
 
     // Cut points: parts-1 keys of the largest run, and where each run splits.
@@ -348,7 +372,8 @@ fn write_merged_in_parts(
     let mut header = Vec::with_capacity(HEADER_LEN as usize + 8);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
+    let flags = if locate.is_some() { FLAG_LOCATIONS } else { 0 };
+    header.extend_from_slice(&flags.to_le_bytes());
     header.extend_from_slice(&count.to_le_bytes());
     header.extend_from_slice(&total_bytes.to_le_bytes());
     // offsets[0]; every slice writes the offsets that end its keys.
@@ -359,10 +384,12 @@ fn write_merged_in_parts(
         let handles: Vec<_> = slices
             .iter()
             .skip(1)
-            .map(|slice| scope.spawn(|| merge_slice(&file, &layout, runs, slice, skip, cancelled)))
+            .map(|slice| {
+                scope.spawn(|| merge_slice(&file, &layout, runs, slice, skip, locate, cancelled))
+            })
             .collect();
         let mut results = vec![match slices.first() {
-            Some(slice) => merge_slice(&file, &layout, runs, slice, skip, cancelled),
+            Some(slice) => merge_slice(&file, &layout, runs, slice, skip, locate, cancelled),
             None => Ok(()),
         }];
         for handle in handles {
@@ -390,26 +417,43 @@ fn write_merged_in_parts(
     Ok(count)
 }
 
-/// Where the three sections of a key index of `count` keys and `bytes` key
-/// bytes start.
+/// Where the sections of a key index of `count` keys and `bytes` key bytes
+/// start, with or without locations. `None` when the sizes overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     offsets_at: u64,
     lens_at: u64,
+    /// Where the addresses and tables start (equal to `keys_at` without
+    /// locations).
+    addresses_at: u64,
+    tables_at: u64,
     keys_at: u64,
     file_len: u64,
 }
 
 impl Layout {
-    fn new(count: u64, bytes: u64) -> Layout {
+    fn new(count: u64, bytes: u64, locations: bool) -> Layout {
+        Self::checked(count, bytes, locations).expect("key index sizes fit in 64 bits")
+    }
+
+    fn checked(count: u64, bytes: u64, locations: bool) -> Option<Layout> {
         let offsets_at = HEADER_LEN;
-        let lens_at = offsets_at + 8 * (count + 1);
-        let keys_at = lens_at + 8 * count;
-        Layout {
+        let lens_at = offsets_at.checked_add(count.checked_add(1)?.checked_mul(8)?)?;
+        let addresses_at = lens_at.checked_add(count.checked_mul(8)?)?;
+        let (tables_at, keys_at) = if locations {
+            let tables_at = addresses_at.checked_add(count.checked_mul(8)?)?;
+            (tables_at, tables_at.checked_add(count.checked_mul(4)?)?)
+        } else {
+            (addresses_at, addresses_at)
+        };
+        Some(Layout {
             offsets_at,
             lens_at,
+            addresses_at,
+            tables_at,
             keys_at,
-            file_len: keys_at + bytes,
-        }
+            file_len: keys_at.checked_add(bytes)?,
+        })
     }
 }
 
@@ -484,6 +528,7 @@ fn merge_slice(
     runs: &[SortedRun],
     slice: &Slice,
     skip: usize,
+    locate: Locate<'_>,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), MergeError> {
     let mut heap: BinaryHeap<Cursor<'_>> = runs
@@ -506,6 +551,8 @@ fn merge_slice(
     let mut offsets = SectionWriter::new(file, layout.offsets_at + 8 * (slice.first_ordinal + 1));
     let mut lens = SectionWriter::new(file, layout.lens_at + 8 * slice.first_ordinal);
     let mut keys = SectionWriter::new(file, layout.keys_at + slice.first_byte);
+    let mut addresses = SectionWriter::new(file, layout.addresses_at + 8 * slice.first_ordinal);
+    let mut tables = SectionWriter::new(file, layout.tables_at + 4 * slice.first_ordinal);
     let mut end_offset = slice.first_byte;
     let mut previous: Option<&[u8]> = None;
     let mut merged = 0u64;
@@ -521,7 +568,13 @@ fn merge_slice(
         previous = Some(key);
         end_offset += key.len() as u64;
         offsets.put(&end_offset.to_le_bytes())?;
-        lens.put(&top.run.entries[top.pos].value_len.to_le_bytes())?;
+        let entry = &top.run.entries[top.pos];
+        lens.put(&entry.value_len.to_le_bytes())?;
+        if let Some(locate) = locate {
+            let (table, address) = locate(entry.origin, entry.position, entry.ordinal);
+            addresses.put(&address.to_le_bytes())?;
+            tables.put(&table.to_le_bytes())?;
+        }
         keys.put(key)?;
         top.pos += 1;
         if top.pos < top.end {
@@ -532,6 +585,8 @@ fn merge_slice(
     }
     offsets.flush()?;
     lens.flush()?;
+    addresses.flush()?;
+    tables.flush()?;
     keys.flush()?;
     Ok(())
 }
@@ -552,7 +607,7 @@ impl<'a> SectionWriter<'a> {
         SectionWriter {
             file,
             at,
-            buf: Vec::with_capacity(SECTION_BUFFER),
+            buf: Vec::new(),
         }
     }
 
@@ -561,11 +616,17 @@ impl<'a> SectionWriter<'a> {
         if self.buf.len() + bytes.len() > SECTION_BUFFER {
             self.flush()?;
         }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(SECTION_BUFFER);
+        }
         self.buf.extend_from_slice(bytes);
         Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         self.file.write_all_at(&self.buf, self.at)?;
         self.at += self.buf.len() as u64;
         self.buf.clear();
@@ -579,9 +640,11 @@ pub struct KeyIndex {
     map: Mmap,
     name: String,
     count: u64,
-    offsets_at: usize,
-    lens_at: usize,
-    keys_at: usize,
+    format: u32,
+    /// Where the sections are; `locations` says whether the address and
+    /// table sections exist.
+    layout: Layout,
+    locations: bool,
     keys_len: u64,
 }
 
@@ -610,39 +673,62 @@ impl KeyIndex {
         if &map[0..8] != MAGIC {
             return Err(err(0, "not a key index (bad magic)".into()));
         }
-        let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(err(8, format!("unsupported key index version {version}")));
-        }
+        let format = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
+        let flags = u32::from_le_bytes(map[12..16].try_into().expect("4 bytes"));
+        let locations = match (format, flags) {
+            (1, 0) => false,
+            (2, 0) => false,
+            (2, FLAG_LOCATIONS) => true,
+            (1 | 2, _) => return Err(err(12, format!("unknown flags {flags:#x}"))),
+            _ => return Err(err(8, format!("unsupported key index format {format}"))),
+        };
         let count = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes"));
         let keys_len = u64::from_le_bytes(map[24..32].try_into().expect("8 bytes"));
-        let expected = count
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(8))
-            .and_then(|o| o.checked_add(count.checked_mul(8)?))
-            .and_then(|s| s.checked_add(keys_len))
-            .and_then(|s| s.checked_add(HEADER_LEN));
-        if expected != Some(map.len() as u64) {
-            return Err(err(
-                16,
-                format!(
-                    "size mismatch: {count} keys of {keys_len} bytes do not fit a {}-byte file",
-                    map.len()
-                ),
-            ));
-        }
-        let offsets_at = HEADER_LEN as usize;
-        let lens_at = offsets_at + 8 * (count as usize + 1);
-        let keys_at = lens_at + 8 * count as usize;
+        let layout = Layout::checked(count, keys_len, locations)
+            .filter(|l| l.file_len == map.len() as u64)
+            .ok_or_else(|| {
+                err(
+                    16,
+                    format!(
+                        "size mismatch: {count} keys of {keys_len} bytes do not fit a {}-byte file",
+                        map.len()
+                    ),
+                )
+            })?;
         Ok(KeyIndex {
             map,
             name,
             count,
-            offsets_at,
-            lens_at,
-            keys_at,
+            format,
+            layout,
+            locations,
             keys_len,
         })
+    }
+
+    /// The format the file was written in (1 or 2).
+    pub fn format(&self) -> u32 {
+        self.format
+    }
+
+    /// Whether the file records where each value is.
+    pub fn has_locations(&self) -> bool {
+        self.locations
+    }
+
+    /// Where the value of the key at `ordinal` is: (table, index address),
+    /// or `None` if the file has no locations.
+    pub fn location(&self, ordinal: u64) -> Result<Option<(u32, u64)>, KeyIndexError> {
+        if ordinal >= self.count {
+            return Err(self.error(0, format!("ordinal {ordinal} out of range")));
+        }
+        if !self.locations {
+            return Ok(None);
+        }
+        let address = self.u64_at(self.layout.addresses_at as usize + 8 * ordinal as usize);
+        let at = self.layout.tables_at as usize + 4 * ordinal as usize;
+        let table = u32::from_le_bytes(self.map[at..at + 4].try_into().expect("4 bytes"));
+        Ok(Some((table, address)))
     }
 
     pub fn len(&self) -> u64 {
@@ -663,7 +749,7 @@ impl KeyIndex {
         if ordinal >= self.count {
             return Err(self.error(0, format!("ordinal {ordinal} out of range")));
         }
-        let at = self.offsets_at + 8 * ordinal as usize;
+        let at = self.layout.offsets_at as usize + 8 * ordinal as usize;
         let start = self.u64_at(at);
         let end = self.u64_at(at + 8);
         if start > end || end > self.keys_len {
@@ -675,7 +761,8 @@ impl KeyIndex {
                 ),
             ));
         }
-        Ok(&self.map[self.keys_at + start as usize..self.keys_at + end as usize])
+        let keys_at = self.layout.keys_at as usize;
+        Ok(&self.map[keys_at + start as usize..keys_at + end as usize])
     }
 
     /// The value length of the key at `ordinal`.
@@ -683,7 +770,7 @@ impl KeyIndex {
         if ordinal >= self.count {
             return Err(self.error(0, format!("ordinal {ordinal} out of range")));
         }
-        Ok(self.u64_at(self.lens_at + 8 * ordinal as usize))
+        Ok(self.u64_at(self.layout.lens_at as usize + 8 * ordinal as usize))
     }
 
     /// The first ordinal whose key is `>= key`.
@@ -724,13 +811,13 @@ mod tests {
         for (p, keys) in partitions.iter().enumerate() {
             let mut run = SortedRun::new();
             for k in keys.iter() {
-                run.put(k, k.len() as u64 * 10, p as u32);
+                run.put(k, k.len() as u64 * 10, p as u32, 0, 0);
             }
             run.finish().expect("no key in two blocks");
             runs.push(run);
         }
         let path = dir.join("keys.idx");
-        match write_merged(&path, &runs, 1, &|| false) {
+        match write_merged(&path, &runs, 1, None, &|| false) {
             Ok(_) => Ok(KeyIndex::open(&path).unwrap()),
             Err(MergeError::Duplicate(dup)) => Err(dup),
             Err(e) => panic!("merge failed: {e:?}"),
@@ -774,14 +861,14 @@ mod tests {
     #[test]
     fn later_writes_win_within_a_block() {
         let mut run = SortedRun::new();
-        run.put(b"k", 1, 0);
-        run.put(b"gone", 1, 0);
-        run.put(b"k", 7, 0);
+        run.put(b"k", 1, 0, 0, 0);
+        run.put(b"gone", 1, 0, 0, 0);
+        run.put(b"k", 7, 0, 0, 0);
         run.delete(b"gone", 0);
         run.delete(b"never", 0);
-        run.put(b"back", 1, 0);
+        run.put(b"back", 1, 0, 0, 0);
         run.delete(b"back", 0);
-        run.put(b"back", 3, 0);
+        run.put(b"back", 3, 0, 0, 0);
         run.finish().unwrap();
         let got: Vec<(&[u8], u64)> = (0..run.len())
             .map(|i| (run.key(i), run.entries[i].value_len))
@@ -792,9 +879,9 @@ mod tests {
     #[test]
     fn key_in_two_blocks_is_reported() {
         let mut run = SortedRun::new();
-        run.put(b"k", 1, 4);
-        run.put(b"j", 1, 4);
-        run.put(b"k", 1, 5);
+        run.put(b"k", 1, 4, 0, 0);
+        run.put(b"j", 1, 4, 0, 0);
+        run.put(b"k", 1, 5, 0, 0);
         assert_eq!(
             run.finish().unwrap_err(),
             KeyInTwoBlocks {
@@ -820,7 +907,7 @@ mod tests {
         ];
         let mut run = SortedRun::new();
         for k in &keys {
-            run.put(k, 1, 0);
+            run.put(k, 1, 0, 0, 0);
         }
         run.finish().unwrap();
         let got: Vec<&[u8]> = (0..run.len()).map(|i| run.key(i)).collect();
@@ -848,11 +935,13 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut all: Vec<Vec<u8>> = Vec::new();
             let mut runs = Vec::new();
-            for set in &sets {
+            let mut tables: std::collections::BTreeMap<Vec<u8>, u32> = Default::default();
+            for (r, set) in sets.iter().enumerate() {
                 let mut run = SortedRun::new();
                 for k in set {
-                    run.put(k, k.len() as u64 + 1, 0);
+                    run.put(k, k.len() as u64 + 1, r as u32, 1000 + k.len() as u64, 0);
                     all.push(k.clone());
+                    tables.insert(k.clone(), r as u32);
                 }
                 run.finish().unwrap();
                 runs.push(run);
@@ -860,7 +949,9 @@ mod tests {
             all.sort();
             let duplicated = all.windows(2).any(|w| w[0] == w[1]);
             let path = dir.path().join("keys.idx");
-            let merged = write_merged_in_parts(&path, &runs, parts, &|| false);
+            // Locations: the key's length as the address, the run as the table.
+            let locate = |table: u32, position: u64, _: u32| (table, position);
+            let merged = write_merged_in_parts(&path, &runs, parts, Some(&locate), &|| false);
             if duplicated {
                 prop_assert!(matches!(merged, Err(MergeError::Duplicate(_))));
             } else {
@@ -870,6 +961,10 @@ mod tests {
                 for (i, k) in all.iter().enumerate() {
                     prop_assert_eq!(idx.key(i as u64).unwrap(), k.as_slice());
                     prop_assert_eq!(idx.value_len(i as u64).unwrap(), k.len() as u64 + 1);
+                    prop_assert_eq!(
+                        idx.location(i as u64).unwrap(),
+                        Some((tables[k], 1000 + k.len() as u64))
+                    );
                 }
             }
         });
@@ -880,15 +975,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut run = SortedRun::new();
         for i in 0..(3 * KEYS_PER_CANCEL_CHECK) {
-            run.put(format!("{i:08}").as_bytes(), 1, 0);
+            run.put(format!("{i:08}").as_bytes(), 1, 0, 0, 0);
         }
         run.finish().unwrap();
         let checks = std::sync::atomic::AtomicU64::new(0);
         let cancelled = || checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 1;
-        let merged = write_merged(&dir.path().join("keys.idx"), &[run], 1, &cancelled);
+        let merged = write_merged(&dir.path().join("keys.idx"), &[run], 1, None, &cancelled);
         assert!(matches!(merged, Err(MergeError::Cancelled)), "{merged:?}");
         // Stopped at the second check, not at the end.
         assert_eq!(checks.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    /// Key indexes of format 1, as the first releases wrote them, are still
+    /// read: the same keys and lengths, and no locations.
+    #[test]
+    fn reads_format_1() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/store-v1/store/data/baby-names/1/keys.idx");
+        let idx = KeyIndex::open(&path).unwrap();
+        assert_eq!(idx.format(), 1);
+        assert!(!idx.has_locations());
+        assert_eq!(idx.len(), 16);
+        assert_eq!(idx.key(0).unwrap(), b"1881/boy");
+        assert_eq!(idx.value_len(0).unwrap(), 4);
+        assert_eq!(idx.location(0).unwrap(), None);
     }
 
     #[test]
