@@ -176,6 +176,21 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A TOML error as one line: where (line and column, 1-based) and what,
+/// without the crate's multi-line caret diagram.
+fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl Config {
     /// Reads a TOML config file. Unknown keys are an error naming the key.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -196,7 +211,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<config>".to_string(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: toml_error_line(text, &e),
         })
     }
 
@@ -351,6 +366,21 @@ request_log_enable = true
         assert!(err.to_string().contains("compresion"), "{err}");
         let err = Config::from_toml("[storage]\ncompression = \"lz4\"\n").unwrap_err();
         assert!(err.to_string().contains("lz4"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_are_one_line_with_line_and_column() {
+        let err =
+            Config::from_toml("source = \"/x\"\n[storage]\ncompresion = \"none\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(!text.contains('^'), "{text}");
+        assert!(
+            text.contains("line 3, column 1: unknown field `compresion`"),
+            "{text}"
+        );
+        let err = Config::from_toml("refresh_period = \n").unwrap_err();
+        assert!(err.to_string().contains("line 1, column 18"), "{err}");
     }
 
     #[test]

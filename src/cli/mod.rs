@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod engine_args;
 pub mod inspect;
+pub mod logging;
 pub mod mount;
 pub mod serve;
 pub mod sync;

@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::fs::{MountHandle, MountOptions};
 
 use super::engine_args::{EngineArgs, ServingArgs};
+use super::logging::LogTarget;
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -338,28 +339,11 @@ pub const DAEMON_LOG_NAME: &str = "sequinsfs.log";
 /// Logs to `file` (appending, creating it and its directory if needed) or,
 /// without one, to stderr.
 fn init_logging(args: &MountArgs, file: Option<&Path>) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("log directory {}", dir.display()))?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("log file {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .try_init()
-        }
-        None => builder.with_writer(std::io::stderr).try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("logging: {e}"))
+    let target = match file {
+        Some(path) => LogTarget::File(path),
+        None => LogTarget::Stderr,
+    };
+    super::logging::init(&args.log_level, target)
 }
 
 fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {

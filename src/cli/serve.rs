@@ -149,14 +149,8 @@ pub fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .with_context(|| format!("invalid --log-level {level:?}"))?;
     // Logs go to stderr; stdout is the request log's when enabled.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    Ok(())
+    super::logging::init(level, super::logging::LogTarget::Stderr)
 }
 
 #[cfg(test)]

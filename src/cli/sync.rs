@@ -25,7 +25,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<()> {
         let mut failed = 0;
         for db in engine.catalog().status() {
             for v in &db.versions {
-                match &v.error {
+                match v.error_text() {
                     Some(e) => {
                         failed += 1;
                         println!("{} {}: ERROR {e}", db.name, v.version);
