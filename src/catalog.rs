@@ -350,6 +350,9 @@ struct DatabaseInner {
 pub struct Catalog {
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
     listeners: RwLock<Vec<Listener>>,
+    /// What is wrong with the source root as a whole, as of the last
+    /// refresh (it cannot be listed, or holds no databases).
+    source_problem: Mutex<Option<String>>,
 }
 
 impl Catalog {
@@ -435,6 +438,22 @@ impl Catalog {
     /// The status of one database.
     pub fn database_status(&self, db: &str) -> Option<DatabaseStatus> {
         self.status().into_iter().find(|s| s.name == db)
+    }
+
+    /// Records what is wrong with the source root as a whole (`None`: nothing).
+    pub fn set_source_problem(&self, problem: Option<String>) {
+        *self
+            .source_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// What is wrong with the source root, as of the last refresh.
+    pub fn source_problem(&self) -> Option<String> {
+        self.source_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Registers a listener called after every change, outside catalog locks.

@@ -70,6 +70,12 @@ impl Engine {
         for key in config.unsupported_keys() {
             tracing::warn!("config: {key} is accepted for compatibility with sequins but not used");
         }
+        // The source first: a bad source must fail before the local store is
+        // created.
+        let source = Arc::new(Source::open(
+            &config.source,
+            SourceOptions::from_config(&config),
+        )?);
         let store = {
             let root = config.local_store.clone();
             tokio::task::spawn_blocking(move || LocalStore::open(&root))
@@ -77,10 +83,6 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(format!("store open task failed: {e}")))??
         };
         let store = Arc::new(store);
-        let source = Arc::new(Source::open(
-            &config.source,
-            SourceOptions::from_config(&config),
-        )?);
         let catalog = Catalog::new();
         let loader = Loader {
             store: Arc::clone(&store),

@@ -187,6 +187,10 @@ impl Refresher {
             Ok(dbs) => dbs,
             Err(e) => {
                 tracing::warn!("refresh: cannot list databases: {}", ErrorChain(&e));
+                self.catalog.set_source_problem(Some(format!(
+                    "cannot list the source root: {}",
+                    ErrorChain(&e)
+                )));
                 report.listing_failed = Some(e);
                 self.metrics.record_refresh(false);
                 return report;
@@ -236,6 +240,16 @@ impl Refresher {
         // a misconfigured or half-written source than a wish to drop
         // everything, so it removes nothing.
         let listed: BTreeSet<&String> = dbs.iter().collect();
+        let problem = dbs.is_empty().then(|| {
+            format!(
+                "the source root {} holds nothing that looks like <db>/<version>/",
+                self.source.display_path("", None).trim_end_matches('/')
+            )
+        });
+        if let Some(problem) = &problem {
+            tracing::warn!("refresh: {problem}");
+        }
+        self.catalog.set_source_problem(problem);
         if dbs.is_empty() && !self.catalog.database_names().is_empty() {
             tracing::warn!("refresh: the source lists no databases; keeping everything served");
         } else {

@@ -1,18 +1,8 @@
 //! The `mount` command's errors are one clear line and exit code 1.
 
-use std::process::Command;
+mod common;
 
-fn sequinsfs(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::cli::run as sequinsfs;
 
 #[test]
 fn a_missing_mount_point_is_a_one_line_error() {

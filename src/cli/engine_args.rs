@@ -25,8 +25,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Look for new versions this often (Go duration: 30s, 10m, 1h); 0 turns
-    /// periodic refreshes off (SIGHUP and `touch .refresh` still work).
-    /// [default: 0, or `refresh_period` from the config file]
+    /// periodic refreshes off (SIGHUP still refreshes). [default: 0, or
+    /// `refresh_period` from the config file]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub refresh_period: Option<Duration>,
     /// Only load versions that contain a _SUCCESS file. [default: off, or

@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Mount a source root: every database as a directory of files, one
     /// per key (`cat MOUNTPOINT/<db>/<key>`). Daemonizes once mounted
-    /// unless -f is given; SIGTERM/SIGINT unmount, SIGHUP refreshes.
+    /// unless -f is given; SIGTERM/SIGINT unmount; SIGHUP and `touch
+    /// MOUNTPOINT/.refresh` refresh.
     Mount(mount::MountArgs),
     /// Serve the source root over sequins' HTTP API, without a mount.
     Serve(serve::ServeArgs),

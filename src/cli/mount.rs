@@ -27,9 +27,13 @@ use super::logging::LogTarget;
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// The source root: a local path, file:///path or s3://bucket/prefix.
-    pub source: String,
+    /// May be left out when the config file sets `source`; then the one
+    /// path given is the mount point.
+    #[arg(value_name = "SOURCE")]
+    first: String,
     /// An existing empty directory to mount on.
-    pub mountpoint: PathBuf,
+    #[arg(value_name = "MOUNTPOINT")]
+    second: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Let other users read the mount (root may always; non-root daemons need
@@ -68,21 +72,37 @@ pub struct MountArgs {
     pub log_file: Option<PathBuf>,
 }
 
+impl MountArgs {
+    /// The source root given on the command line, if any.
+    pub fn source(&self) -> Option<&str> {
+        self.second.is_some().then_some(self.first.as_str())
+    }
+
+    /// The mount point: the last path given.
+    pub fn mountpoint(&self) -> PathBuf {
+        self.second
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.first))
+    }
+}
+
 /// Runs the command; see the module docs.
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
     let config = build_config(&args)?;
-    let mountpoint = match args.mountpoint.canonicalize() {
+    let config_source = config.source.clone();
+    let given_mountpoint = args.mountpoint();
+    let mountpoint = match given_mountpoint.canonicalize() {
         Ok(path) => path,
         // A stale FUSE mount point cannot be canonicalized; `fs::mount`
         // recovers it (and logs that it did).
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            std::path::absolute(&args.mountpoint)?
+            std::path::absolute(&given_mountpoint)?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mount point {} does not exist", args.mountpoint.display())
+            bail!("mount point {} does not exist", given_mountpoint.display())
         }
         Err(e) => {
-            return Err(e).with_context(|| format!("mount point {}", args.mountpoint.display()));
+            return Err(e).with_context(|| format!("mount point {}", given_mountpoint.display()));
         }
     };
     if crate::fs::fuse::is_mount_point(&mountpoint) {
@@ -143,7 +163,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
                 Some(_) => {
                     println!(
                         "sequinsfs: {} mounted at {}",
-                        args.source,
+                        config_source,
                         mountpoint.display()
                     );
                     Ok(())
@@ -159,7 +179,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
 
 /// The config file (if any) with the flags applied on top.
 fn build_config(args: &MountArgs) -> anyhow::Result<Config> {
-    let mut config = args.engine.config(Some(&args.source))?;
+    let mut config = args.engine.config(args.source())?;
     if let Some(addr) = args.http {
         config.bind = addr.to_string();
     }

@@ -14,8 +14,15 @@ pub struct SyncArgs {
     pub source: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Log filter for stderr: error, warn, info, debug, trace, or tracing
+    /// directives. The outcome of every version is printed on stdout
+    /// either way.
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: String,
 }
+
 pub fn run(args: SyncArgs) -> anyhow::Result<()> {
+    super::logging::init(&args.log_level, super::logging::LogTarget::Stderr)?;
     let config = args.engine.config(args.source.as_deref())?;
     config.validate()?;
     let runtime = tokio::runtime::Runtime::new()?;

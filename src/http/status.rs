@@ -35,6 +35,9 @@ const NEVER: &str = "0001-01-01T00:00:00Z";
 struct GlobalStatus {
     dbs: BTreeMap<String, DbStatusJson>,
     shard_id: &'static str,
+    /// What is wrong with the source root as a whole (not in sequins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -128,6 +131,7 @@ pub(crate) fn global(catalog: &Catalog, request: &HeaderMap, head: bool) -> Resp
                 .map(|db| (db.name.clone(), db_json(db)))
                 .collect(),
             shard_id: "",
+            source_problem: catalog.source_problem(),
         };
         json(StatusCode::OK, &doc, head)
     } else {

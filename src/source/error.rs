@@ -11,6 +11,10 @@ pub enum SourceError {
     #[error("invalid source {uri:?}: {reason}")]
     InvalidUri { uri: String, reason: String },
 
+    /// A local source root that is missing or not a directory.
+    #[error("source {path} {problem}")]
+    LocalRoot { path: String, problem: &'static str },
+
     /// The object store client for the source could not be built.
     #[error("cannot open source {uri}: {source}")]
     Open {
@@ -83,6 +87,7 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             SourceError::InvalidUri { .. }
+            | SourceError::LocalRoot { .. }
             | SourceError::InvalidName { .. }
             | SourceError::BadSymlink { .. }
             | SourceError::NotFound { .. }

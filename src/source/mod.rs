@@ -162,6 +162,30 @@ impl Source {
         };
         match &parsed {
             SourceUri::Local { root } => {
+                // Checked here so that the error says what is wrong in the
+                // user's words, before anything else (the local store) is
+                // created.
+                match std::fs::metadata(root) {
+                    Ok(meta) if meta.is_dir() => {}
+                    Ok(_) => {
+                        return Err(SourceError::LocalRoot {
+                            path: root.display().to_string(),
+                            problem: "is not a directory",
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(SourceError::LocalRoot {
+                            path: root.display().to_string(),
+                            problem: "does not exist",
+                        });
+                    }
+                    Err(e) => {
+                        return Err(SourceError::Io {
+                            path: root.display().to_string(),
+                            source: e,
+                        });
+                    }
+                }
                 let local = Arc::new(LocalFileSystem::new_with_prefix(root).map_err(|e| {
                     SourceError::InvalidUri {
                         uri: uri.to_string(),
