@@ -15,6 +15,18 @@ fn a_missing_mount_point_is_a_one_line_error() {
 }
 
 #[test]
+fn a_file_as_the_mount_point_is_not_a_directory() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    let (code, _, err) = sequinsfs(&["mount", "/tmp", path]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!("sequinsfs: mount point {path} is not a directory\n")
+    );
+}
+
+#[test]
 fn a_mount_point_already_mounted_is_refused() {
     let (code, _, err) = sequinsfs(&["mount", "/tmp", "/proc"]);
     assert_eq!(code, 1);
@@ -35,6 +47,7 @@ fn help_explains_every_flag_with_its_default() {
         "--allow-other",
         "--uid",
         "--gid",
+        "--nonempty",
         "--foreground",
         "--http",
         "--http-threads",

@@ -138,6 +138,80 @@ fn mount_demo(dir: &Path, port: u16, extra: &[&str]) -> std::process::Output {
     out
 }
 
+/// `fusermount3 -u` is a documented way to stop: the daemon exits quietly,
+/// with no warning in its log.
+#[test]
+fn an_unmount_from_outside_is_a_quiet_shutdown() {
+    if !common::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let log = dir.path().join("daemon.log");
+    mount_demo(
+        dir.path(),
+        common::free_port(),
+        &["--log-file", log.to_str().unwrap()],
+    );
+    wait_for_daemon_exit(&mnt, || {
+        let out = run_bounded(Command::new("fusermount3").arg("-u").arg(&mnt));
+        assert!(out.status.success());
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("was unmounted from outside"), "{text}");
+    assert!(!text.contains(" WARN "), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
+
+/// A mount point with files in it is refused unless `--nonempty`.
+#[test]
+fn a_nonempty_mount_point_needs_nonempty() {
+    if !common::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::write(mnt.join("notes.txt"), b"mine").unwrap();
+    let source = dir.path().join("source");
+    let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
+    assert!(out.status.success());
+    let mount = |extra: &[&str]| {
+        run_bounded(
+            Command::new(bin())
+                .arg("mount")
+                .arg(&source)
+                .arg(&mnt)
+                .arg("--local-store")
+                .arg(dir.path().join("store"))
+                .args(extra),
+        )
+    };
+    let out = mount(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "sequinsfs: mount point {} is not empty (its files would be hidden; --nonempty mounts over them)\n",
+            mnt.display()
+        )
+    );
+    assert!(
+        !dir.path().join("store").exists(),
+        "created the local store"
+    );
+    assert!(!is_mounted(&mnt));
+    let out = mount(&["--nonempty"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    stop_daemon(&mnt);
+    assert_eq!(std::fs::read(mnt.join("notes.txt")).unwrap(), b"mine");
+}
+
 /// The kernel's current CPU latency limit in µs (its default, 2000 s, means
 /// none), or `None` without the device.
 fn kernel_latency_limit() -> Option<i32> {
@@ -169,6 +243,15 @@ fn await_kernel_limit(expected: i32) {
 /// Finds the daemon serving `mnt` by its command line, sends it SIGTERM and
 /// waits for it to exit.
 fn stop_daemon(mnt: &Path) {
+    wait_for_daemon_exit(mnt, || {
+        let pid = find_daemon(mnt).expect("daemon running");
+        // SAFETY: kill sends a signal to the daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    });
+}
+
+/// Runs `stop` and waits until the daemon serving `mnt` has exited.
+fn wait_for_daemon_exit(mnt: &Path, stop: impl FnOnce()) {
     let pid = find_daemon(mnt).expect("daemon running");
     // A pidfd turns the daemon's exit into an event we can wait for.
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
@@ -178,8 +261,7 @@ fn stop_daemon(mnt: &Path) {
         "pidfd_open: {}",
         std::io::Error::last_os_error()
     );
-    // SAFETY: kill sends a signal to the daemon this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    stop();
     let mut poll = libc::pollfd {
         fd: pidfd,
         events: libc::POLLIN,
@@ -187,7 +269,7 @@ fn stop_daemon(mnt: &Path) {
     };
     // SAFETY: one valid pollfd; waits at most a minute.
     let ready = unsafe { libc::poll(&mut poll, 1, 60_000) };
-    assert_eq!(ready, 1, "daemon exited after SIGTERM");
+    assert_eq!(ready, 1, "daemon exited");
     // SAFETY: closing the fd pidfd_open gave us.
     unsafe { libc::close(pidfd) };
 }

@@ -20,8 +20,14 @@ pub enum LogTarget<'a> {
 /// Installs the global logger with `level` (error, warn, info, debug,
 /// trace, or tracing directives such as `sequinsfs=debug`).
 pub fn init(level: &str, target: LogTarget<'_>) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid --log-level {level:?}"))?;
+    if !level.contains("fuser") {
+        // fuser warns "Unmount failed: Invalid argument" when the mount was
+        // already taken down by `fusermount3 -u` or `umount`, the documented
+        // ways to stop: a normal shutdown, not a warning.
+        filter = filter.add_directive("fuser::mnt=error".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let installed = match target {
         LogTarget::File(path) => {

@@ -52,6 +52,10 @@ pub struct MountArgs {
     /// SIGHUP or --refresh-period instead [default: off].
     #[arg(long)]
     pub ro: bool,
+    /// Mount even if the mount point is not empty, hiding its files while
+    /// mounted (as other FUSE file systems' `nonempty`) [default: refuse].
+    #[arg(long)]
+    pub nonempty: bool,
     /// Stay in the foreground instead of daemonizing once mounted [default:
     /// daemonize].
     #[arg(short = 'f', long)]
@@ -109,6 +113,12 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         bail!(
             "{} is already mounted (unmount it first: fusermount3 -u {})",
             mountpoint.display(),
+            mountpoint.display()
+        );
+    }
+    if !args.nonempty && !is_empty_dir(&mountpoint) {
+        bail!(
+            "mount point {} is not empty (its files would be hidden; --nonempty mounts over them)",
             mountpoint.display()
         );
     }
@@ -335,7 +345,9 @@ async fn run_until_stopped(engine: &Engine, handle: &MountHandle) -> anyhow::Res
             }
             _ = liveness.tick() => {
                 if !handle.is_mounted() {
-                    tracing::warn!("{} was unmounted from outside; exiting", handle.mountpoint().display());
+                    // `fusermount3 -u` and `umount` are documented ways
+                    // to stop: a normal shutdown.
+                    tracing::info!("{} was unmounted from outside; exiting", handle.mountpoint().display());
                     return Ok(());
                 }
             }
@@ -364,6 +376,12 @@ fn init_logging(args: &MountArgs, file: Option<&Path>) -> anyhow::Result<()> {
         None => LogTarget::Stderr,
     };
     super::logging::init(&args.log_level, target)
+}
+
+/// Whether `dir` has no entries (a directory that cannot be read counts as
+/// empty: mounting will report the real problem).
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
 
 fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
