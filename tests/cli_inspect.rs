@@ -60,6 +60,28 @@ fn text_output_shows_header_count_and_escaped_records() {
     assert!(!text.contains("[2]"));
 }
 
+/// `--get` scans a SequenceFile; keys are spelled as mount names.
+#[test]
+fn get_finds_a_key_in_a_sequencefile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sample(dir.path());
+    let out = inspect(&["--get", "1881/boy"], &[&path]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("get 1881/boy: John\n"), "{text}");
+    let out = inspect(&["--get", "a%00b%0A%FF", "--json"], &[&path]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["get"]["found"], true);
+    assert_eq!(doc["get"]["value"], "caf\u{e9}");
+    let out = inspect(&["--get", "nope"], &[&path]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("get nope: not found")
+    );
+}
+
 #[test]
 fn json_output_is_one_document_per_file() {
     let dir = tempfile::tempdir().unwrap();

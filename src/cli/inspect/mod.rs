@@ -24,8 +24,10 @@ pub struct InspectArgs {
     /// Print JSON (one document per file) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Sparkey only: look this key up and print its value. The key is taken
-    /// as its UTF-8 bytes, with `%XY` escapes for other bytes.
+    /// Look this key up and print its value: through the hash index in a
+    /// Sparkey table, by reading every record of a SequenceFile (the last
+    /// record with the key wins, as when loading). The key is taken as its
+    /// UTF-8 bytes, with `%XY` escapes for other bytes, as in mount names.
     #[arg(long, value_name = "KEY")]
     pub get: Option<String>,
 }
@@ -56,6 +58,12 @@ fn kind_of(path: &Path) -> anyhow::Result<FileKind> {
     Ok(FileKind::SequenceFile)
 }
 
+/// The key bytes of a `--get` argument: UTF-8, with `%XY` for any byte
+/// (the same decoding as names in the mount).
+fn get_key(text: &str) -> Vec<u8> {
+    crate::naming::decode(text.as_bytes())
+}
+
 /// Shows bytes safely on a terminal: printable ASCII and valid non-control
 /// UTF-8 as is, everything else (and `\`) as `\xNN` escapes.
 pub fn escape_bytes(bytes: &[u8]) -> String {
@@ -81,7 +89,15 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_bytes;
+    use super::{escape_bytes, get_key};
+
+    #[test]
+    fn get_keys_are_percent_decoded() {
+        assert_eq!(get_key("1881/boy"), b"1881/boy");
+        assert_eq!(get_key("%00%ff%2F"), [0, 0xff, b'/']);
+        assert_eq!(get_key("100%"), b"100%");
+        assert_eq!(get_key("%zz%4"), b"%zz%4");
+    }
 
     #[test]
     fn escapes_control_invalid_and_backslash() {

@@ -2,6 +2,9 @@
 //! `--records N`, the first records unwrapped as sequins serves them and
 //! escaped so that any bytes are safe on a terminal.
 //!
+//! With `--get KEY` the scan also looks for the key (a SequenceFile has no
+//! index): the last record with that key wins, as when the file is loaded.
+//!
 //! The whole file is read (the record count needs it, and it checks every
 //! record), and output is printed only once the file proved readable, so a
 //! bad file yields just the one-line error naming the file and offset.
@@ -18,16 +21,13 @@ struct Report {
     header: Header,
     records: u64,
     first: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The `--get` key and its value, if it was asked for.
+    lookup: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 pub fn inspect(path: &Path, args: &InspectArgs) -> anyhow::Result<()> {
-    if args.get.is_some() {
-        anyhow::bail!(
-            "{}: --get looks keys up in Sparkey tables, not SequenceFiles",
-            path.display()
-        );
-    }
-    let report = read(path, args.records.unwrap_or(0))?;
+    let wanted = args.get.as_deref().map(super::get_key);
+    let report = read(path, args.records.unwrap_or(0), wanted)?;
     if args.json {
         println!("{}", to_json(path, &report));
     } else {
@@ -36,12 +36,15 @@ pub fn inspect(path: &Path, args: &InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read(path: &Path, show: u64) -> anyhow::Result<Report> {
+fn read(path: &Path, show: u64, wanted: Option<Vec<u8>>) -> anyhow::Result<Report> {
     let mut reader = Reader::open(path)?;
     let mut records = 0u64;
     let mut first = Vec::new();
+    let mut found = None;
     loop {
-        let record = if records < show {
+        // Records are unwrapped (as sequins serves them) only where they
+        // are shown or compared.
+        let record = if records < show || wanted.is_some() {
             reader.next_unwrapped()?
         } else {
             reader.next_raw()?
@@ -50,12 +53,16 @@ fn read(path: &Path, show: u64) -> anyhow::Result<Report> {
         if records < show {
             first.push((key.to_vec(), value.to_vec()));
         }
+        if wanted.as_deref() == Some(key) {
+            found = Some(value.to_vec());
+        }
         records += 1;
     }
     Ok(Report {
         header: reader.header().clone(),
         records,
         first,
+        lookup: wanted.map(|key| (key, found)),
     })
 }
 
@@ -86,6 +93,15 @@ fn to_text(path: &Path, report: &Report) -> String {
     for (i, (k, v)) in report.first.iter().enumerate() {
         let _ = writeln!(out, "  [{i}] {} => {}", escape_bytes(k), escape_bytes(v));
     }
+    match &report.lookup {
+        Some((key, Some(value))) => {
+            let _ = writeln!(out, "get {}: {}", escape_bytes(key), escape_bytes(value));
+        }
+        Some((key, None)) => {
+            let _ = writeln!(out, "get {}: not found", escape_bytes(key));
+        }
+        None => {}
+    }
     out
 }
 
@@ -97,7 +113,7 @@ fn to_json(path: &Path, report: &Report) -> serde_json::Value {
             .map(|(k, v)| json!({"key": escape_bytes(k), "value": escape_bytes(v)}))
             .collect()
     };
-    json!({
+    let mut doc = json!({
         "file": path.display().to_string(),
         "format": "sequencefile",
         "version": h.version,
@@ -109,5 +125,13 @@ fn to_json(path: &Path, report: &Report) -> serde_json::Value {
         "sync": hex(&h.sync),
         "records": report.records,
         "first_records": pairs(&report.first),
-    })
+    });
+    if let Some((key, value)) = &report.lookup {
+        doc["get"] = json!({
+            "key": escape_bytes(key),
+            "found": value.is_some(),
+            "value": value.as_deref().map(escape_bytes),
+        });
+    }
+    doc
 }

@@ -16,7 +16,7 @@ pub fn inspect(path: &Path, args: &InspectArgs) -> anyhow::Result<()> {
     let reader = open(&log, &index)?;
     let lookup = match &args.get {
         Some(key) => {
-            let key_bytes = percent_decode(key);
+            let key_bytes = super::get_key(key);
             let value = reader
                 .get(&key_bytes)
                 .with_context(|| format!("looking up {key:?}"))?;
@@ -141,30 +141,6 @@ fn open(log: &Path, index: &Path) -> anyhow::Result<Reader> {
     }
 }
 
-/// The key bytes of a `--get` argument: UTF-8, with `%XY` for any byte.
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(decoded) if b == b'%' => {
-                out.push(decoded);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 fn log_json(h: &LogHeader) -> Value {
     json!({
         "major_version": h.major_version,
@@ -208,12 +184,4 @@ fn index_json(h: &IndexHeader) -> Value {
 #[cfg(test)]
 mod tests {
     use super::percent_decode;
-
-    #[test]
-    fn get_keys_are_percent_decoded() {
-        assert_eq!(percent_decode("1881/boy"), b"1881/boy");
-        assert_eq!(percent_decode("%00%ff%2F"), [0, 0xff, b'/']);
-        assert_eq!(percent_decode("100%"), b"100%");
-        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
-    }
 }
