@@ -181,7 +181,3 @@ fn index_json(h: &IndexHeader) -> Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-}
