@@ -180,4 +180,3 @@ fn index_json(h: &IndexHeader) -> Value {
         "total_displacement": h.total_displacement,
     })
 }
-
