@@ -163,6 +163,52 @@ fn an_unmount_from_outside_is_a_quiet_shutdown() {
     assert!(!text.contains("ERROR"), "{text}");
 }
 
+/// `mount --config FILE MOUNTPOINT`: the source comes from the config file.
+#[test]
+fn mount_takes_the_source_from_the_config_file() {
+    if !common::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = run_bounded(Command::new(bin()).arg("demo-data").arg(&source));
+    assert!(out.status.success());
+    let config = dir.path().join("sequins.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "source = {:?}\nlocal_store = {:?}\n",
+            source.display().to_string(),
+            dir.path().join("store").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        Command::new(bin())
+            .arg("mount")
+            .arg("--config")
+            .arg(&config)
+            .arg(&mnt),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "sequinsfs: {} mounted at {}\n",
+            source.display(),
+            mnt.display()
+        )
+    );
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    stop_daemon(&mnt);
+}
+
 /// A mount point with files in it is refused unless `--nonempty`.
 #[test]
 fn a_nonempty_mount_point_needs_nonempty() {
