@@ -25,6 +25,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error_chain;
