@@ -178,7 +178,7 @@ fn daemon_pid(mnt: &Path) -> u32 {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| a == "mount") && args.iter().any(|a| *a == needle) {
+        if args.iter().any(|a| a == "mount") && args.contains(&needle) {
             return pid;
         }
     }
