@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::{TestMount, can_mount, fixtures_dir, publish_version, read, version, walk_keys};
 use proptest::prelude::*;
 use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
-use sequinsfs::fs::core::{CoreOptions, DirEntry, Entry, FileKind, FsCore};
 use sequinsfs::fs::inode::Inode;
+use sequinsfs::fs::{CoreOptions, DirEntry, Entry, FileKind, FsCore};
 use sequinsfs::naming;
 use sequinsfs::refresh::RefreshHandle;
 

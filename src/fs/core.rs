@@ -1,110 +1,32 @@
 //! The filesystem core: every FUSE operation the mount answers, as plain
 //! functions over the catalog, with no kernel involved (tests call them
-//! directly; `fs::fuse` only translates).
+//! directly; `fs::fuse` only translates). This file is the dispatch: which
+//! inode a request is about and what answers it.
 //!
 //! Layout (see the docs): the root holds `.refresh`, `.status`, `.versions/`
 //! and one symlink per served database, `<db> -> .versions/<db>/<version>`.
 //! `.versions/<db>/` lists the versions still held; a version directory holds
 //! `.version` and the keys (see `fs::listing`).
 //!
-//! Inode numbers are stateless (`fs::inode`), so the only per-inode state is
-//! a *pin* per version: the number of kernel references (LOOKUP and
-//! READDIRPLUS replies minus FORGET counts) to any inode of that version,
-//! with an `Arc<Version>` held while it is non-zero. That keeps an old
-//! version's data alive (the catalog only deletes a version nobody holds)
-//! for as long as the kernel can still send requests for it: a reader with a
-//! file open or a working directory in an old version keeps reading it after
-//! a switch. The table has one entry per version, never per key.
+//! The state behind it, one concept per module: inode numbers are
+//! stateless (`fs::inode`); the kernel's references pin versions
+//! (`fs::pins`); the control files are `fs::control`; attributes and cache
+//! lifetimes `fs::attr`; errors `fs::error`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
-
-use crate::catalog::{Catalog, LookupError, Version};
+use crate::catalog::{Catalog, Version};
+use crate::fs::attr::{Attr, CHANGING_TTL, CoreOptions, FOREVER, attr_ttl, symlink_target};
+use crate::fs::control;
 use crate::fs::counters::RequestCounters;
+use crate::fs::error::{FsError, FsResult};
 use crate::fs::inode::{self, Inode};
 use crate::fs::listing::{self, Child, Cursor};
+use crate::fs::pins::Pins;
 use crate::naming;
 use crate::refresh::RefreshHandle;
-
-/// How long the kernel may cache what never changes: entries, attributes
-/// and negative entries inside a version directory. A hundred years, as
-/// mountpoint-s3 uses for "indefinite": effectively forever, yet small
-/// enough that `Instant::now() + ttl` cannot overflow (`Duration::MAX` can).
-pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// TTL of the names that change: the per-database symlinks, `.versions/`
-/// entries. Switches are also pushed to the kernel by invalidation, so this
-/// only bounds how stale a name can be if an invalidation is lost; one
-/// second keeps path walks through the symlink cheap.
-pub const CHANGING_TTL: Duration = Duration::from_secs(1);
-
-/// An errno with a message for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsError {
-    pub errno: i32,
-    pub message: String,
-}
-
-impl FsError {
-    pub fn new(errno: i32, message: impl Into<String>) -> Self {
-        FsError {
-            errno,
-            message: message.into(),
-        }
-    }
-    fn not_found() -> Self {
-        FsError::new(libc::ENOENT, "no such entry")
-    }
-    /// Every write-like request.
-    pub fn read_only() -> Self {
-        FsError::new(libc::EROFS, "sequinsfs is read-only")
-    }
-    fn stale(ino: u64) -> Self {
-        FsError::new(libc::ESTALE, format!("inode {ino:#x} is no longer served"))
-    }
-}
-
-impl From<LookupError> for FsError {
-    fn from(e: LookupError) -> Self {
-        FsError::new(libc::EIO, e.to_string())
-    }
-}
-
-impl From<inode::InodeOverflow> for FsError {
-    fn from(_: inode::InodeOverflow) -> Self {
-        FsError::new(
-            libc::EOVERFLOW,
-            "version or key index too large for an inode number",
-        )
-    }
-}
-
-pub type FsResult<T> = Result<T, FsError>;
-
-/// What kind of file an inode is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    File,
-    Directory,
-    Symlink,
-}
-
-/// The attributes the mount reports (NAMING, "Attributes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: FileKind,
-    pub size: u64,
-    /// Permission bits.
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: SystemTime,
-}
 
 /// A LOOKUP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,33 +47,6 @@ pub struct DirEntry {
     pub next: u64,
 }
 
-/// Who owns the mount and how it is presented.
-#[derive(Debug, Clone)]
-pub struct CoreOptions {
-    /// Owner of every file (`--uid`); defaults to the daemon's user.
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Default for CoreOptions {
-    fn default() -> Self {
-        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        CoreOptions { uid, gid }
-    }
-}
-
-/// Kernel references to one version's inodes; see the module docs.
-///
-/// Counts are signed and entries are created by whichever of a reference
-/// or its release is seen first: FORGET and the LOOKUP that created the
-/// reference are handled on different threads, so their order is not
-/// guaranteed, and the sum is what matters.
-struct Pin {
-    version: Option<Arc<Version>>,
-    references: i64,
-}
-
 /// The filesystem core; see the module docs.
 pub struct FsCore {
     catalog: Arc<Catalog>,
@@ -159,7 +54,7 @@ pub struct FsCore {
     options: CoreOptions,
     started: SystemTime,
     counters: RequestCounters,
-    pins: DashMap<u64, Pin>,
+    pins: Pins,
     /// Database names by id, for `.versions/<db>` inodes. Grows with the
     /// number of databases ever seen, not with keys.
     db_ids: RwLock<Vec<String>>,
@@ -170,8 +65,6 @@ pub struct FsCore {
     /// root, `.versions/` and `.versions/<db>/`, so the kernel's cached
     /// listings of those directories are refreshed after a change.
     changed_at: Mutex<SystemTime>,
-    /// Signalled whenever a pin is released, for [`FsCore::wait_for_pins`].
-    unpinned: (Mutex<()>, Condvar),
 }
 
 /// Offsets of the fixed entries of every directory listing.
@@ -185,12 +78,11 @@ impl FsCore {
             options,
             started: SystemTime::now(),
             counters: RequestCounters::default(),
-            pins: DashMap::new(),
+            pins: Pins::default(),
             db_ids: RwLock::new(Vec::new()),
             db_ids_assign: Mutex::new(()),
             refreshes: AtomicU64::new(0),
             changed_at: Mutex::new(SystemTime::now()),
-            unpinned: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -215,52 +107,29 @@ impl FsCore {
 
     /// Generations of the versions the kernel still references.
     pub fn pinned_generations(&self) -> Vec<u64> {
-        self.pins
-            .iter()
-            .filter(|p| p.references > 0)
-            .map(|p| *p.key())
-            .collect()
+        self.pins.generations()
     }
 
     /// (generation, kernel references) of every pinned version.
     pub fn pin_counts(&self) -> Vec<(u64, i64)> {
-        self.pins.iter().map(|p| (*p.key(), p.references)).collect()
+        self.pins.counts()
     }
 
     /// Waits until `done` holds for the pinned generations, or `timeout`
     /// passes (returns whether it held). For tests and shutdown: the kernel
     /// releases references asynchronously (FORGET).
     pub fn wait_for_pins(&self, done: impl Fn(&[u64]) -> bool, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let (lock, signal) = &self.unpinned;
-        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if done(&self.pinned_generations()) {
-                return true;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            // Bounded waits: a release between the check and the wait is
-            // seen at the next check instead of being lost.
-            let slice = (deadline - now).min(Duration::from_millis(50));
-            guard = signal
-                .wait_timeout(guard, slice)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.pins.wait(done, timeout)
     }
 
     /// Number of versions the kernel still references.
     pub fn pinned_versions(&self) -> usize {
-        self.pins.iter().filter(|p| p.references > 0).count()
+        self.pins.generations().len()
     }
 
     /// Drops every pin: the kernel connection is gone.
     pub fn unpin_all(&self) {
         self.pins.clear();
-        self.unpinned.1.notify_all();
     }
 
     // ----- lookup -------------------------------------------------------
@@ -372,7 +241,7 @@ impl FsCore {
     /// FORGET: the kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: u64, count: u64) {
         if let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) {
-            self.unpin(generation, count);
+            self.pins.release(generation, count);
         }
     }
 
@@ -382,44 +251,15 @@ impl FsCore {
         let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) else {
             return;
         };
-        if let Some(mut pin) = self.pins.get_mut(&generation)
-            && pin.version.is_some()
-        {
-            pin.references += 1;
-            return;
-        }
-        match self.find_version(generation) {
-            Some(version) => self.pin_version(&version),
-            None => self.adjust_pin(generation, None, 1),
-        }
+        let version = self
+            .pins
+            .version(generation)
+            .or_else(|| self.find_version(generation));
+        self.pins.adjust(generation, version.as_ref(), 1);
     }
 
     fn pin_version(&self, version: &Arc<Version>) {
-        self.adjust_pin(version.generation(), Some(version), 1);
-    }
-
-    fn unpin(&self, generation: u64, count: u64) {
-        self.adjust_pin(generation, None, -i64::try_from(count).unwrap_or(i64::MAX));
-    }
-
-    /// Adds `delta` kernel references to `generation`, dropping the entry
-    /// (and with it the version) when they sum to zero.
-    fn adjust_pin(&self, generation: u64, version: Option<&Arc<Version>>, delta: i64) {
-        let mut entry = self.pins.entry(generation).or_insert_with(|| Pin {
-            version: None,
-            references: 0,
-        });
-        entry.references = entry.references.saturating_add(delta);
-        if entry.version.is_none() {
-            entry.version = version.cloned();
-        }
-        let released = entry.references == 0;
-        drop(entry);
-        if released {
-            self.pins
-                .remove_if(&generation, |_, pin| pin.references == 0);
-            self.unpinned.1.notify_all();
-        }
+        self.pins.add(version.generation(), version, 1);
     }
 
     // ----- attributes ---------------------------------------------------
@@ -438,72 +278,29 @@ impl FsCore {
         Ok((attr, ttl))
     }
 
-    /// A read-only directory owned as configured: what every inode starts
-    /// from before its kind is set.
-    fn base_attr(&self, inode: Inode, mtime: SystemTime) -> FsResult<Attr> {
-        Ok(Attr {
-            ino: inode.number()?,
-            kind: FileKind::Directory,
-            size: 0,
-            perm: 0o555,
-            uid: self.options.uid,
-            gid: self.options.gid,
-            mtime,
-        })
-    }
-
     fn attr(&self, inode: Inode) -> FsResult<Attr> {
-        let mut attr = self.base_attr(inode, self.started)?;
-        let ino = attr.ino;
         match inode {
             Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
-                attr.mtime = *self.changed_at.lock().unwrap_or_else(|e| e.into_inner());
+                let changed = *self.changed_at.lock().unwrap_or_else(|e| e.into_inner());
+                self.options.dir(inode, changed)
             }
-            Inode::RefreshFile => {
-                attr.kind = FileKind::File;
-                // Writable by the owner only: `touch` by anyone else is
-                // refused by the kernel (and again by `setattr`).
-                attr.perm = 0o644;
-            }
+            // Writable by the owner only: `touch` by anyone else is refused
+            // by the kernel (and again by `setattr`).
+            Inode::RefreshFile => self.options.file(inode, 0, 0o644, self.started),
             Inode::StatusFile => {
-                attr.kind = FileKind::File;
-                attr.perm = 0o444;
-                attr.size = self.status_json().len() as u64;
-                attr.mtime = SystemTime::now();
+                let size = self.status_json().len() as u64;
+                self.options.file(inode, size, 0o444, SystemTime::now())
             }
             other => {
                 let generation = other.generation().unwrap_or_default();
-                let version = self.version(generation, ino)?;
-                return self.version_attr(&version, other);
+                let version = self.version(generation, inode.number()?)?;
+                self.version_attr(&version, other)
             }
         }
-        Ok(attr)
     }
 
     fn version_attr(&self, version: &Version, inode: Inode) -> FsResult<Attr> {
-        let mut attr = self.base_attr(inode, version.created_at())?;
-        match inode {
-            Inode::Symlink { .. } => {
-                attr.kind = FileKind::Symlink;
-                attr.perm = 0o777;
-                attr.size = symlink_target(version).len() as u64;
-            }
-            Inode::VersionFile { .. } => {
-                attr.kind = FileKind::File;
-                attr.perm = 0o444;
-                attr.size = version_file(version).len() as u64;
-            }
-            Inode::Key { ordinal, .. } => {
-                attr.kind = FileKind::File;
-                attr.perm = 0o444;
-                attr.size = version
-                    .keys()
-                    .value_len_at(ordinal)
-                    .map_err(|e| version.context(e))?;
-            }
-            _ => {}
-        }
-        Ok(attr)
+        self.options.version_attr(version, inode)
     }
 
     fn child_attr(&self, version: &Version, child: Child) -> FsResult<Attr> {
@@ -566,7 +363,7 @@ impl FsCore {
             }
             Inode::VersionFile { generation } => {
                 let version = self.version(generation, ino)?;
-                Ok(slice(version_file(&version).as_bytes()))
+                Ok(slice(control::version_file(&version).as_bytes()))
             }
             Inode::StatusFile => Ok(slice(self.status_json().as_bytes())),
             Inode::RefreshFile => Ok(slice(b"")),
@@ -577,10 +374,7 @@ impl FsCore {
     /// `.status`: every database with its versions, states, progress and
     /// errors, as pretty JSON with a trailing newline.
     pub fn status_json(&self) -> String {
-        let status = serde_json::json!({ "databases": self.catalog.status() });
-        let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
-        text.push('\n');
-        text
+        control::status_json(&self.catalog)
     }
 
     // ----- writes -------------------------------------------------------
@@ -762,12 +556,9 @@ impl FsCore {
     /// The version an inode of generation `generation` belongs to: pinned
     /// (the kernel holds one of its inodes), or still in the catalog.
     fn version(&self, generation: u64, ino: u64) -> FsResult<Arc<Version>> {
-        if let Some(pin) = self.pins.get(&generation)
-            && let Some(version) = &pin.version
-        {
-            return Ok(Arc::clone(version));
-        }
-        self.find_version(generation)
+        self.pins
+            .version(generation)
+            .or_else(|| self.find_version(generation))
             .ok_or_else(|| FsError::stale(ino))
     }
 
@@ -808,38 +599,15 @@ impl FsCore {
     }
 }
 
-/// How long the kernel may cache an inode's attributes.
-pub fn attr_ttl(inode: Inode) -> Duration {
-    match inode {
-        // Recomputed on every access so `cat .status` is always fresh.
-        Inode::StatusFile => Duration::ZERO,
-        // Fixed, or part of an immutable version. The root, `.versions/`
-        // and `.versions/<db>/` do change (their listings, and their mtime
-        // with them), but every change is pushed to the kernel by
-        // invalidation, and a short TTL here would cost a GETATTR per path
-        // walk (the kernel checks search permission on every directory).
-        _ => FOREVER,
-    }
-}
-
 fn decode(ino: u64) -> FsResult<Inode> {
     Inode::from_number(ino).ok_or_else(|| FsError::stale(ino))
-}
-
-/// Where `<db>` points: relative, so it works wherever the mount is.
-fn symlink_target(version: &Version) -> String {
-    format!(".versions/{}/{}", version.db(), version.name())
-}
-
-/// The content of `.version`.
-fn version_file(version: &Version) -> String {
-    format!("{}\n", version.name())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::InMemoryVersionData;
+    use crate::fs::attr::FileKind;
 
     fn version(db: &str, name: &str, pairs: &[(&[u8], &[u8])]) -> Arc<Version> {
         let data = InMemoryVersionData::new(pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));

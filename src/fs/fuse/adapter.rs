@@ -15,8 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::fs::core::{Attr, Entry, FileKind, FsCore, FsError, attr_ttl};
+use crate::fs::attr::{Attr, FileKind, attr_ttl};
+use crate::fs::core::{Entry, FsCore};
 use crate::fs::counters::Op;
+use crate::fs::error::FsError;
 use crate::fs::inode::Inode;
 use crate::naming::NAME_MAX;
 use crate::wakeup::Activity;

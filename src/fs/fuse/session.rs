@@ -14,7 +14,8 @@ use std::time::Duration;
 use fuser::{BackgroundSession, Config, MountOption, Notifier, Session, SessionACL};
 
 use crate::catalog::Catalog;
-use crate::fs::core::{CoreOptions, FsCore};
+use crate::fs::attr::CoreOptions;
+use crate::fs::core::FsCore;
 use crate::fs::counters::RequestCounters;
 use crate::fs::fuse::adapter::FuseAdapter;
 use crate::fs::fuse::invalidate::{self, Stop};
