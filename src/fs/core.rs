@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use tracing::Level;
+
 use crate::catalog::{Catalog, Version};
 use crate::fs::attr::{Attr, CHANGING_TTL, CoreOptions, FOREVER, attr_ttl, symlink_target};
 use crate::fs::control;
@@ -219,7 +221,7 @@ impl FsCore {
                 let entry = self.lookup_in_version(&version, &prefix, name)?;
                 Ok((entry, Some(version)))
             }
-            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            _ => Err(FsError::wrong_kind(libc::ENOTDIR, "not a directory")),
         }
     }
 
@@ -328,7 +330,7 @@ impl FsCore {
                 let version = self.version(generation, ino)?;
                 Ok(symlink_target(&version).into_bytes())
             }
-            _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
+            _ => Err(FsError::wrong_kind(libc::EINVAL, "not a symlink")),
         }
     }
 
@@ -357,7 +359,11 @@ impl FsCore {
                 let keys = version.keys();
                 let key = keys.key_at(ordinal).map_err(|e| version.context(e))?;
                 let value = version.get(key)?.ok_or_else(|| {
-                    FsError::new(libc::EIO, format!("key at ordinal {ordinal} has no value"))
+                    FsError::damaged(format!(
+                        "{} version {}: key at ordinal {ordinal} has no value",
+                        version.db(),
+                        version.name()
+                    ))
                 })?;
                 Ok(slice(&value))
             }
@@ -367,7 +373,7 @@ impl FsCore {
             }
             Inode::StatusFile => Ok(slice(self.status_json().as_bytes())),
             Inode::RefreshFile => Ok(slice(b"")),
-            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+            _ => Err(FsError::wrong_kind(libc::EISDIR, "is a directory")),
         }
     }
 
@@ -389,6 +395,7 @@ impl FsCore {
         if caller_uid != 0 && caller_uid != self.options.uid {
             return Err(FsError::new(
                 libc::EACCES,
+                Level::DEBUG,
                 format!("uid {caller_uid} may not refresh this mount"),
             ));
         }
@@ -504,7 +511,7 @@ impl FsCore {
                 .map_err(|e| version.context(e))?;
                 failure.map_or(Ok(()), Err)
             }
-            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            _ => Err(FsError::wrong_kind(libc::ENOTDIR, "not a directory")),
         }
     }
 
@@ -705,7 +712,7 @@ mod tests {
         let v = version("db", "1", &[(b"k", b"v")]);
         let core = core_with(std::slice::from_ref(&v));
         assert_eq!(
-            core.lookup(inode::ROOT, b"nope").unwrap_err().errno,
+            core.lookup(inode::ROOT, b"nope").unwrap_err().errno(),
             libc::ENOENT
         );
         let root = Inode::VersionRoot {
@@ -723,19 +730,21 @@ mod tests {
     fn writes_are_read_only_and_refresh_is_owner_only() {
         let core = core_with(&[]);
         assert_eq!(
-            core.setattr(inode::STATUS_FILE, 0, true).unwrap_err().errno,
+            core.setattr(inode::STATUS_FILE, 0, true)
+                .unwrap_err()
+                .errno(),
             libc::EROFS
         );
         assert_eq!(
             core.setattr(inode::REFRESH_FILE, 0, false)
                 .unwrap_err()
-                .errno,
+                .errno(),
             libc::EROFS
         );
         assert_eq!(
             core.setattr(inode::REFRESH_FILE, 4242, true)
                 .unwrap_err()
-                .errno,
+                .errno(),
             libc::EACCES
         );
         assert_eq!(core.refreshes_triggered(), 0);
@@ -804,8 +813,44 @@ mod tests {
         assert_eq!(core.pinned_versions(), 0);
         assert_eq!(catalog.take_expired(now).len(), 1);
         assert_eq!(
-            core.read(key.ino, 0, 10, |b| b.to_vec()).unwrap_err().errno,
+            core.read(key.ino, 0, 10, |b| b.to_vec())
+                .unwrap_err()
+                .errno(),
             libc::ESTALE
+        );
+    }
+
+    #[test]
+    fn damaged_data_is_eio_with_its_cause() {
+        let v = version("db", "1", &[(b"k", b"v")]);
+        let core = core_with(std::slice::from_ref(&v));
+        let generation = v.generation();
+        let bad_dir = Inode::PrefixDir {
+            generation,
+            first: 0,
+            depth: 3,
+        };
+        let err = core.lookup(bad_dir.number().unwrap(), b"x").unwrap_err();
+        assert_eq!((err.errno(), err.level()), (libc::EIO, Level::ERROR));
+        assert!(
+            err.chain()
+                .to_string()
+                .contains("db version 1: directory inode"),
+            "{}",
+            err.chain()
+        );
+        let missing = Inode::Key {
+            generation,
+            ordinal: 7,
+        };
+        let err = core.getattr(missing.number().unwrap()).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        let root = Inode::VersionRoot { generation }.number().unwrap();
+        assert_eq!(core.lookup(root, b"k").map(|e| found(e).size).unwrap(), 1);
+        let missing = core.lookup(inode::ROOT, b"nope").unwrap_err();
+        assert_eq!(
+            (missing.errno(), missing.level()),
+            (libc::ENOENT, Level::TRACE)
         );
     }
 }

@@ -1,5 +1,7 @@
 //! The `fuser::Filesystem` over `FsCore`: translates each kernel request
-//! into a core call and its answer into a reply, and counts requests.
+//! into a core call and its answer into a reply, counts requests, and logs
+//! every failed request once, at the level its error carries, with the
+//! opcode and inode (the core never logs the errors it returns).
 //!
 //! Kernel caching is what makes warm reads nearly as fast as tmpfs (see the
 //! FUSE performance notes in the docs): inside a version everything is
@@ -15,6 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tracing::Level;
+
 use crate::fs::attr::{Attr, FileKind, attr_ttl};
 use crate::fs::core::{Entry, FsCore};
 use crate::fs::counters::Op;
@@ -29,14 +33,28 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-/// A write-like request: counted and refused with EROFS. Each
+/// Emits a tracing event at a level known only at run time (tracing's
+/// macros take a constant level).
+macro_rules! event_at {
+    ($level:expr, $($arg:tt)+) => {
+        match $level {
+            Level::ERROR => tracing::error!($($arg)+),
+            Level::WARN => tracing::warn!($($arg)+),
+            Level::INFO => tracing::info!($($arg)+),
+            Level::DEBUG => tracing::debug!($($arg)+),
+            _ => tracing::trace!($($arg)+),
+        }
+    };
+}
+
+/// A write-like request: counted, logged and refused with EROFS. Each
 /// names the opcode, the method and the types of its parameters after the
 /// inode every one of them starts with.
 macro_rules! read_only {
     ($op:ident, fn $method:ident($($arg:ty),*) -> $reply:ty) => {
-        fn $method(&self, _: &Request, _: INodeNo, $(_: $arg,)* reply: $reply) {
+        fn $method(&self, _: &Request, ino: INodeNo, $(_: $arg,)* reply: $reply) {
             self.count(Op::$op);
-            reply.error(Errno::EROFS);
+            reply.error(self.failed(Op::$op, ino, &FsError::read_only()));
         }
     };
 }
@@ -59,15 +77,20 @@ impl FuseAdapter {
             activity.touch();
         }
     }
-}
 
-fn errno(err: &FsError) -> Errno {
-    if err.errno == libc::ENOENT {
-        tracing::trace!("{}", err.message);
-    } else {
-        tracing::debug!(errno = err.errno, "{}", err.message);
+    /// Logs a failed request (once, at its error's level) and returns the
+    /// errno to reply with.
+    fn failed(&self, op: Op, ino: INodeNo, err: &FsError) -> Errno {
+        event_at!(
+            err.level(),
+            op = op.name(),
+            ino = format_args!("{:#x}", ino.0),
+            errno = err.errno(),
+            "request failed: {}",
+            err.chain()
+        );
+        Errno::from_i32(err.errno())
     }
-    Errno::from_i32(err.errno)
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
@@ -134,7 +157,12 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.count(Op::Lookup);
         if name.len() > NAME_MAX {
-            return reply.error(Errno::ENAMETOOLONG);
+            let err = FsError::new(
+                libc::ENAMETOOLONG,
+                Level::DEBUG,
+                "name longer than 255 bytes",
+            );
+            return reply.error(self.failed(Op::Lookup, parent, &err));
         }
         match self.core.lookup(parent.0, name.as_bytes()) {
             Ok(Entry::Found { attr, ttl }) => {
@@ -142,7 +170,7 @@ impl Filesystem for FuseAdapter {
                 reply.entry_with_ttls(&attr_ttl, &ttl, &file_attr(&attr), Generation(0))
             }
             Ok(Entry::Negative { ttl }) => reply.entry(&ttl, &negative_attr(), Generation(0)),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(self.failed(Op::Lookup, parent, &err)),
         }
     }
 
@@ -156,7 +184,7 @@ impl Filesystem for FuseAdapter {
         self.count(Op::Getattr);
         match self.core.getattr(ino.0) {
             Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(self.failed(Op::Getattr, ino, &err)),
         }
     }
 
@@ -186,7 +214,7 @@ impl Filesystem for FuseAdapter {
             && (atime.is_some() || mtime.is_some());
         match self.core.setattr(ino.0, req.uid(), times_only) {
             Ok(attr) => reply.attr(&Duration::ZERO, &file_attr(&attr)),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(self.failed(Op::Setattr, ino, &err)),
         }
     }
 
@@ -194,7 +222,7 @@ impl Filesystem for FuseAdapter {
         self.count(Op::Readlink);
         match self.core.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(self.failed(Op::Readlink, ino, &err)),
         }
     }
 
@@ -230,7 +258,7 @@ impl Filesystem for FuseAdapter {
             }
         });
         if let (Err(err), Some(reply)) = (result, reply) {
-            reply.error(errno(&err));
+            reply.error(self.failed(Op::Read, ino, &err));
         }
     }
 
@@ -249,7 +277,7 @@ impl Filesystem for FuseAdapter {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(self.failed(Op::Readdir, ino, &err)),
         }
     }
 
@@ -280,7 +308,7 @@ impl Filesystem for FuseAdapter {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(self.failed(Op::Readdirplus, ino, &err)),
         }
     }
 
