@@ -16,7 +16,6 @@ use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
 use sequinsfs::fs::inode::Inode;
 use sequinsfs::fs::{CoreOptions, DirEntry, Entry, FileKind, FsCore};
 use sequinsfs::naming;
-use sequinsfs::refresh::RefreshHandle;
 
 /// The (key, value) pairs of the fixture, BytesWritable wrappers removed.
 fn fixture_pairs() -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -265,7 +264,7 @@ proptest! {
         let version = Version::new("fuzz", "1", std::time::SystemTime::UNIX_EPOCH, "fuzz", 1, Box::new(data));
         let catalog = Catalog::new();
         catalog.publish(Arc::clone(&version), "fuzz".into(), Duration::from_secs(60));
-        let core = FsCore::new(catalog, RefreshHandle::new(), CoreOptions::default());
+        let core = FsCore::new(catalog, || {}, CoreOptions::default());
         let mut listed = walk_core(&core, &version);
         let n = listed.len();
         listed.sort();

@@ -21,14 +21,13 @@ use tracing::Level;
 
 use crate::catalog::{Catalog, Version};
 use crate::fs::attr::{Attr, CHANGING_TTL, CoreOptions, FOREVER, attr_ttl, symlink_target};
-use crate::fs::control;
+use crate::fs::control::{self, RefreshTrigger};
 use crate::fs::counters::RequestCounters;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::inode::{self, Inode};
 use crate::fs::listing::{self, Child, Cursor};
 use crate::fs::pins::Pins;
 use crate::naming;
-use crate::refresh::RefreshHandle;
 
 /// A LOOKUP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +51,7 @@ pub struct DirEntry {
 /// The filesystem core; see the module docs.
 pub struct FsCore {
     catalog: Arc<Catalog>,
-    refresh: RefreshHandle,
+    refresh: Box<dyn RefreshTrigger>,
     options: CoreOptions,
     started: SystemTime,
     counters: RequestCounters,
@@ -73,10 +72,10 @@ pub struct FsCore {
 const DOT_ENTRIES: u64 = 2;
 
 impl FsCore {
-    pub fn new(catalog: Arc<Catalog>, refresh: RefreshHandle, options: CoreOptions) -> Self {
+    pub fn new(catalog: Arc<Catalog>, refresh: impl RefreshTrigger, options: CoreOptions) -> Self {
         FsCore {
             catalog,
-            refresh,
+            refresh: Box::new(refresh),
             options,
             started: SystemTime::now(),
             counters: RequestCounters::default(),
@@ -628,7 +627,7 @@ mod tests {
         }
         FsCore::new(
             catalog,
-            RefreshHandle::new(),
+            || {},
             CoreOptions {
                 uid: 1000,
                 gid: 1000,
@@ -728,7 +727,16 @@ mod tests {
 
     #[test]
     fn writes_are_read_only_and_refresh_is_owner_only() {
-        let core = core_with(&[]);
+        let triggered = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&triggered);
+        let trigger = move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        };
+        let options = CoreOptions {
+            uid: 1000,
+            gid: 1000,
+        };
+        let core = FsCore::new(Catalog::new(), trigger, options);
         assert_eq!(
             core.setattr(inode::STATUS_FILE, 0, true)
                 .unwrap_err()
@@ -751,6 +759,7 @@ mod tests {
         core.setattr(inode::REFRESH_FILE, 1000, true).unwrap();
         core.setattr(inode::REFRESH_FILE, 0, true).unwrap();
         assert_eq!(core.refreshes_triggered(), 2);
+        assert_eq!(triggered.load(Ordering::Relaxed), 2);
     }
 
     #[test]
@@ -786,11 +795,7 @@ mod tests {
         let v1 = version("db", "1", &[(b"k", b"old")]);
         let catalog = Catalog::new();
         catalog.publish(Arc::clone(&v1), "p".into(), Duration::ZERO);
-        let core = FsCore::new(
-            Arc::clone(&catalog),
-            RefreshHandle::new(),
-            CoreOptions::default(),
-        );
+        let core = FsCore::new(Arc::clone(&catalog), || {}, CoreOptions::default());
         let link = found(core.lookup(inode::ROOT, b"db").unwrap());
         let root = Inode::VersionRoot {
             generation: v1.generation(),

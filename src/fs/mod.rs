@@ -6,7 +6,7 @@
 //! - [`core`]: every operation as a plain function over the catalog, which
 //!   tests drive without a kernel, with [`attr`] (attributes and cache
 //!   lifetimes), [`pins`] (the kernel's references to versions), [`control`]
-//!   (`.status`, `.version`) and [`error`];
+//!   (`.status`, `.refresh`, `.version`) and [`error`];
 //! - [`counters`]: requests received per opcode;
 //! - [`fuse`]: the fuser adapter, session, kernel caching and invalidation.
 
@@ -21,6 +21,7 @@ pub mod listing;
 pub mod pins;
 
 pub use self::attr::{Attr, CoreOptions, FileKind};
+pub use self::control::RefreshTrigger;
 pub use self::core::{DirEntry, Entry, FsCore};
 pub use self::counters::{Op, RequestCounters};
 pub use self::error::{FsError, FsResult};

@@ -15,12 +15,12 @@ use fuser::{BackgroundSession, Config, MountOption, Notifier, Session, SessionAC
 
 use crate::catalog::Catalog;
 use crate::fs::attr::CoreOptions;
+use crate::fs::control::RefreshTrigger;
 use crate::fs::core::FsCore;
 use crate::fs::counters::RequestCounters;
 use crate::fs::fuse::adapter::FuseAdapter;
 use crate::fs::fuse::invalidate::{self, Stop};
 use crate::fs::fuse::mountpoint::{MountError, check_mount_point, lazy_unmount};
-use crate::refresh::RefreshHandle;
 use crate::wakeup::Activity;
 
 /// How the mount is presented and run.
@@ -78,11 +78,12 @@ pub struct MountHandle {
 }
 
 /// Mounts `catalog` at `mountpoint` and returns once the kernel has finished
-/// INIT (the mount is usable). A stale mount point left by a crashed daemon
-/// ("Transport endpoint is not connected") is detached first.
+/// INIT (the mount is usable). `refresh` is what `touch .refresh` calls. A
+/// stale mount point left by a crashed daemon ("Transport endpoint is not
+/// connected") is detached first.
 pub fn mount(
     catalog: Arc<Catalog>,
-    refresh: RefreshHandle,
+    refresh: impl RefreshTrigger,
     mountpoint: &Path,
     options: MountOptions,
 ) -> Result<MountHandle, MountError> {
