@@ -13,7 +13,8 @@ use crate::fs::error::FsResult;
 use crate::fs::inode::Inode;
 
 /// How long the kernel may cache what never changes: entries, attributes
-/// and negative entries inside a version directory. A hundred years, as mountpoint-s3 uses for
+/// and negative entries inside a version directory, and the attributes of a
+/// `.status` snapshot. A hundred years, as mountpoint-s3 uses for
 /// "indefinite": effectively forever, yet small enough that
 /// `Instant::now() + ttl` cannot overflow (`Duration::MAX` can).
 pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -23,6 +24,20 @@ pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// only bounds how stale a name can be if an invalidation is lost; one
 /// second keeps path walks through the symlink cheap.
 pub const CHANGING_TTL: Duration = Duration::from_secs(1);
+
+/// How long the kernel may cache any inode's attributes.
+///
+/// Everything is either fixed, or part of an immutable version, or (a
+/// `.status` snapshot) frozen when it was made. The root, `.versions/` and
+/// `.versions/<db>/` do change (their listings, and their mtime with them),
+/// but every change is pushed to the kernel by invalidation, and a short
+/// TTL here would cost a GETATTR per path walk (the kernel checks search
+/// permission on every directory).
+pub const ATTR_TTL: Duration = FOREVER;
+
+/// Entry TTL of `.status`: zero, so every path walk looks it up again and
+/// gets a snapshot of the catalog as it is now (see `fs::control`).
+pub const STATUS_ENTRY_TTL: Duration = Duration::ZERO;
 
 /// What kind of file an inode is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,20 +130,6 @@ impl CoreOptions {
             }
             _ => self.dir(inode, mtime),
         }
-    }
-}
-
-/// How long the kernel may cache an inode's attributes.
-pub fn attr_ttl(inode: Inode) -> Duration {
-    match inode {
-        // Recomputed on every access so `cat .status` is always fresh.
-        Inode::StatusFile => Duration::ZERO,
-        // Fixed, or part of an immutable version. The root, `.versions/`
-        // and `.versions/<db>/` do change (their listings, and their mtime
-        // with them), but every change is pushed to the kernel by
-        // invalidation, and a short TTL here would cost a GETATTR per path
-        // walk (the kernel checks search permission on every directory).
-        _ => FOREVER,
     }
 }
 

@@ -10,8 +10,13 @@
 //!
 //! The state behind it, one concept per module: inode numbers are
 //! stateless (`fs::inode`); the kernel's references pin versions
-//! (`fs::pins`); the control files are `fs::control`; attributes and cache
-//! lifetimes `fs::attr`; errors `fs::error`.
+//! (`fs::pins`); `.status` snapshots and the refresh trigger are
+//! `fs::control`; attributes and cache lifetimes `fs::attr`; errors
+//! `fs::error`.
+//!
+//! Every reply that hands the kernel an inode it keeps (LOOKUP, and each
+//! entry of a READDIRPLUS) counts a reference before the reply is sent, so
+//! a FORGET never arrives for a reference not yet counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,8 +25,8 @@ use std::time::{Duration, SystemTime};
 use tracing::Level;
 
 use crate::catalog::{Catalog, Version};
-use crate::fs::attr::{Attr, CHANGING_TTL, CoreOptions, FOREVER, attr_ttl, symlink_target};
-use crate::fs::control::{self, RefreshTrigger};
+use crate::fs::attr::{ATTR_TTL, Attr, CHANGING_TTL, CoreOptions, FOREVER, STATUS_ENTRY_TTL};
+use crate::fs::control::{self, RefreshTrigger, Snapshot, StatusSnapshots};
 use crate::fs::counters::RequestCounters;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::inode::{self, Inode};
@@ -56,6 +61,7 @@ pub struct FsCore {
     started: SystemTime,
     counters: RequestCounters,
     pins: Pins,
+    status: StatusSnapshots,
     /// Database names by id, for `.versions/<db>` inodes. Grows with the
     /// number of databases ever seen, not with keys.
     db_ids: RwLock<Vec<String>>,
@@ -71,6 +77,36 @@ pub struct FsCore {
 /// Offsets of the fixed entries of every directory listing.
 const DOT_ENTRIES: u64 = 2;
 
+/// An entry of the root, `.versions/` or `.versions/<db>/`, before its
+/// attributes are made (only those of the entries sent are).
+enum Small {
+    Fixed(Inode),
+    Status,
+    Symlink(Arc<Version>),
+    VersionRoot(Arc<Version>),
+}
+
+/// The references a READDIRPLUS reply hands the kernel, counted once the
+/// listing succeeded (the reply is sent after that).
+struct Handed {
+    /// Whether this is a READDIRPLUS (else nothing is handed over).
+    plus: bool,
+    /// (generation, version, entries), consecutive entries merged.
+    pins: Vec<(u64, Arc<Version>, u64)>,
+    /// The `.status` snapshot taken (already counted, see
+    /// [`StatusSnapshots::take`]) and whether it was sent.
+    snapshot: Option<(u64, bool)>,
+}
+
+impl Handed {
+    fn pin(&mut self, generation: u64, version: &Arc<Version>) {
+        match self.pins.last_mut() {
+            Some((g, _, count)) if *g == generation => *count += 1,
+            _ => self.pins.push((generation, Arc::clone(version), 1)),
+        }
+    }
+}
+
 impl FsCore {
     pub fn new(catalog: Arc<Catalog>, refresh: impl RefreshTrigger, options: CoreOptions) -> Self {
         FsCore {
@@ -80,6 +116,7 @@ impl FsCore {
             started: SystemTime::now(),
             counters: RequestCounters::default(),
             pins: Pins::default(),
+            status: StatusSnapshots::default(),
             db_ids: RwLock::new(Vec::new()),
             db_ids_assign: Mutex::new(()),
             refreshes: AtomicU64::new(0),
@@ -128,9 +165,15 @@ impl FsCore {
         self.pins.generations().len()
     }
 
-    /// Drops every pin: the kernel connection is gone.
+    /// Number of `.status` snapshots kept.
+    pub fn status_snapshots(&self) -> usize {
+        self.status.len()
+    }
+
+    /// Drops every pin and snapshot: the kernel connection is gone.
     pub fn unpin_all(&self) {
         self.pins.clear();
+        self.status.clear();
     }
 
     // ----- lookup -------------------------------------------------------
@@ -138,45 +181,39 @@ impl FsCore {
     /// LOOKUP `name` in directory `parent`. A `Found` answer counts as one
     /// kernel reference (balanced by [`FsCore::forget`]).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
-        let (entry, version) = self.lookup_uncounted(parent, name)?;
-        if let Entry::Found { attr, .. } = entry {
-            match version {
-                Some(version) => self.pin_version(&version),
-                None => self.remember(attr.ino),
-            }
-        }
-        Ok(entry)
-    }
-
-    /// The answer, and the version it belongs to if it is a version inode.
-    fn lookup_uncounted(
-        &self,
-        parent: u64,
-        name: &[u8],
-    ) -> FsResult<(Entry, Option<Arc<Version>>)> {
-        let changing = |attr| Entry::Found {
-            attr,
-            ttl: CHANGING_TTL,
-        };
         // Entries that always name the same inode.
-        let fixed = |attr| Ok((Entry::Found { attr, ttl: FOREVER }, None));
+        let fixed = |inode| {
+            Ok(Entry::Found {
+                attr: self.fixed_attr(inode)?,
+                ttl: FOREVER,
+            })
+        };
         match decode(parent)? {
             Inode::Root => {
                 // No negative entries in the root: a database may appear.
                 match name {
-                    b".versions" => fixed(self.attr(Inode::VersionsDir)?),
-                    b".refresh" => fixed(self.attr(Inode::RefreshFile)?),
-                    b".status" => fixed(self.attr(Inode::StatusFile)?),
+                    b".versions" => fixed(Inode::VersionsDir),
+                    b".refresh" => fixed(Inode::RefreshFile),
+                    b".status" => {
+                        let snapshot = self.status.take(control::status_json(&self.catalog), 1);
+                        let attr = self
+                            .snapshot_attr(&snapshot)
+                            .inspect_err(|_| self.status.forget(snapshot.sequence, 1))?;
+                        Ok(Entry::Found {
+                            attr,
+                            ttl: STATUS_ENTRY_TTL,
+                        })
+                    }
                     db => {
                         let db = std::str::from_utf8(db).map_err(|_| FsError::not_found())?;
                         let version = self.catalog.current(db).ok_or_else(FsError::not_found)?;
-                        let attr = self.version_attr(
-                            &version,
-                            Inode::Symlink {
-                                generation: version.generation(),
-                            },
-                        )?;
-                        Ok((changing(attr), Some(version)))
+                        let generation = version.generation();
+                        let attr = self.version_attr(&version, Inode::Symlink { generation })?;
+                        self.pins.add(generation, &version, 1);
+                        Ok(Entry::Found {
+                            attr,
+                            ttl: CHANGING_TTL,
+                        })
                     }
                 }
             }
@@ -185,8 +222,7 @@ impl FsCore {
                 if self.catalog.held_versions(db).is_empty() {
                     return Err(FsError::not_found());
                 }
-                let id = self.db_id(db);
-                fixed(self.attr(Inode::DbDir(id))?)
+                fixed(Inode::DbDir(self.db_id(db)))
             }
             Inode::DbDir(id) => {
                 let db = self.db_name(id)?;
@@ -197,17 +233,19 @@ impl FsCore {
                     .ok_or_else(FsError::not_found)?;
                 let generation = version.generation();
                 let attr = self.version_attr(&version, Inode::VersionRoot { generation })?;
+                self.pins.add(generation, &version, 1);
                 // Immutable; dropped by invalidation once retired.
-                Ok((Entry::Found { attr, ttl: FOREVER }, Some(version)))
+                Ok(Entry::Found { attr, ttl: FOREVER })
             }
             Inode::VersionRoot { generation } => {
                 let version = self.version(generation, parent)?;
-                if name == naming::VERSION_FILE.as_bytes() {
+                let entry = if name == naming::VERSION_FILE.as_bytes() {
                     let attr = self.version_attr(&version, Inode::VersionFile { generation })?;
-                    return Ok((Entry::Found { attr, ttl: FOREVER }, Some(version)));
-                }
-                let entry = self.lookup_in_version(&version, b"", name)?;
-                Ok((entry, Some(version)))
+                    Entry::Found { attr, ttl: FOREVER }
+                } else {
+                    self.lookup_in_version(&version, generation, b"", name)?
+                };
+                Ok(self.pin_found(entry, generation, &version))
             }
             Inode::PrefixDir {
                 generation,
@@ -217,14 +255,20 @@ impl FsCore {
                 let version = self.version(generation, parent)?;
                 let prefix = listing::dir_prefix(version.keys(), first, depth)
                     .map_err(|e| version.context(e))?;
-                let entry = self.lookup_in_version(&version, &prefix, name)?;
-                Ok((entry, Some(version)))
+                let entry = self.lookup_in_version(&version, generation, &prefix, name)?;
+                Ok(self.pin_found(entry, generation, &version))
             }
             _ => Err(FsError::wrong_kind(libc::ENOTDIR, "not a directory")),
         }
     }
 
-    fn lookup_in_version(&self, version: &Version, prefix: &[u8], name: &[u8]) -> FsResult<Entry> {
+    fn lookup_in_version(
+        &self,
+        version: &Version,
+        generation: u64,
+        prefix: &[u8],
+        name: &[u8],
+    ) -> FsResult<Entry> {
         let decoded = naming::decode(name);
         let child =
             listing::lookup(version.keys(), prefix, &decoded).map_err(|e| version.context(e))?;
@@ -233,34 +277,31 @@ impl FsCore {
             // name is missing for as long as it likes.
             None => Ok(Entry::Negative { ttl: FOREVER }),
             Some(child) => Ok(Entry::Found {
-                attr: self.child_attr(version, child)?,
+                attr: self.version_attr(version, child_inode(generation, child))?,
                 ttl: FOREVER,
             }),
         }
     }
 
+    /// Counts the kernel's reference to a found entry of `version`.
+    fn pin_found(&self, entry: Entry, generation: u64, version: &Arc<Version>) -> Entry {
+        if let Entry::Found { .. } = entry {
+            self.pins.add(generation, version, 1);
+        }
+        entry
+    }
+
     /// FORGET: the kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: u64, count: u64) {
-        if let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) {
-            self.pins.release(generation, count);
+        match Inode::from_number(ino) {
+            Some(Inode::StatusSnapshot(sequence)) => self.status.forget(sequence, count),
+            Some(inode) => {
+                if let Some(generation) = inode.generation() {
+                    self.pins.release(generation, count);
+                }
+            }
+            None => {}
         }
-    }
-
-    /// Counts one kernel reference to `ino` (a LOOKUP or READDIRPLUS entry
-    /// the kernel accepted).
-    pub fn remember(&self, ino: u64) {
-        let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) else {
-            return;
-        };
-        let version = self
-            .pins
-            .version(generation)
-            .or_else(|| self.find_version(generation));
-        self.pins.adjust(generation, version.as_ref(), 1);
-    }
-
-    fn pin_version(&self, version: &Arc<Version>) {
-        self.pins.add(version.generation(), version, 1);
     }
 
     // ----- attributes ---------------------------------------------------
@@ -268,34 +309,32 @@ impl FsCore {
     /// GETATTR, with the attribute TTL.
     pub fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
         let inode = decode(ino)?;
-        let ttl = attr_ttl(inode);
-        let attr = match inode.generation() {
-            Some(generation) => {
-                let version = self.version(generation, ino)?;
-                self.version_attr(&version, inode)?
+        let attr = match inode {
+            Inode::StatusSnapshot(sequence) => {
+                self.snapshot_attr(&self.snapshot(sequence, ino)?)?
             }
-            None => self.attr(inode)?,
+            _ => match inode.generation() {
+                Some(generation) => {
+                    let version = self.version(generation, ino)?;
+                    self.version_attr(&version, inode)?
+                }
+                None => self.fixed_attr(inode)?,
+            },
         };
-        Ok((attr, ttl))
+        Ok((attr, ATTR_TTL))
     }
 
-    fn attr(&self, inode: Inode) -> FsResult<Attr> {
+    /// Attributes of the inodes that belong to no version and no snapshot.
+    fn fixed_attr(&self, inode: Inode) -> FsResult<Attr> {
         match inode {
-            Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
+            Inode::RefreshFile => {
+                // Writable by the owner only: `touch` by anyone else is
+                // refused by the kernel (and again by `setattr`).
+                self.options.file(inode, 0, 0o644, self.started)
+            }
+            _ => {
                 let changed = *self.changed_at.lock().unwrap_or_else(|e| e.into_inner());
                 self.options.dir(inode, changed)
-            }
-            // Writable by the owner only: `touch` by anyone else is refused
-            // by the kernel (and again by `setattr`).
-            Inode::RefreshFile => self.options.file(inode, 0, 0o644, self.started),
-            Inode::StatusFile => {
-                let size = self.status_json().len() as u64;
-                self.options.file(inode, size, 0o444, SystemTime::now())
-            }
-            other => {
-                let generation = other.generation().unwrap_or_default();
-                let version = self.version(generation, inode.number()?)?;
-                self.version_attr(&version, other)
             }
         }
     }
@@ -304,20 +343,10 @@ impl FsCore {
         self.options.version_attr(version, inode)
     }
 
-    fn child_attr(&self, version: &Version, child: Child) -> FsResult<Attr> {
-        let generation = version.generation();
-        let inode = match child {
-            Child::File { ordinal } => Inode::Key {
-                generation,
-                ordinal,
-            },
-            Child::Dir { first, depth } => Inode::PrefixDir {
-                generation,
-                first,
-                depth,
-            },
-        };
-        self.version_attr(version, inode)
+    fn snapshot_attr(&self, snapshot: &Snapshot) -> FsResult<Attr> {
+        let inode = Inode::StatusSnapshot(snapshot.sequence);
+        let size = snapshot.bytes.len() as u64;
+        self.options.file(inode, size, 0o444, snapshot.taken)
     }
 
     // ----- contents -----------------------------------------------------
@@ -327,7 +356,7 @@ impl FsCore {
         match decode(ino)? {
             Inode::Symlink { generation } => {
                 let version = self.version(generation, ino)?;
-                Ok(symlink_target(&version).into_bytes())
+                Ok(crate::fs::attr::symlink_target(&version).into_bytes())
             }
             _ => Err(FsError::wrong_kind(libc::EINVAL, "not a symlink")),
         }
@@ -370,16 +399,10 @@ impl FsCore {
                 let version = self.version(generation, ino)?;
                 Ok(slice(control::version_file(&version).as_bytes()))
             }
-            Inode::StatusFile => Ok(slice(self.status_json().as_bytes())),
+            Inode::StatusSnapshot(sequence) => Ok(slice(&self.snapshot(sequence, ino)?.bytes)),
             Inode::RefreshFile => Ok(slice(b"")),
             _ => Err(FsError::wrong_kind(libc::EISDIR, "is a directory")),
         }
-    }
-
-    /// `.status`: every database with its versions, states, progress and
-    /// errors, as pretty JSON with a trailing newline.
-    pub fn status_json(&self) -> String {
-        control::status_json(&self.catalog)
     }
 
     // ----- writes -------------------------------------------------------
@@ -401,18 +424,40 @@ impl FsCore {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         self.refresh.trigger();
         tracing::info!(uid = caller_uid, "refresh requested through .refresh");
-        self.attr(Inode::RefreshFile)
+        self.fixed_attr(Inode::RefreshFile)
     }
 
     // ----- listing ------------------------------------------------------
 
-    /// READDIR(PLUS) of `ino` from `offset` (0 = start; otherwise a `next`
-    /// of an earlier entry). `emit` returns `false` when the reply is full.
-    /// Offsets are stable: a listing can resume from any of them.
+    /// READDIR of `ino` from `offset` (0 = start; otherwise a `next` of an
+    /// earlier entry). `emit` returns `false` when the reply is full (that
+    /// entry was not added). Offsets are stable: a listing can resume from
+    /// any of them.
     pub fn readdir(
         &self,
         ino: u64,
         offset: u64,
+        emit: impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        self.list(ino, offset, false, emit)
+    }
+
+    /// READDIRPLUS: as [`FsCore::readdir`], and every entry `emit` accepted
+    /// (but `.` and `..`) counts as a kernel reference, like a LOOKUP.
+    pub fn readdirplus(
+        &self,
+        ino: u64,
+        offset: u64,
+        emit: impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        self.list(ino, offset, true, emit)
+    }
+
+    fn list(
+        &self,
+        ino: u64,
+        offset: u64,
+        plus: bool,
         mut emit: impl FnMut(DirEntry) -> bool,
     ) -> FsResult<()> {
         let inode = decode(ino)?;
@@ -441,120 +486,180 @@ impl FsCore {
             }
         }
         let offset = offset.max(DOT_ENTRIES);
-        match inode {
+        let mut handed = Handed {
+            plus,
+            pins: Vec::new(),
+            snapshot: None,
+        };
+        let listed = match inode {
             Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
-                let entries = self.small_dir(inode)?;
-                for (i, (name, attr)) in entries.into_iter().enumerate() {
-                    let next = DOT_ENTRIES + i as u64 + 1;
-                    // Only the per-database symlinks change their target.
-                    let ttl = match Inode::from_number(attr.ino) {
-                        Some(Inode::Symlink { .. }) | None => CHANGING_TTL,
-                        Some(inode) => attr_ttl(inode),
-                    };
-                    if next > offset
-                        && !emit(DirEntry {
-                            name,
-                            attr,
-                            ttl,
-                            next,
-                        })
-                    {
-                        return Ok(());
-                    }
-                }
-                Ok(())
+                self.list_small(inode, offset, &mut handed, &mut emit)
             }
             Inode::VersionRoot { generation } | Inode::PrefixDir { generation, .. } => {
-                let version = self.version(generation, ino)?;
-                let prefix = match inode {
-                    Inode::PrefixDir { first, depth, .. } => {
-                        listing::dir_prefix(version.keys(), first, depth)
-                            .map_err(|e| version.context(e))?
-                    }
-                    _ => Vec::new(),
-                };
-                // The version root lists `.version` first.
-                let mut keys_base = DOT_ENTRIES;
-                if prefix.is_empty() {
-                    keys_base += 1;
-                    if offset < keys_base {
-                        let attr =
-                            self.version_attr(&version, Inode::VersionFile { generation })?;
-                        let entry = DirEntry {
-                            name: naming::VERSION_FILE.to_string(),
-                            attr,
-                            ttl: FOREVER,
-                            next: keys_base,
-                        };
-                        if !emit(entry) {
-                            return Ok(());
-                        }
-                    }
-                }
-                let cursor = Cursor::from_u64(offset.max(keys_base) - keys_base);
-                let mut failure = None;
-                listing::list(version.keys(), &prefix, cursor, |listed| {
-                    match self.child_attr(&version, listed.child) {
-                        Ok(attr) => emit(DirEntry {
-                            name: listed.name,
-                            attr,
-                            ttl: FOREVER,
-                            next: keys_base + listed.next.to_u64(),
-                        }),
-                        Err(e) => {
-                            failure = Some(e);
-                            false
-                        }
-                    }
-                })
-                .map_err(|e| version.context(e))?;
-                failure.map_or(Ok(()), Err)
+                self.list_version(inode, ino, generation, offset, &mut handed, &mut emit)
             }
             _ => Err(FsError::wrong_kind(libc::ENOTDIR, "not a directory")),
+        };
+        // A failed listing sends no entries: nothing is handed over.
+        if let Some((sequence, sent)) = handed.snapshot
+            && !(sent && listed.is_ok())
+        {
+            self.status.forget(sequence, 1);
         }
+        listed?;
+        // Counted before the reply (and so any FORGET) can reach the kernel.
+        for (generation, version, count) in handed.pins {
+            self.pins.add(generation, &version, count);
+        }
+        Ok(())
     }
 
-    /// The entries of the root, `.versions/` and `.versions/<db>/`.
-    fn small_dir(&self, inode: Inode) -> FsResult<Vec<(String, Attr)>> {
-        let mut out = Vec::new();
+    /// The root, `.versions/` and `.versions/<db>/`.
+    fn list_small(
+        &self,
+        inode: Inode,
+        offset: u64,
+        handed: &mut Handed,
+        emit: &mut impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let mut entries = Vec::new();
         match inode {
             Inode::Root => {
-                out.push((".refresh".to_string(), self.attr(Inode::RefreshFile)?));
-                out.push((".status".to_string(), self.attr(Inode::StatusFile)?));
-                out.push((".versions".to_string(), self.attr(Inode::VersionsDir)?));
+                entries.push((".refresh".to_string(), Small::Fixed(Inode::RefreshFile)));
+                entries.push((".status".to_string(), Small::Status));
+                entries.push((".versions".to_string(), Small::Fixed(Inode::VersionsDir)));
                 for version in self.catalog.served() {
-                    let attr = self.version_attr(
-                        &version,
-                        Inode::Symlink {
-                            generation: version.generation(),
-                        },
-                    )?;
-                    out.push((version.db().to_string(), attr));
+                    entries.push((version.db().to_string(), Small::Symlink(version)));
                 }
             }
             Inode::VersionsDir => {
                 for db in self.catalog.database_names() {
                     if !self.catalog.held_versions(&db).is_empty() {
-                        let attr = self.attr(Inode::DbDir(self.db_id(&db)))?;
-                        out.push((db, attr));
+                        let id = self.db_id(&db);
+                        entries.push((db, Small::Fixed(Inode::DbDir(id))));
                     }
                 }
             }
             Inode::DbDir(id) => {
                 let db = self.db_name(id)?;
                 for version in self.catalog.held_versions(&db) {
-                    let attr = self.version_attr(
-                        &version,
-                        Inode::VersionRoot {
-                            generation: version.generation(),
-                        },
-                    )?;
-                    out.push((version.name().to_string(), attr));
+                    entries.push((version.name().to_string(), Small::VersionRoot(version)));
                 }
             }
             _ => {}
         }
-        Ok(out)
+        for (i, (name, small)) in entries.into_iter().enumerate() {
+            let next = DOT_ENTRIES + i as u64 + 1;
+            if next <= offset {
+                continue;
+            }
+            let mut version_pin = None;
+            let (attr, ttl) = match &small {
+                Small::Fixed(inode) => (self.fixed_attr(*inode)?, FOREVER),
+                Small::Status => {
+                    // READDIRPLUS hands the kernel the inode: a snapshot
+                    // counted like a LOOKUP's, released if not sent.
+                    let text = control::status_json(&self.catalog);
+                    let snapshot = self.status.take(text, u64::from(handed.plus));
+                    if handed.plus {
+                        handed.snapshot = Some((snapshot.sequence, false));
+                    }
+                    (self.snapshot_attr(&snapshot)?, STATUS_ENTRY_TTL)
+                }
+                // Only the per-database symlinks change their target.
+                Small::Symlink(version) => {
+                    let generation = version.generation();
+                    version_pin = Some((generation, version));
+                    let attr = self.version_attr(version, Inode::Symlink { generation })?;
+                    (attr, CHANGING_TTL)
+                }
+                Small::VersionRoot(version) => {
+                    let generation = version.generation();
+                    version_pin = Some((generation, version));
+                    let attr = self.version_attr(version, Inode::VersionRoot { generation })?;
+                    (attr, FOREVER)
+                }
+            };
+            let entry = DirEntry {
+                name,
+                attr,
+                ttl,
+                next,
+            };
+            if !emit(entry) {
+                return Ok(());
+            }
+            if handed.plus {
+                if let Some((generation, version)) = version_pin {
+                    handed.pin(generation, version);
+                }
+                if let (Small::Status, Some((_, sent))) = (&small, &mut handed.snapshot) {
+                    *sent = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A version root or prefix directory.
+    fn list_version(
+        &self,
+        inode: Inode,
+        ino: u64,
+        generation: u64,
+        offset: u64,
+        handed: &mut Handed,
+        emit: &mut impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let version = self.version(generation, ino)?;
+        let prefix = match inode {
+            Inode::PrefixDir { first, depth, .. } => {
+                listing::dir_prefix(version.keys(), first, depth).map_err(|e| version.context(e))?
+            }
+            _ => Vec::new(),
+        };
+        let mut emit = |entry| {
+            let sent = emit(entry);
+            if sent && handed.plus {
+                handed.pin(generation, &version);
+            }
+            sent
+        };
+        // The version root lists `.version` first.
+        let mut keys_base = DOT_ENTRIES;
+        if prefix.is_empty() {
+            keys_base += 1;
+            if offset < keys_base {
+                let attr = self.version_attr(&version, Inode::VersionFile { generation })?;
+                let entry = DirEntry {
+                    name: naming::VERSION_FILE.to_string(),
+                    attr,
+                    ttl: FOREVER,
+                    next: keys_base,
+                };
+                if !emit(entry) {
+                    return Ok(());
+                }
+            }
+        }
+        let cursor = Cursor::from_u64(offset.max(keys_base) - keys_base);
+        let mut failure = None;
+        listing::list(version.keys(), &prefix, cursor, |listed| {
+            match self.version_attr(&version, child_inode(generation, listed.child)) {
+                Ok(attr) => emit(DirEntry {
+                    name: listed.name,
+                    attr,
+                    ttl: FOREVER,
+                    next: keys_base + listed.next.to_u64(),
+                }),
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })
+        .map_err(|e| version.context(e))?;
+        failure.map_or(Ok(()), Err)
     }
 
     // ----- helpers ------------------------------------------------------
@@ -574,6 +679,11 @@ impl FsCore {
             .iter()
             .flat_map(|db| self.catalog.held_versions(db))
             .find(|v| v.generation() == generation)
+    }
+
+    /// A `.status` snapshot the kernel still references.
+    fn snapshot(&self, sequence: u64, ino: u64) -> FsResult<Snapshot> {
+        self.status.get(sequence).ok_or_else(|| FsError::stale(ino))
     }
 
     /// The id of `.versions/<db>`, assigned on first use and never reused.
@@ -609,15 +719,38 @@ fn decode(ino: u64) -> FsResult<Inode> {
     Inode::from_number(ino).ok_or_else(|| FsError::stale(ino))
 }
 
+/// The inode of a name listed or looked up in a version directory.
+fn child_inode(generation: u64, child: Child) -> Inode {
+    match child {
+        Child::File { ordinal } => Inode::Key {
+            generation,
+            ordinal,
+        },
+        Child::Dir { first, depth } => Inode::PrefixDir {
+            generation,
+            first,
+            depth,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::InMemoryVersionData;
     use crate::fs::attr::FileKind;
+    use std::time::Instant;
 
     fn version(db: &str, name: &str, pairs: &[(&[u8], &[u8])]) -> Arc<Version> {
         let data = InMemoryVersionData::new(pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
         Version::new(db, name, SystemTime::UNIX_EPOCH, "test", 1, Box::new(data))
+    }
+
+    fn owner() -> CoreOptions {
+        CoreOptions {
+            uid: 1000,
+            gid: 1000,
+        }
     }
 
     fn core_with(versions: &[Arc<Version>]) -> FsCore {
@@ -625,14 +758,7 @@ mod tests {
         for v in versions {
             catalog.publish(Arc::clone(v), "test".into(), Duration::from_secs(60));
         }
-        FsCore::new(
-            catalog,
-            || {},
-            CoreOptions {
-                uid: 1000,
-                gid: 1000,
-            },
-        )
+        FsCore::new(catalog, || {}, owner())
     }
 
     fn found(entry: Entry) -> Attr {
@@ -640,6 +766,13 @@ mod tests {
             Entry::Found { attr, .. } => attr,
             Entry::Negative { .. } => panic!("expected an entry"),
         }
+    }
+
+    /// `.versions/<db>/<version>`, looked up (so pinned once).
+    fn version_root(core: &FsCore, version: &Version) -> u64 {
+        let versions = found(core.lookup(inode::ROOT, b".versions").unwrap());
+        let db = found(core.lookup(versions.ino, version.db().as_bytes()).unwrap());
+        found(core.lookup(db.ino, version.name().as_bytes()).unwrap()).ino
     }
 
     fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {
@@ -700,8 +833,9 @@ mod tests {
         // The flat name reaches the same inode.
         let flat = found(core.lookup(root.ino, b"1881%2Fboy").unwrap());
         assert_eq!(flat.ino, boy.ino);
-        let status = String::from_utf8(read_all(&core, inode::STATUS_FILE)).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let status = found(core.lookup(inode::ROOT, b".status").unwrap());
+        let text = String::from_utf8(read_all(&core, status.ino)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["databases"][0]["name"], "baby-names");
         assert_eq!(json["databases"][0]["versions"][0]["state"], "ACTIVE");
     }
@@ -714,11 +848,7 @@ mod tests {
             core.lookup(inode::ROOT, b"nope").unwrap_err().errno(),
             libc::ENOENT
         );
-        let root = Inode::VersionRoot {
-            generation: v.generation(),
-        }
-        .number()
-        .unwrap();
+        let root = version_root(&core, &v);
         assert_eq!(
             core.lookup(root, b"nope").unwrap(),
             Entry::Negative { ttl: FOREVER }
@@ -732,15 +862,10 @@ mod tests {
         let trigger = move || {
             counter.fetch_add(1, Ordering::Relaxed);
         };
-        let options = CoreOptions {
-            uid: 1000,
-            gid: 1000,
-        };
-        let core = FsCore::new(Catalog::new(), trigger, options);
+        let core = FsCore::new(Catalog::new(), trigger, owner());
+        let status = found(core.lookup(inode::ROOT, b".status").unwrap());
         assert_eq!(
-            core.setattr(inode::STATUS_FILE, 0, true)
-                .unwrap_err()
-                .errno(),
+            core.setattr(status.ino, 0, true).unwrap_err().errno(),
             libc::EROFS
         );
         assert_eq!(
@@ -772,11 +897,7 @@ mod tests {
         let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         let v = version("db", "1", &refs);
         let core = core_with(std::slice::from_ref(&v));
-        let root = Inode::VersionRoot {
-            generation: v.generation(),
-        }
-        .number()
-        .unwrap();
+        let root = version_root(&core, &v);
         let all = list(&core, root, 0);
         assert_eq!(all.len(), 2 + 1 + 3 + 20 + 1);
         for (i, e) in all.iter().enumerate() {
@@ -797,12 +918,10 @@ mod tests {
         catalog.publish(Arc::clone(&v1), "p".into(), Duration::ZERO);
         let core = FsCore::new(Arc::clone(&catalog), || {}, CoreOptions::default());
         let link = found(core.lookup(inode::ROOT, b"db").unwrap());
-        let root = Inode::VersionRoot {
-            generation: v1.generation(),
-        }
-        .number()
-        .unwrap();
-        let key = found(core.lookup(root, b"k").unwrap());
+        let versions = found(core.lookup(inode::ROOT, b".versions").unwrap());
+        let db_dir = found(core.lookup(versions.ino, b"db").unwrap());
+        let root = found(core.lookup(db_dir.ino, b"1").unwrap());
+        let key = found(core.lookup(root.ino, b"k").unwrap());
         drop(v1);
         catalog.publish(
             version("db", "2", &[(b"k", b"new")]),
@@ -810,10 +929,11 @@ mod tests {
             Duration::ZERO,
         );
         // Grace over, but the kernel still holds inodes of version 1.
-        let now = std::time::Instant::now() + Duration::from_secs(1);
+        let now = Instant::now() + Duration::from_secs(1);
         assert!(catalog.take_expired(now).is_empty());
         assert_eq!(read_all(&core, key.ino), b"old");
         core.forget(key.ino, 1);
+        core.forget(root.ino, 1);
         core.forget(link.ino, 1);
         assert_eq!(core.pinned_versions(), 0);
         assert_eq!(catalog.take_expired(now).len(), 1);
@@ -826,9 +946,67 @@ mod tests {
     }
 
     #[test]
+    fn readdirplus_counts_the_entries_it_hands_over_and_readdir_does_not() {
+        let v = version("db", "1", &[(b"a", b"1"), (b"b", b"2"), (b"c/d", b"3")]);
+        let core = core_with(std::slice::from_ref(&v));
+        let root = version_root(&core, &v);
+        let generation = v.generation();
+        let references = || {
+            core.pin_counts()
+                .into_iter()
+                .find(|&(g, _)| g == generation)
+                .map_or(0, |(_, n)| n)
+        };
+        assert_eq!(references(), 1);
+        list(&core, root, 0);
+        assert_eq!(references(), 1);
+        // Room for `.`, `..`, `.version` and `a` only: three references.
+        let mut sent = 0;
+        core.readdirplus(root, 0, |_| {
+            sent += 1;
+            sent <= 4
+        })
+        .unwrap();
+        assert_eq!(references(), 1 + 2);
+        // The root listing hands over the symlink and a `.status` snapshot.
+        core.readdirplus(inode::ROOT, 0, |_| true).unwrap();
+        assert_eq!(references(), 1 + 2 + 1);
+        assert_eq!(core.status_snapshots(), 1);
+    }
+
+    #[test]
+    fn each_status_lookup_is_a_snapshot_whose_size_matches_its_bytes() {
+        let catalog = Catalog::new();
+        let core = FsCore::new(Arc::clone(&catalog), || {}, owner());
+        let first = found(core.lookup(inode::ROOT, b".status").unwrap());
+        // Unchanged: the same snapshot (and the kernel's cached pages).
+        let again = found(core.lookup(inode::ROOT, b".status").unwrap());
+        assert_eq!(again.ino, first.ino);
+        catalog.publish(version("db", "1", &[(b"k", b"v")]), "p".into(), FOREVER);
+        // The first snapshot still serves the document it was taken from.
+        let (attr, ttl) = core.getattr(first.ino).unwrap();
+        assert_eq!(ttl, ATTR_TTL);
+        let bytes = read_all(&core, first.ino);
+        assert_eq!(attr.size, bytes.len() as u64);
+        assert!(!String::from_utf8_lossy(&bytes).contains("\"db\""));
+        // A new lookup sees the change, in a new inode.
+        let second = found(core.lookup(inode::ROOT, b".status").unwrap());
+        assert_ne!(second.ino, first.ino);
+        let bytes = read_all(&core, second.ino);
+        assert_eq!(second.size, bytes.len() as u64);
+        assert!(String::from_utf8_lossy(&bytes).contains("\"db\""));
+        // Released with its last reference.
+        core.forget(first.ino, 2);
+        let stale = core.getattr(first.ino).unwrap_err();
+        assert_eq!((stale.errno(), stale.level()), (libc::ESTALE, Level::DEBUG));
+        assert_eq!(read_all(&core, second.ino), bytes);
+    }
+
+    #[test]
     fn damaged_data_is_eio_with_its_cause() {
         let v = version("db", "1", &[(b"k", b"v")]);
         let core = core_with(std::slice::from_ref(&v));
+        let root = version_root(&core, &v);
         let generation = v.generation();
         let bad_dir = Inode::PrefixDir {
             generation,
@@ -850,12 +1028,6 @@ mod tests {
         };
         let err = core.getattr(missing.number().unwrap()).unwrap_err();
         assert_eq!(err.errno(), libc::EIO);
-        let root = Inode::VersionRoot { generation }.number().unwrap();
         assert_eq!(core.lookup(root, b"k").map(|e| found(e).size).unwrap(), 1);
-        let missing = core.lookup(inode::ROOT, b"nope").unwrap_err();
-        assert_eq!(
-            (missing.errno(), missing.level()),
-            (libc::ENOENT, Level::TRACE)
-        );
     }
 }

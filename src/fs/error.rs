@@ -58,8 +58,8 @@ impl FsError {
     }
 
     /// ESTALE: the kernel asked about an inode that is no longer served (a
-    /// version deleted since). Expected after switches, so only at debug
-    /// level.
+    /// version deleted since, an evicted `.status` snapshot). Expected
+    /// after switches, so only at debug level.
     pub fn stale(ino: u64) -> Self {
         FsError::new(
             libc::ESTALE,

@@ -52,7 +52,7 @@ impl Pins {
 
     /// Adds `delta` references to `generation`, dropping the entry (and
     /// with it the version) when they sum to zero.
-    pub fn adjust(&self, generation: u64, version: Option<&Arc<Version>>, delta: i64) {
+    fn adjust(&self, generation: u64, version: Option<&Arc<Version>>, delta: i64) {
         let mut entry = self.pins.entry(generation).or_insert_with(|| Pin {
             version: None,
             references: 0,

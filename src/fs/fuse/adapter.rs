@@ -17,21 +17,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tracing::Level;
-
-use crate::fs::attr::{Attr, FileKind, attr_ttl};
-use crate::fs::core::{Entry, FsCore};
-use crate::fs::counters::Op;
-use crate::fs::error::FsError;
-use crate::fs::inode::Inode;
-use crate::naming::NAME_MAX;
-use crate::wakeup::Activity;
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use tracing::Level;
+
+use crate::fs::attr::{ATTR_TTL, Attr, FileKind};
+use crate::fs::core::{Entry, FsCore};
+use crate::fs::counters::Op;
+use crate::fs::error::FsError;
+use crate::naming::NAME_MAX;
+use crate::wakeup::Activity;
 
 /// Emits a tracing event at a level known only at run time (tracing's
 /// macros take a constant level).
@@ -140,10 +139,10 @@ impl Filesystem for FuseAdapter {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
-            // Files inside versions never get fresh attributes (100-year
-            // TTL), so this costs nothing there; it makes the kernel drop
-            // the cached pages of `.status` and of the root listings when
-            // their mtime changes.
+            // Files inside versions and `.status` snapshots never get fresh
+            // attributes (100-year TTL), so this costs nothing there; it
+            // makes the kernel drop the cached listings of the root and
+            // `.versions/` when their mtime changes.
             | InitFlags::FUSE_AUTO_INVAL_DATA;
         if let Err(refused) = config.add_capabilities(wanted) {
             tracing::warn!(?refused, "kernel refused FUSE capabilities");
@@ -166,8 +165,7 @@ impl Filesystem for FuseAdapter {
         }
         match self.core.lookup(parent.0, name.as_bytes()) {
             Ok(Entry::Found { attr, ttl }) => {
-                let attr_ttl = Inode::from_number(attr.ino).map_or(Duration::ZERO, attr_ttl);
-                reply.entry_with_ttls(&attr_ttl, &ttl, &file_attr(&attr), Generation(0))
+                reply.entry_with_ttls(&ATTR_TTL, &ttl, &file_attr(&attr), Generation(0))
             }
             Ok(Entry::Negative { ttl }) => reply.entry(&ttl, &negative_attr(), Generation(0)),
             Err(err) => reply.error(self.failed(Op::Lookup, parent, &err)),
@@ -290,21 +288,16 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         self.count(Op::Readdirplus);
-        let core = &self.core;
-        let result = core.readdir(ino.0, offset, |entry| {
-            let full = reply.add(
+        // The core counts a kernel reference for every entry added.
+        let result = self.core.readdirplus(ino.0, offset, |entry| {
+            !reply.add(
                 INodeNo(entry.attr.ino),
                 entry.next,
                 &entry.name,
                 &entry.ttl,
                 &file_attr(&entry.attr),
                 Generation(0),
-            );
-            // The kernel takes a reference to every entry but `.` and `..`.
-            if !full && entry.name != "." && entry.name != ".." {
-                core.remember(entry.attr.ino);
-            }
-            !full
+            )
         });
         match result {
             Ok(()) => reply.ok(),
