@@ -3,9 +3,9 @@
 //! With entry and attribute TTLs of a hundred years the kernel may keep
 //! millions of inodes of a version. A table from inode number to key would
 //! grow with every key ever looked up; instead the number itself encodes the
-//! version (its process-unique generation) and the key's position in that
-//! version's sorted key index, so any inode is decoded without a table and
-//! FORGET costs nothing per key.
+//! version (its generation, see `fs::generations`) and the key's position
+//! in that version's sorted key index, so any inode is decoded without a
+//! table and FORGET costs nothing per key.
 //!
 //! Layout of the 64 bits:
 //!
@@ -23,9 +23,9 @@
 //! A prefix directory (`1881/` in a version with key `1881/boy`) is named by
 //! the first key under it and its depth (the number of `/` in the prefix):
 //! the prefix is that key cut after its depth-th `/`. Versions are immutable,
-//! so the numbers never change meaning while the version exists, and
-//! generations are never reused, so an old version's numbers never alias a
-//! new one's.
+//! so the numbers never change meaning while the version exists, and a
+//! generation is only reused once the kernel holds no inode of its previous
+//! version, so an old version's numbers never alias a new one's.
 
 /// The mount root.
 pub const ROOT: u64 = 1;
@@ -45,8 +45,8 @@ const PAYLOAD_BITS: u32 = 40;
 const ORDINAL_BITS_IN_DIR: u32 = 32;
 const DEPTH_BITS: u32 = 8;
 
-/// Largest generation an inode can carry (about a million versions loaded in
-/// one process lifetime).
+/// Largest generation an inode can carry: at most this many versions can be
+/// visible through the mount at once (generations start at 1).
 pub const MAX_GENERATION: u64 = (1 << GENERATION_BITS) - 1;
 /// Largest key ordinal a file inode can carry.
 pub const MAX_FILE_ORDINAL: u64 = (1 << PAYLOAD_BITS) - 1;

@@ -8,8 +8,9 @@
 //! old version's data alive (the catalog only deletes a version nobody
 //! holds) for as long as the kernel can still send requests for it: a
 //! reader with a file open or a working directory in an old version keeps
-//! reading it after a switch. The table has one entry per version, never
-//! per key.
+//! reading it after a switch. It is also what lets a generation be reused
+//! (`fs::generations`): no pin, no inode of it in the kernel. The table has
+//! one entry per version, never per key.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +74,12 @@ impl Pins {
     /// The version the kernel holds inodes of under `generation`.
     pub fn version(&self, generation: u64) -> Option<Arc<Version>> {
         self.pins.get(&generation)?.version.clone()
+    }
+
+    /// Whether any reference to `generation` is counted (or a release that
+    /// has not met its reference yet).
+    pub fn is_pinned(&self, generation: u64) -> bool {
+        self.pins.contains_key(&generation)
     }
 
     /// Generations the kernel holds references to.

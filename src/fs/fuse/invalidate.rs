@@ -81,11 +81,14 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
     }
     let catalog: &Catalog = core.catalog();
     for db in catalog.database_names() {
-        let current = catalog.current(&db).map(|v| v.generation());
+        let current = catalog.current(&db).map(|v| v.id());
         let db_dir = INodeNo(Inode::DbDir(core.db_id(&db)).number().unwrap_or(0));
         let mut retired_pinned = false;
         for version in catalog.held_versions(&db) {
-            if Some(version.generation()) != current && pinned.contains(&version.generation()) {
+            let pinned_here = core
+                .generation_of(&version)
+                .is_some_and(|generation| pinned.contains(&generation));
+            if Some(version.id()) != current && pinned_here {
                 retired_pinned = true;
                 log_invalidation(notifier.inval_entry(db_dir, OsStr::new(version.name())));
             }
