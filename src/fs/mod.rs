@@ -23,6 +23,9 @@ pub mod inode;
 pub mod listing;
 pub mod pins;
 
+#[cfg(test)]
+mod model_tests;
+
 pub use self::attr::{Attr, CoreOptions, FileKind};
 pub use self::control::RefreshTrigger;
 pub use self::core::{DirEntry, Entry, FsCore};
