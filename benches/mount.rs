@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
 use sequinsfs::fs::Op;
 use sequinsfs::fs::{MountOptions, mount};
-use sequinsfs::refresh::RefreshHandle;
 use sequinsfs::wakeup::IdlePoll;
 
 const VALUE_LEN: usize = 100;
@@ -69,7 +68,7 @@ fn main() {
     let fuse_dir = tempfile::tempdir().unwrap();
     let handle = mount(
         Arc::clone(&catalog),
-        RefreshHandle::new(),
+        || {},
         fuse_dir.path(),
         MountOptions {
             // SEQUINSFS_BENCH_THREADS tries other session thread counts.
@@ -156,7 +155,7 @@ fn main() {
             let polled_dir = tempfile::tempdir().unwrap();
             let polled = mount(
                 Arc::clone(&catalog),
-                RefreshHandle::new(),
+                || {},
                 polled_dir.path(),
                 MountOptions {
                     activity: Some(idle_poll.activity()),
@@ -249,13 +248,7 @@ fn rss_with_many_keys(keys: u64) {
     let version = Version::new("many", "1", SystemTime::now(), "bench", 1, data);
     catalog.publish(version, "bench".into(), Duration::from_secs(60));
     let dir = tempfile::tempdir().unwrap();
-    let handle = mount(
-        catalog,
-        RefreshHandle::new(),
-        dir.path(),
-        MountOptions::default(),
-    )
-    .unwrap();
+    let handle = mount(catalog, || {}, dir.path(), MountOptions::default()).unwrap();
     let sample = 200_000u64;
     let step = (keys / sample).max(1);
     let names: Vec<String> = (0..sample)

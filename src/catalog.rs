@@ -77,17 +77,15 @@ impl LookupError {
     }
 }
 
-/// Process-wide counter giving every loaded version a generation number that
-/// is never reused while the process lives. The mount encodes it in inode
-/// numbers so the kernel can never confuse an old version's inode with a new
-/// one's.
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Process-wide counter giving every loaded version an id that is never
+/// reused while the process lives (64 bits: it cannot run out).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One loaded, servable version of one database. Immutable.
 pub struct Version {
     db: String,
     name: String,
-    generation: u64,
+    id: u64,
     created_at: SystemTime,
     source_path: String,
     num_partitions: u32,
@@ -109,7 +107,7 @@ impl Version {
         Arc::new(Version {
             db: db.into(),
             name: name.into(),
-            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             created_at,
             source_path: source_path.into(),
             num_partitions,
@@ -123,9 +121,9 @@ impl Version {
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// Unique for the lifetime of the process; see [`NEXT_GENERATION`].
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// Unique for the lifetime of the process; see [`NEXT_ID`].
+    pub fn id(&self) -> u64 {
+        self.id
     }
     pub fn created_at(&self) -> SystemTime {
         self.created_at
@@ -162,7 +160,7 @@ impl std::fmt::Debug for Version {
         f.debug_struct("Version")
             .field("db", &self.db)
             .field("name", &self.name)
-            .field("generation", &self.generation)
+            .field("id", &self.id)
             .finish_non_exhaustive()
     }
 }

@@ -13,10 +13,9 @@ use std::time::Duration;
 use common::{TestMount, can_mount, fixtures_dir, publish_version, read, version, walk_keys};
 use proptest::prelude::*;
 use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
-use sequinsfs::fs::core::{CoreOptions, DirEntry, Entry, FileKind, FsCore};
-use sequinsfs::fs::inode::Inode;
+use sequinsfs::fs::inode;
+use sequinsfs::fs::{CoreOptions, DirEntry, Entry, FileKind, FsCore};
 use sequinsfs::naming;
-use sequinsfs::refresh::RefreshHandle;
 
 /// The (key, value) pairs of the fixture, BytesWritable wrappers removed.
 fn fixture_pairs() -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -191,6 +190,17 @@ fn listed_somewhere(key: &[u8], keys: &BTreeSet<Vec<u8>>) -> bool {
     naming::encode(&key[dir_end..]).len() <= naming::NAME_MAX
 }
 
+/// The inode of `.versions/<db>/<version>`, looked up through the core.
+fn version_root(core: &FsCore, version: &Version) -> u64 {
+    let found = |entry| match entry {
+        Entry::Found { attr, .. } => attr.ino,
+        Entry::Negative { .. } => panic!("{version:?} not found"),
+    };
+    let versions = found(core.lookup(inode::ROOT, b".versions").unwrap());
+    let db = found(core.lookup(versions, version.db().as_bytes()).unwrap());
+    found(core.lookup(db, version.name().as_bytes()).unwrap())
+}
+
 fn list(core: &FsCore, ino: u64) -> Vec<DirEntry> {
     let mut out = Vec::new();
     core.readdir(ino, 0, |e| {
@@ -238,11 +248,7 @@ fn walk_core(core: &FsCore, version: &Version) -> Vec<Vec<u8>> {
             }
         }
     }
-    let root = Inode::VersionRoot {
-        generation: version.generation(),
-    }
-    .number()
-    .unwrap();
+    let root = version_root(core, version);
     let mut out = Vec::new();
     go(core, version, root, b"", &mut out);
     out
@@ -265,7 +271,7 @@ proptest! {
         let version = Version::new("fuzz", "1", std::time::SystemTime::UNIX_EPOCH, "fuzz", 1, Box::new(data));
         let catalog = Catalog::new();
         catalog.publish(Arc::clone(&version), "fuzz".into(), Duration::from_secs(60));
-        let core = FsCore::new(catalog, RefreshHandle::new(), CoreOptions::default());
+        let core = FsCore::new(catalog, || {}, CoreOptions::default());
         let mut listed = walk_core(&core, &version);
         let n = listed.len();
         listed.sort();
@@ -274,7 +280,7 @@ proptest! {
         let distinct: BTreeSet<Vec<u8>> = keys.iter().cloned().collect();
         let expected: BTreeSet<Vec<u8>> =
             distinct.iter().filter(|k| listed_somewhere(k, &distinct)).cloned().collect();
-        let root = Inode::VersionRoot { generation: version.generation() }.number().unwrap();
+        let root = version_root(&core, &version);
         for key in &expected {
             let flat = naming::flat_name(key);
             if flat.len() <= naming::NAME_MAX {

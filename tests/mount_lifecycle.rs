@@ -13,7 +13,6 @@ use common::{TestMount, can_mount, publish_version, version};
 use sequinsfs::catalog::Catalog;
 use sequinsfs::fs::fuse::is_mount_point;
 use sequinsfs::fs::{MountError, MountOptions, mount};
-use sequinsfs::refresh::RefreshHandle;
 
 fn catalog() -> std::sync::Arc<Catalog> {
     let catalog = Catalog::new();
@@ -31,14 +30,9 @@ fn a_mount_point_in_use_is_refused() {
         return;
     }
     let m = TestMount::new(catalog());
-    let err = mount(
-        catalog(),
-        RefreshHandle::new(),
-        m.path(),
-        MountOptions::default(),
-    )
-    .err()
-    .expect("second mount must fail");
+    let err = mount(catalog(), || {}, m.path(), MountOptions::default())
+        .err()
+        .expect("second mount must fail");
     assert!(matches!(err, MountError::AlreadyMounted(_)), "{err}");
     assert!(err.to_string().contains("already mounted"));
     m.unmount();
@@ -78,13 +72,7 @@ fn a_stale_mount_point_left_by_a_dead_daemon_is_recovered() {
     let stale = std::fs::metadata(dir.path()).unwrap_err();
     assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "{stale}");
 
-    let handle = mount(
-        catalog(),
-        RefreshHandle::new(),
-        dir.path(),
-        MountOptions::default(),
-    )
-    .unwrap();
+    let handle = mount(catalog(), || {}, dir.path(), MountOptions::default()).unwrap();
     assert_eq!(std::fs::read(dir.path().join("db/k")).unwrap(), b"v");
     handle.unmount().unwrap();
     assert!(!is_mount_point(dir.path()));
@@ -96,13 +84,7 @@ fn unmount_while_busy_detaches_lazily_and_open_files_keep_working() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let handle = mount(
-        catalog(),
-        RefreshHandle::new(),
-        dir.path(),
-        MountOptions::default(),
-    )
-    .unwrap();
+    let handle = mount(catalog(), || {}, dir.path(), MountOptions::default()).unwrap();
     let mut open = std::fs::File::open(dir.path().join("db/k")).unwrap();
     handle.unmount().unwrap();
     assert!(!is_mount_point(dir.path()));
@@ -117,13 +99,7 @@ fn an_unmount_from_outside_ends_the_session() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let handle = mount(
-        catalog(),
-        RefreshHandle::new(),
-        dir.path(),
-        MountOptions::default(),
-    )
-    .unwrap();
+    let handle = mount(catalog(), || {}, dir.path(), MountOptions::default()).unwrap();
     assert!(handle.is_mounted());
     let status = std::process::Command::new("umount")
         .arg(dir.path())

@@ -261,9 +261,10 @@ fn serve(
             activity,
             ..MountOptions::default()
         };
+        let refresh = engine.refresh_handle();
         let mounted = crate::fs::mount(
             std::sync::Arc::clone(engine.catalog()),
-            engine.refresh_handle(),
+            move || refresh.trigger(),
             mountpoint,
             options,
         );

@@ -1,110 +1,41 @@
 //! The filesystem core: every FUSE operation the mount answers, as plain
 //! functions over the catalog, with no kernel involved (tests call them
-//! directly; `fs::fuse` only translates).
+//! directly; `fs::fuse` only translates). This file is the dispatch: which
+//! inode a request is about and what answers it.
 //!
 //! Layout (see the docs): the root holds `.refresh`, `.status`, `.versions/`
 //! and one symlink per served database, `<db> -> .versions/<db>/<version>`.
 //! `.versions/<db>/` lists the versions still held; a version directory holds
 //! `.version` and the keys (see `fs::listing`).
 //!
-//! Inode numbers are stateless (`fs::inode`), so the only per-inode state is
-//! a *pin* per version: the number of kernel references (LOOKUP and
-//! READDIRPLUS replies minus FORGET counts) to any inode of that version,
-//! with an `Arc<Version>` held while it is non-zero. That keeps an old
-//! version's data alive (the catalog only deletes a version nobody holds)
-//! for as long as the kernel can still send requests for it: a reader with a
-//! file open or a working directory in an old version keeps reading it after
-//! a switch. The table has one entry per version, never per key.
+//! The state behind it, one concept per module: inode numbers are
+//! stateless (`fs::inode`) apart from the version generation they carry
+//! (`fs::generations`); the kernel's references pin versions (`fs::pins`);
+//! `.status` snapshots and the refresh trigger are `fs::control`;
+//! attributes and cache lifetimes `fs::attr`; errors `fs::error`.
+//!
+//! Every reply that hands the kernel an inode it keeps (LOOKUP, and each
+//! entry of a READDIRPLUS) counts a reference before the reply is sent, so
+//! a FORGET never arrives for a reference not yet counted, and a version
+//! whose inode numbers are being handed out is held (an `Arc`) until its
+//! pin is counted, so its generation cannot be reused in between.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
+use tracing::Level;
 
-use crate::catalog::{Catalog, LookupError, Version};
+use crate::catalog::{Catalog, Version};
+use crate::fs::attr::{ATTR_TTL, Attr, CHANGING_TTL, CoreOptions, FOREVER, STATUS_ENTRY_TTL};
+use crate::fs::control::{self, RefreshTrigger, Snapshot, StatusSnapshots};
 use crate::fs::counters::RequestCounters;
+use crate::fs::error::{FsError, FsResult};
+use crate::fs::generations::Generations;
 use crate::fs::inode::{self, Inode};
 use crate::fs::listing::{self, Child, Cursor};
+use crate::fs::pins::Pins;
 use crate::naming;
-use crate::refresh::RefreshHandle;
-
-/// How long the kernel may cache what never changes: entries, attributes
-/// and negative entries inside a version directory. A hundred years, as
-/// mountpoint-s3 uses for "indefinite": effectively forever, yet small
-/// enough that `Instant::now() + ttl` cannot overflow (`Duration::MAX` can).
-pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// TTL of the names that change: the per-database symlinks, `.versions/`
-/// entries. Switches are also pushed to the kernel by invalidation, so this
-/// only bounds how stale a name can be if an invalidation is lost; one
-/// second keeps path walks through the symlink cheap.
-pub const CHANGING_TTL: Duration = Duration::from_secs(1);
-
-/// An errno with a message for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsError {
-    pub errno: i32,
-    pub message: String,
-}
-
-impl FsError {
-    pub fn new(errno: i32, message: impl Into<String>) -> Self {
-        FsError {
-            errno,
-            message: message.into(),
-        }
-    }
-    fn not_found() -> Self {
-        FsError::new(libc::ENOENT, "no such entry")
-    }
-    /// Every write-like request.
-    pub fn read_only() -> Self {
-        FsError::new(libc::EROFS, "sequinsfs is read-only")
-    }
-    fn stale(ino: u64) -> Self {
-        FsError::new(libc::ESTALE, format!("inode {ino:#x} is no longer served"))
-    }
-}
-
-impl From<LookupError> for FsError {
-    fn from(e: LookupError) -> Self {
-        FsError::new(libc::EIO, e.to_string())
-    }
-}
-
-impl From<inode::InodeOverflow> for FsError {
-    fn from(_: inode::InodeOverflow) -> Self {
-        FsError::new(
-            libc::EOVERFLOW,
-            "version or key index too large for an inode number",
-        )
-    }
-}
-
-pub type FsResult<T> = Result<T, FsError>;
-
-/// What kind of file an inode is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    File,
-    Directory,
-    Symlink,
-}
-
-/// The attributes the mount reports (NAMING, "Attributes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: FileKind,
-    pub size: u64,
-    /// Permission bits.
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: SystemTime,
-}
 
 /// A LOOKUP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,41 +56,16 @@ pub struct DirEntry {
     pub next: u64,
 }
 
-/// Who owns the mount and how it is presented.
-#[derive(Debug, Clone)]
-pub struct CoreOptions {
-    /// Owner of every file (`--uid`); defaults to the daemon's user.
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Default for CoreOptions {
-    fn default() -> Self {
-        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        CoreOptions { uid, gid }
-    }
-}
-
-/// Kernel references to one version's inodes; see the module docs.
-///
-/// Counts are signed and entries are created by whichever of a reference
-/// or its release is seen first: FORGET and the LOOKUP that created the
-/// reference are handled on different threads, so their order is not
-/// guaranteed, and the sum is what matters.
-struct Pin {
-    version: Option<Arc<Version>>,
-    references: i64,
-}
-
 /// The filesystem core; see the module docs.
 pub struct FsCore {
     catalog: Arc<Catalog>,
-    refresh: RefreshHandle,
+    refresh: Box<dyn RefreshTrigger>,
     options: CoreOptions,
     started: SystemTime,
     counters: RequestCounters,
-    pins: DashMap<u64, Pin>,
+    pins: Pins,
+    generations: Generations,
+    status: StatusSnapshots,
     /// Database names by id, for `.versions/<db>` inodes. Grows with the
     /// number of databases ever seen, not with keys.
     db_ids: RwLock<Vec<String>>,
@@ -170,27 +76,67 @@ pub struct FsCore {
     /// root, `.versions/` and `.versions/<db>/`, so the kernel's cached
     /// listings of those directories are refreshed after a change.
     changed_at: Mutex<SystemTime>,
-    /// Signalled whenever a pin is released, for [`FsCore::wait_for_pins`].
-    unpinned: (Mutex<()>, Condvar),
 }
 
 /// Offsets of the fixed entries of every directory listing.
 const DOT_ENTRIES: u64 = 2;
 
+/// An entry of the root, `.versions/` or `.versions/<db>/`, before its
+/// attributes are made (only those of the entries sent are).
+enum Small {
+    Fixed(Inode),
+    Status,
+    Symlink(Arc<Version>),
+    VersionRoot(Arc<Version>),
+}
+
+/// The references a READDIRPLUS reply hands the kernel, counted once the
+/// listing succeeded (the reply is sent after that).
+struct Handed {
+    /// Whether this is a READDIRPLUS (else nothing is handed over).
+    plus: bool,
+    /// (generation, version, entries), consecutive entries merged.
+    pins: Vec<(u64, Arc<Version>, u64)>,
+    /// The `.status` snapshot taken (already counted, see
+    /// [`StatusSnapshots::take`]) and whether it was sent.
+    snapshot: Option<(u64, bool)>,
+}
+
+impl Handed {
+    fn pin(&mut self, generation: u64, version: &Arc<Version>) {
+        match self.pins.last_mut() {
+            Some((g, _, count)) if *g == generation => *count += 1,
+            _ => self.pins.push((generation, Arc::clone(version), 1)),
+        }
+    }
+}
+
 impl FsCore {
-    pub fn new(catalog: Arc<Catalog>, refresh: RefreshHandle, options: CoreOptions) -> Self {
+    pub fn new(catalog: Arc<Catalog>, refresh: impl RefreshTrigger, options: CoreOptions) -> Self {
+        FsCore::with_generations(catalog, refresh, options, Generations::default())
+    }
+
+    /// A core numbering versions from `generations` (tests use a small
+    /// table to reach generation reuse quickly).
+    pub(crate) fn with_generations(
+        catalog: Arc<Catalog>,
+        refresh: impl RefreshTrigger,
+        options: CoreOptions,
+        generations: Generations,
+    ) -> Self {
         FsCore {
             catalog,
-            refresh,
+            refresh: Box::new(refresh),
             options,
             started: SystemTime::now(),
             counters: RequestCounters::default(),
-            pins: DashMap::new(),
+            pins: Pins::default(),
+            generations,
+            status: StatusSnapshots::default(),
             db_ids: RwLock::new(Vec::new()),
             db_ids_assign: Mutex::new(()),
             refreshes: AtomicU64::new(0),
             changed_at: Mutex::new(SystemTime::now()),
-            unpinned: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -213,54 +159,43 @@ impl FsCore {
         *self.changed_at.lock().unwrap_or_else(|e| e.into_inner()) = SystemTime::now();
     }
 
+    /// The generation `version`'s inode numbers carry, if the mount has
+    /// shown it.
+    pub fn generation_of(&self, version: &Version) -> Option<u64> {
+        self.generations.get(version)
+    }
+
     /// Generations of the versions the kernel still references.
     pub fn pinned_generations(&self) -> Vec<u64> {
-        self.pins
-            .iter()
-            .filter(|p| p.references > 0)
-            .map(|p| *p.key())
-            .collect()
+        self.pins.generations()
     }
 
     /// (generation, kernel references) of every pinned version.
     pub fn pin_counts(&self) -> Vec<(u64, i64)> {
-        self.pins.iter().map(|p| (*p.key(), p.references)).collect()
+        self.pins.counts()
     }
 
     /// Waits until `done` holds for the pinned generations, or `timeout`
     /// passes (returns whether it held). For tests and shutdown: the kernel
     /// releases references asynchronously (FORGET).
     pub fn wait_for_pins(&self, done: impl Fn(&[u64]) -> bool, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let (lock, signal) = &self.unpinned;
-        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if done(&self.pinned_generations()) {
-                return true;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            // Bounded waits: a release between the check and the wait is
-            // seen at the next check instead of being lost.
-            let slice = (deadline - now).min(Duration::from_millis(50));
-            guard = signal
-                .wait_timeout(guard, slice)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.pins.wait(done, timeout)
     }
 
     /// Number of versions the kernel still references.
     pub fn pinned_versions(&self) -> usize {
-        self.pins.iter().filter(|p| p.references > 0).count()
+        self.pins.generations().len()
     }
 
-    /// Drops every pin: the kernel connection is gone.
+    /// Number of `.status` snapshots kept.
+    pub fn status_snapshots(&self) -> usize {
+        self.status.len()
+    }
+
+    /// Drops every pin and snapshot: the kernel connection is gone.
     pub fn unpin_all(&self) {
         self.pins.clear();
-        self.unpinned.1.notify_all();
+        self.status.clear();
     }
 
     // ----- lookup -------------------------------------------------------
@@ -268,45 +203,39 @@ impl FsCore {
     /// LOOKUP `name` in directory `parent`. A `Found` answer counts as one
     /// kernel reference (balanced by [`FsCore::forget`]).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
-        let (entry, version) = self.lookup_uncounted(parent, name)?;
-        if let Entry::Found { attr, .. } = entry {
-            match version {
-                Some(version) => self.pin_version(&version),
-                None => self.remember(attr.ino),
-            }
-        }
-        Ok(entry)
-    }
-
-    /// The answer, and the version it belongs to if it is a version inode.
-    fn lookup_uncounted(
-        &self,
-        parent: u64,
-        name: &[u8],
-    ) -> FsResult<(Entry, Option<Arc<Version>>)> {
-        let changing = |attr| Entry::Found {
-            attr,
-            ttl: CHANGING_TTL,
-        };
         // Entries that always name the same inode.
-        let fixed = |attr| Ok((Entry::Found { attr, ttl: FOREVER }, None));
+        let fixed = |inode| {
+            Ok(Entry::Found {
+                attr: self.fixed_attr(inode)?,
+                ttl: FOREVER,
+            })
+        };
         match decode(parent)? {
             Inode::Root => {
                 // No negative entries in the root: a database may appear.
                 match name {
-                    b".versions" => fixed(self.attr(Inode::VersionsDir)?),
-                    b".refresh" => fixed(self.attr(Inode::RefreshFile)?),
-                    b".status" => fixed(self.attr(Inode::StatusFile)?),
+                    b".versions" => fixed(Inode::VersionsDir),
+                    b".refresh" => fixed(Inode::RefreshFile),
+                    b".status" => {
+                        let snapshot = self.status.take(control::status_json(&self.catalog), 1);
+                        let attr = self
+                            .snapshot_attr(&snapshot)
+                            .inspect_err(|_| self.status.forget(snapshot.sequence, 1))?;
+                        Ok(Entry::Found {
+                            attr,
+                            ttl: STATUS_ENTRY_TTL,
+                        })
+                    }
                     db => {
                         let db = std::str::from_utf8(db).map_err(|_| FsError::not_found())?;
                         let version = self.catalog.current(db).ok_or_else(FsError::not_found)?;
-                        let attr = self.version_attr(
-                            &version,
-                            Inode::Symlink {
-                                generation: version.generation(),
-                            },
-                        )?;
-                        Ok((changing(attr), Some(version)))
+                        let generation = self.generation(&version)?;
+                        let attr = self.version_attr(&version, Inode::Symlink { generation })?;
+                        self.pins.add(generation, &version, 1);
+                        Ok(Entry::Found {
+                            attr,
+                            ttl: CHANGING_TTL,
+                        })
                     }
                 }
             }
@@ -315,8 +244,7 @@ impl FsCore {
                 if self.catalog.held_versions(db).is_empty() {
                     return Err(FsError::not_found());
                 }
-                let id = self.db_id(db);
-                fixed(self.attr(Inode::DbDir(id))?)
+                fixed(Inode::DbDir(self.db_id(db)))
             }
             Inode::DbDir(id) => {
                 let db = self.db_name(id)?;
@@ -325,19 +253,21 @@ impl FsCore {
                     .catalog
                     .held_version(&db, name)
                     .ok_or_else(FsError::not_found)?;
-                let generation = version.generation();
+                let generation = self.generation(&version)?;
                 let attr = self.version_attr(&version, Inode::VersionRoot { generation })?;
+                self.pins.add(generation, &version, 1);
                 // Immutable; dropped by invalidation once retired.
-                Ok((Entry::Found { attr, ttl: FOREVER }, Some(version)))
+                Ok(Entry::Found { attr, ttl: FOREVER })
             }
             Inode::VersionRoot { generation } => {
                 let version = self.version(generation, parent)?;
-                if name == naming::VERSION_FILE.as_bytes() {
+                let entry = if name == naming::VERSION_FILE.as_bytes() {
                     let attr = self.version_attr(&version, Inode::VersionFile { generation })?;
-                    return Ok((Entry::Found { attr, ttl: FOREVER }, Some(version)));
-                }
-                let entry = self.lookup_in_version(&version, b"", name)?;
-                Ok((entry, Some(version)))
+                    Entry::Found { attr, ttl: FOREVER }
+                } else {
+                    self.lookup_in_version(&version, generation, b"", name)?
+                };
+                Ok(self.pin_found(entry, generation, &version))
             }
             Inode::PrefixDir {
                 generation,
@@ -347,14 +277,20 @@ impl FsCore {
                 let version = self.version(generation, parent)?;
                 let prefix = listing::dir_prefix(version.keys(), first, depth)
                     .map_err(|e| version.context(e))?;
-                let entry = self.lookup_in_version(&version, &prefix, name)?;
-                Ok((entry, Some(version)))
+                let entry = self.lookup_in_version(&version, generation, &prefix, name)?;
+                Ok(self.pin_found(entry, generation, &version))
             }
-            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            _ => Err(FsError::wrong_kind(libc::ENOTDIR, "not a directory")),
         }
     }
 
-    fn lookup_in_version(&self, version: &Version, prefix: &[u8], name: &[u8]) -> FsResult<Entry> {
+    fn lookup_in_version(
+        &self,
+        version: &Version,
+        generation: u64,
+        prefix: &[u8],
+        name: &[u8],
+    ) -> FsResult<Entry> {
         let decoded = naming::decode(name);
         let child =
             listing::lookup(version.keys(), prefix, &decoded).map_err(|e| version.context(e))?;
@@ -363,62 +299,30 @@ impl FsCore {
             // name is missing for as long as it likes.
             None => Ok(Entry::Negative { ttl: FOREVER }),
             Some(child) => Ok(Entry::Found {
-                attr: self.child_attr(version, child)?,
+                attr: self.version_attr(version, child_inode(generation, child))?,
                 ttl: FOREVER,
             }),
         }
     }
 
+    /// Counts the kernel's reference to a found entry of `version`.
+    fn pin_found(&self, entry: Entry, generation: u64, version: &Arc<Version>) -> Entry {
+        if let Entry::Found { .. } = entry {
+            self.pins.add(generation, version, 1);
+        }
+        entry
+    }
+
     /// FORGET: the kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: u64, count: u64) {
-        if let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) {
-            self.unpin(generation, count);
-        }
-    }
-
-    /// Counts one kernel reference to `ino` (a LOOKUP or READDIRPLUS entry
-    /// the kernel accepted).
-    pub fn remember(&self, ino: u64) {
-        let Some(generation) = Inode::from_number(ino).and_then(Inode::generation) else {
-            return;
-        };
-        if let Some(mut pin) = self.pins.get_mut(&generation)
-            && pin.version.is_some()
-        {
-            pin.references += 1;
-            return;
-        }
-        match self.find_version(generation) {
-            Some(version) => self.pin_version(&version),
-            None => self.adjust_pin(generation, None, 1),
-        }
-    }
-
-    fn pin_version(&self, version: &Arc<Version>) {
-        self.adjust_pin(version.generation(), Some(version), 1);
-    }
-
-    fn unpin(&self, generation: u64, count: u64) {
-        self.adjust_pin(generation, None, -i64::try_from(count).unwrap_or(i64::MAX));
-    }
-
-    /// Adds `delta` kernel references to `generation`, dropping the entry
-    /// (and with it the version) when they sum to zero.
-    fn adjust_pin(&self, generation: u64, version: Option<&Arc<Version>>, delta: i64) {
-        let mut entry = self.pins.entry(generation).or_insert_with(|| Pin {
-            version: None,
-            references: 0,
-        });
-        entry.references = entry.references.saturating_add(delta);
-        if entry.version.is_none() {
-            entry.version = version.cloned();
-        }
-        let released = entry.references == 0;
-        drop(entry);
-        if released {
-            self.pins
-                .remove_if(&generation, |_, pin| pin.references == 0);
-            self.unpinned.1.notify_all();
+        match Inode::from_number(ino) {
+            Some(Inode::StatusSnapshot(sequence)) => self.status.forget(sequence, count),
+            Some(inode) => {
+                if let Some(generation) = inode.generation() {
+                    self.pins.release(generation, count);
+                }
+            }
+            None => {}
         }
     }
 
@@ -427,99 +331,44 @@ impl FsCore {
     /// GETATTR, with the attribute TTL.
     pub fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
         let inode = decode(ino)?;
-        let ttl = attr_ttl(inode);
-        let attr = match inode.generation() {
-            Some(generation) => {
-                let version = self.version(generation, ino)?;
-                self.version_attr(&version, inode)?
+        let attr = match inode {
+            Inode::StatusSnapshot(sequence) => {
+                self.snapshot_attr(&self.snapshot(sequence, ino)?)?
             }
-            None => self.attr(inode)?,
+            _ => match inode.generation() {
+                Some(generation) => {
+                    let version = self.version(generation, ino)?;
+                    self.version_attr(&version, inode)?
+                }
+                None => self.fixed_attr(inode)?,
+            },
         };
-        Ok((attr, ttl))
+        Ok((attr, ATTR_TTL))
     }
 
-    /// A read-only directory owned as configured: what every inode starts
-    /// from before its kind is set.
-    fn base_attr(&self, inode: Inode, mtime: SystemTime) -> FsResult<Attr> {
-        Ok(Attr {
-            ino: inode.number()?,
-            kind: FileKind::Directory,
-            size: 0,
-            perm: 0o555,
-            uid: self.options.uid,
-            gid: self.options.gid,
-            mtime,
-        })
-    }
-
-    fn attr(&self, inode: Inode) -> FsResult<Attr> {
-        let mut attr = self.base_attr(inode, self.started)?;
-        let ino = attr.ino;
+    /// Attributes of the inodes that belong to no version and no snapshot.
+    fn fixed_attr(&self, inode: Inode) -> FsResult<Attr> {
         match inode {
-            Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
-                attr.mtime = *self.changed_at.lock().unwrap_or_else(|e| e.into_inner());
-            }
             Inode::RefreshFile => {
-                attr.kind = FileKind::File;
                 // Writable by the owner only: `touch` by anyone else is
                 // refused by the kernel (and again by `setattr`).
-                attr.perm = 0o644;
+                self.options.file(inode, 0, 0o644, self.started)
             }
-            Inode::StatusFile => {
-                attr.kind = FileKind::File;
-                attr.perm = 0o444;
-                attr.size = self.status_json().len() as u64;
-                attr.mtime = SystemTime::now();
-            }
-            other => {
-                let generation = other.generation().unwrap_or_default();
-                let version = self.version(generation, ino)?;
-                return self.version_attr(&version, other);
+            _ => {
+                let changed = *self.changed_at.lock().unwrap_or_else(|e| e.into_inner());
+                self.options.dir(inode, changed)
             }
         }
-        Ok(attr)
     }
 
     fn version_attr(&self, version: &Version, inode: Inode) -> FsResult<Attr> {
-        let mut attr = self.base_attr(inode, version.created_at())?;
-        match inode {
-            Inode::Symlink { .. } => {
-                attr.kind = FileKind::Symlink;
-                attr.perm = 0o777;
-                attr.size = symlink_target(version).len() as u64;
-            }
-            Inode::VersionFile { .. } => {
-                attr.kind = FileKind::File;
-                attr.perm = 0o444;
-                attr.size = version_file(version).len() as u64;
-            }
-            Inode::Key { ordinal, .. } => {
-                attr.kind = FileKind::File;
-                attr.perm = 0o444;
-                attr.size = version
-                    .keys()
-                    .value_len_at(ordinal)
-                    .map_err(|e| version.context(e))?;
-            }
-            _ => {}
-        }
-        Ok(attr)
+        self.options.version_attr(version, inode)
     }
 
-    fn child_attr(&self, version: &Version, child: Child) -> FsResult<Attr> {
-        let generation = version.generation();
-        let inode = match child {
-            Child::File { ordinal } => Inode::Key {
-                generation,
-                ordinal,
-            },
-            Child::Dir { first, depth } => Inode::PrefixDir {
-                generation,
-                first,
-                depth,
-            },
-        };
-        self.version_attr(version, inode)
+    fn snapshot_attr(&self, snapshot: &Snapshot) -> FsResult<Attr> {
+        let inode = Inode::StatusSnapshot(snapshot.sequence);
+        let size = snapshot.bytes.len() as u64;
+        self.options.file(inode, size, 0o444, snapshot.taken)
     }
 
     // ----- contents -----------------------------------------------------
@@ -529,9 +378,9 @@ impl FsCore {
         match decode(ino)? {
             Inode::Symlink { generation } => {
                 let version = self.version(generation, ino)?;
-                Ok(symlink_target(&version).into_bytes())
+                Ok(crate::fs::attr::symlink_target(&version).into_bytes())
             }
-            _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
+            _ => Err(FsError::wrong_kind(libc::EINVAL, "not a symlink")),
         }
     }
 
@@ -560,27 +409,22 @@ impl FsCore {
                 let keys = version.keys();
                 let key = keys.key_at(ordinal).map_err(|e| version.context(e))?;
                 let value = version.get(key)?.ok_or_else(|| {
-                    FsError::new(libc::EIO, format!("key at ordinal {ordinal} has no value"))
+                    FsError::damaged(format!(
+                        "{} version {}: key at ordinal {ordinal} has no value",
+                        version.db(),
+                        version.name()
+                    ))
                 })?;
                 Ok(slice(&value))
             }
             Inode::VersionFile { generation } => {
                 let version = self.version(generation, ino)?;
-                Ok(slice(version_file(&version).as_bytes()))
+                Ok(slice(control::version_file(&version).as_bytes()))
             }
-            Inode::StatusFile => Ok(slice(self.status_json().as_bytes())),
+            Inode::StatusSnapshot(sequence) => Ok(slice(&self.snapshot(sequence, ino)?.bytes)),
             Inode::RefreshFile => Ok(slice(b"")),
-            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+            _ => Err(FsError::wrong_kind(libc::EISDIR, "is a directory")),
         }
-    }
-
-    /// `.status`: every database with its versions, states, progress and
-    /// errors, as pretty JSON with a trailing newline.
-    pub fn status_json(&self) -> String {
-        let status = serde_json::json!({ "databases": self.catalog.status() });
-        let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
-        text.push('\n');
-        text
     }
 
     // ----- writes -------------------------------------------------------
@@ -595,24 +439,47 @@ impl FsCore {
         if caller_uid != 0 && caller_uid != self.options.uid {
             return Err(FsError::new(
                 libc::EACCES,
+                Level::DEBUG,
                 format!("uid {caller_uid} may not refresh this mount"),
             ));
         }
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         self.refresh.trigger();
         tracing::info!(uid = caller_uid, "refresh requested through .refresh");
-        self.attr(Inode::RefreshFile)
+        self.fixed_attr(Inode::RefreshFile)
     }
 
     // ----- listing ------------------------------------------------------
 
-    /// READDIR(PLUS) of `ino` from `offset` (0 = start; otherwise a `next`
-    /// of an earlier entry). `emit` returns `false` when the reply is full.
-    /// Offsets are stable: a listing can resume from any of them.
+    /// READDIR of `ino` from `offset` (0 = start; otherwise a `next` of an
+    /// earlier entry). `emit` returns `false` when the reply is full (that
+    /// entry was not added). Offsets are stable: a listing can resume from
+    /// any of them.
     pub fn readdir(
         &self,
         ino: u64,
         offset: u64,
+        emit: impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        self.list(ino, offset, false, emit)
+    }
+
+    /// READDIRPLUS: as [`FsCore::readdir`], and every entry `emit` accepted
+    /// (but `.` and `..`) counts as a kernel reference, like a LOOKUP.
+    pub fn readdirplus(
+        &self,
+        ino: u64,
+        offset: u64,
+        emit: impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        self.list(ino, offset, true, emit)
+    }
+
+    fn list(
+        &self,
+        ino: u64,
+        offset: u64,
+        plus: bool,
         mut emit: impl FnMut(DirEntry) -> bool,
     ) -> FsResult<()> {
         let inode = decode(ino)?;
@@ -641,120 +508,180 @@ impl FsCore {
             }
         }
         let offset = offset.max(DOT_ENTRIES);
-        match inode {
+        let mut handed = Handed {
+            plus,
+            pins: Vec::new(),
+            snapshot: None,
+        };
+        let listed = match inode {
             Inode::Root | Inode::VersionsDir | Inode::DbDir(_) => {
-                let entries = self.small_dir(inode)?;
-                for (i, (name, attr)) in entries.into_iter().enumerate() {
-                    let next = DOT_ENTRIES + i as u64 + 1;
-                    // Only the per-database symlinks change their target.
-                    let ttl = match Inode::from_number(attr.ino) {
-                        Some(Inode::Symlink { .. }) | None => CHANGING_TTL,
-                        Some(inode) => attr_ttl(inode),
-                    };
-                    if next > offset
-                        && !emit(DirEntry {
-                            name,
-                            attr,
-                            ttl,
-                            next,
-                        })
-                    {
-                        return Ok(());
-                    }
-                }
-                Ok(())
+                self.list_small(inode, offset, &mut handed, &mut emit)
             }
             Inode::VersionRoot { generation } | Inode::PrefixDir { generation, .. } => {
-                let version = self.version(generation, ino)?;
-                let prefix = match inode {
-                    Inode::PrefixDir { first, depth, .. } => {
-                        listing::dir_prefix(version.keys(), first, depth)
-                            .map_err(|e| version.context(e))?
-                    }
-                    _ => Vec::new(),
-                };
-                // The version root lists `.version` first.
-                let mut keys_base = DOT_ENTRIES;
-                if prefix.is_empty() {
-                    keys_base += 1;
-                    if offset < keys_base {
-                        let attr =
-                            self.version_attr(&version, Inode::VersionFile { generation })?;
-                        let entry = DirEntry {
-                            name: naming::VERSION_FILE.to_string(),
-                            attr,
-                            ttl: FOREVER,
-                            next: keys_base,
-                        };
-                        if !emit(entry) {
-                            return Ok(());
-                        }
-                    }
-                }
-                let cursor = Cursor::from_u64(offset.max(keys_base) - keys_base);
-                let mut failure = None;
-                listing::list(version.keys(), &prefix, cursor, |listed| {
-                    match self.child_attr(&version, listed.child) {
-                        Ok(attr) => emit(DirEntry {
-                            name: listed.name,
-                            attr,
-                            ttl: FOREVER,
-                            next: keys_base + listed.next.to_u64(),
-                        }),
-                        Err(e) => {
-                            failure = Some(e);
-                            false
-                        }
-                    }
-                })
-                .map_err(|e| version.context(e))?;
-                failure.map_or(Ok(()), Err)
+                self.list_version(inode, ino, generation, offset, &mut handed, &mut emit)
             }
-            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            _ => Err(FsError::wrong_kind(libc::ENOTDIR, "not a directory")),
+        };
+        // A failed listing sends no entries: nothing is handed over.
+        if let Some((sequence, sent)) = handed.snapshot
+            && !(sent && listed.is_ok())
+        {
+            self.status.forget(sequence, 1);
         }
+        listed?;
+        // Counted before the reply (and so any FORGET) can reach the kernel.
+        for (generation, version, count) in handed.pins {
+            self.pins.add(generation, &version, count);
+        }
+        Ok(())
     }
 
-    /// The entries of the root, `.versions/` and `.versions/<db>/`.
-    fn small_dir(&self, inode: Inode) -> FsResult<Vec<(String, Attr)>> {
-        let mut out = Vec::new();
+    /// The root, `.versions/` and `.versions/<db>/`.
+    fn list_small(
+        &self,
+        inode: Inode,
+        offset: u64,
+        handed: &mut Handed,
+        emit: &mut impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let mut entries = Vec::new();
         match inode {
             Inode::Root => {
-                out.push((".refresh".to_string(), self.attr(Inode::RefreshFile)?));
-                out.push((".status".to_string(), self.attr(Inode::StatusFile)?));
-                out.push((".versions".to_string(), self.attr(Inode::VersionsDir)?));
+                entries.push((".refresh".to_string(), Small::Fixed(Inode::RefreshFile)));
+                entries.push((".status".to_string(), Small::Status));
+                entries.push((".versions".to_string(), Small::Fixed(Inode::VersionsDir)));
                 for version in self.catalog.served() {
-                    let attr = self.version_attr(
-                        &version,
-                        Inode::Symlink {
-                            generation: version.generation(),
-                        },
-                    )?;
-                    out.push((version.db().to_string(), attr));
+                    entries.push((version.db().to_string(), Small::Symlink(version)));
                 }
             }
             Inode::VersionsDir => {
                 for db in self.catalog.database_names() {
                     if !self.catalog.held_versions(&db).is_empty() {
-                        let attr = self.attr(Inode::DbDir(self.db_id(&db)))?;
-                        out.push((db, attr));
+                        let id = self.db_id(&db);
+                        entries.push((db, Small::Fixed(Inode::DbDir(id))));
                     }
                 }
             }
             Inode::DbDir(id) => {
                 let db = self.db_name(id)?;
                 for version in self.catalog.held_versions(&db) {
-                    let attr = self.version_attr(
-                        &version,
-                        Inode::VersionRoot {
-                            generation: version.generation(),
-                        },
-                    )?;
-                    out.push((version.name().to_string(), attr));
+                    entries.push((version.name().to_string(), Small::VersionRoot(version)));
                 }
             }
             _ => {}
         }
-        Ok(out)
+        for (i, (name, small)) in entries.into_iter().enumerate() {
+            let next = DOT_ENTRIES + i as u64 + 1;
+            if next <= offset {
+                continue;
+            }
+            let mut version_pin = None;
+            let (attr, ttl) = match &small {
+                Small::Fixed(inode) => (self.fixed_attr(*inode)?, FOREVER),
+                Small::Status => {
+                    // READDIRPLUS hands the kernel the inode: a snapshot
+                    // counted like a LOOKUP's, released if not sent.
+                    let text = control::status_json(&self.catalog);
+                    let snapshot = self.status.take(text, u64::from(handed.plus));
+                    if handed.plus {
+                        handed.snapshot = Some((snapshot.sequence, false));
+                    }
+                    (self.snapshot_attr(&snapshot)?, STATUS_ENTRY_TTL)
+                }
+                // Only the per-database symlinks change their target.
+                Small::Symlink(version) => {
+                    let generation = self.generation(version)?;
+                    version_pin = Some((generation, version));
+                    let attr = self.version_attr(version, Inode::Symlink { generation })?;
+                    (attr, CHANGING_TTL)
+                }
+                Small::VersionRoot(version) => {
+                    let generation = self.generation(version)?;
+                    version_pin = Some((generation, version));
+                    let attr = self.version_attr(version, Inode::VersionRoot { generation })?;
+                    (attr, FOREVER)
+                }
+            };
+            let entry = DirEntry {
+                name,
+                attr,
+                ttl,
+                next,
+            };
+            if !emit(entry) {
+                return Ok(());
+            }
+            if handed.plus {
+                if let Some((generation, version)) = version_pin {
+                    handed.pin(generation, version);
+                }
+                if let (Small::Status, Some((_, sent))) = (&small, &mut handed.snapshot) {
+                    *sent = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A version root or prefix directory.
+    fn list_version(
+        &self,
+        inode: Inode,
+        ino: u64,
+        generation: u64,
+        offset: u64,
+        handed: &mut Handed,
+        emit: &mut impl FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let version = self.version(generation, ino)?;
+        let prefix = match inode {
+            Inode::PrefixDir { first, depth, .. } => {
+                listing::dir_prefix(version.keys(), first, depth).map_err(|e| version.context(e))?
+            }
+            _ => Vec::new(),
+        };
+        let mut emit = |entry| {
+            let sent = emit(entry);
+            if sent && handed.plus {
+                handed.pin(generation, &version);
+            }
+            sent
+        };
+        // The version root lists `.version` first.
+        let mut keys_base = DOT_ENTRIES;
+        if prefix.is_empty() {
+            keys_base += 1;
+            if offset < keys_base {
+                let attr = self.version_attr(&version, Inode::VersionFile { generation })?;
+                let entry = DirEntry {
+                    name: naming::VERSION_FILE.to_string(),
+                    attr,
+                    ttl: FOREVER,
+                    next: keys_base,
+                };
+                if !emit(entry) {
+                    return Ok(());
+                }
+            }
+        }
+        let cursor = Cursor::from_u64(offset.max(keys_base) - keys_base);
+        let mut failure = None;
+        listing::list(version.keys(), &prefix, cursor, |listed| {
+            match self.version_attr(&version, child_inode(generation, listed.child)) {
+                Ok(attr) => emit(DirEntry {
+                    name: listed.name,
+                    attr,
+                    ttl: FOREVER,
+                    next: keys_base + listed.next.to_u64(),
+                }),
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })
+        .map_err(|e| version.context(e))?;
+        failure.map_or(Ok(()), Err)
     }
 
     // ----- helpers ------------------------------------------------------
@@ -762,21 +689,42 @@ impl FsCore {
     /// The version an inode of generation `generation` belongs to: pinned
     /// (the kernel holds one of its inodes), or still in the catalog.
     fn version(&self, generation: u64, ino: u64) -> FsResult<Arc<Version>> {
-        if let Some(pin) = self.pins.get(&generation)
-            && let Some(version) = &pin.version
-        {
-            return Ok(Arc::clone(version));
+        if let Some(version) = self.pins.version(generation) {
+            return Ok(version);
         }
-        self.find_version(generation)
+        self.generations
+            .version(generation)
+            .filter(|version| {
+                self.catalog
+                    .held_version(version.db(), version.name())
+                    .is_some_and(|held| Arc::ptr_eq(&held, version))
+            })
             .ok_or_else(|| FsError::stale(ino))
     }
 
-    fn find_version(&self, generation: u64) -> Option<Arc<Version>> {
-        self.catalog
-            .database_names()
-            .iter()
-            .flat_map(|db| self.catalog.held_versions(db))
-            .find(|v| v.generation() == generation)
+    /// The generation of `version`, assigned now if the mount never showed
+    /// it. Fails only when every generation is in use (see
+    /// `fs::generations`).
+    fn generation(&self, version: &Arc<Version>) -> FsResult<u64> {
+        self.generations
+            .assign(version, |generation| self.pins.is_pinned(generation))
+            .map_err(|e| {
+                FsError::new(
+                    libc::EOVERFLOW,
+                    Level::WARN,
+                    format!(
+                        "cannot number {} version {} for the mount",
+                        version.db(),
+                        version.name()
+                    ),
+                )
+                .with_source(e)
+            })
+    }
+
+    /// A `.status` snapshot the kernel still references.
+    fn snapshot(&self, sequence: u64, ino: u64) -> FsResult<Snapshot> {
+        self.status.get(sequence).ok_or_else(|| FsError::stale(ino))
     }
 
     /// The id of `.versions/<db>`, assigned on first use and never reused.
@@ -808,42 +756,42 @@ impl FsCore {
     }
 }
 
-/// How long the kernel may cache an inode's attributes.
-pub fn attr_ttl(inode: Inode) -> Duration {
-    match inode {
-        // Recomputed on every access so `cat .status` is always fresh.
-        Inode::StatusFile => Duration::ZERO,
-        // Fixed, or part of an immutable version. The root, `.versions/`
-        // and `.versions/<db>/` do change (their listings, and their mtime
-        // with them), but every change is pushed to the kernel by
-        // invalidation, and a short TTL here would cost a GETATTR per path
-        // walk (the kernel checks search permission on every directory).
-        _ => FOREVER,
-    }
-}
-
 fn decode(ino: u64) -> FsResult<Inode> {
     Inode::from_number(ino).ok_or_else(|| FsError::stale(ino))
 }
 
-/// Where `<db>` points: relative, so it works wherever the mount is.
-fn symlink_target(version: &Version) -> String {
-    format!(".versions/{}/{}", version.db(), version.name())
-}
-
-/// The content of `.version`.
-fn version_file(version: &Version) -> String {
-    format!("{}\n", version.name())
+/// The inode of a name listed or looked up in a version directory.
+fn child_inode(generation: u64, child: Child) -> Inode {
+    match child {
+        Child::File { ordinal } => Inode::Key {
+            generation,
+            ordinal,
+        },
+        Child::Dir { first, depth } => Inode::PrefixDir {
+            generation,
+            first,
+            depth,
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::InMemoryVersionData;
+    use crate::fs::attr::FileKind;
+    use std::time::Instant;
 
     fn version(db: &str, name: &str, pairs: &[(&[u8], &[u8])]) -> Arc<Version> {
         let data = InMemoryVersionData::new(pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
         Version::new(db, name, SystemTime::UNIX_EPOCH, "test", 1, Box::new(data))
+    }
+
+    fn owner() -> CoreOptions {
+        CoreOptions {
+            uid: 1000,
+            gid: 1000,
+        }
     }
 
     fn core_with(versions: &[Arc<Version>]) -> FsCore {
@@ -851,14 +799,7 @@ mod tests {
         for v in versions {
             catalog.publish(Arc::clone(v), "test".into(), Duration::from_secs(60));
         }
-        FsCore::new(
-            catalog,
-            RefreshHandle::new(),
-            CoreOptions {
-                uid: 1000,
-                gid: 1000,
-            },
-        )
+        FsCore::new(catalog, || {}, owner())
     }
 
     fn found(entry: Entry) -> Attr {
@@ -866,6 +807,13 @@ mod tests {
             Entry::Found { attr, .. } => attr,
             Entry::Negative { .. } => panic!("expected an entry"),
         }
+    }
+
+    /// `.versions/<db>/<version>`, looked up (so pinned once).
+    fn version_root(core: &FsCore, version: &Version) -> u64 {
+        let versions = found(core.lookup(inode::ROOT, b".versions").unwrap());
+        let db = found(core.lookup(versions.ino, version.db().as_bytes()).unwrap());
+        found(core.lookup(db.ino, version.name().as_bytes()).unwrap()).ino
     }
 
     fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {
@@ -926,8 +874,9 @@ mod tests {
         // The flat name reaches the same inode.
         let flat = found(core.lookup(root.ino, b"1881%2Fboy").unwrap());
         assert_eq!(flat.ino, boy.ino);
-        let status = String::from_utf8(read_all(&core, inode::STATUS_FILE)).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let status = found(core.lookup(inode::ROOT, b".status").unwrap());
+        let text = String::from_utf8(read_all(&core, status.ino)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["databases"][0]["name"], "baby-names");
         assert_eq!(json["databases"][0]["versions"][0]["state"], "ACTIVE");
     }
@@ -937,14 +886,10 @@ mod tests {
         let v = version("db", "1", &[(b"k", b"v")]);
         let core = core_with(std::slice::from_ref(&v));
         assert_eq!(
-            core.lookup(inode::ROOT, b"nope").unwrap_err().errno,
+            core.lookup(inode::ROOT, b"nope").unwrap_err().errno(),
             libc::ENOENT
         );
-        let root = Inode::VersionRoot {
-            generation: v.generation(),
-        }
-        .number()
-        .unwrap();
+        let root = version_root(&core, &v);
         assert_eq!(
             core.lookup(root, b"nope").unwrap(),
             Entry::Negative { ttl: FOREVER }
@@ -953,27 +898,34 @@ mod tests {
 
     #[test]
     fn writes_are_read_only_and_refresh_is_owner_only() {
-        let core = core_with(&[]);
+        let triggered = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&triggered);
+        let trigger = move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        };
+        let core = FsCore::new(Catalog::new(), trigger, owner());
+        let status = found(core.lookup(inode::ROOT, b".status").unwrap());
         assert_eq!(
-            core.setattr(inode::STATUS_FILE, 0, true).unwrap_err().errno,
+            core.setattr(status.ino, 0, true).unwrap_err().errno(),
             libc::EROFS
         );
         assert_eq!(
             core.setattr(inode::REFRESH_FILE, 0, false)
                 .unwrap_err()
-                .errno,
+                .errno(),
             libc::EROFS
         );
         assert_eq!(
             core.setattr(inode::REFRESH_FILE, 4242, true)
                 .unwrap_err()
-                .errno,
+                .errno(),
             libc::EACCES
         );
         assert_eq!(core.refreshes_triggered(), 0);
         core.setattr(inode::REFRESH_FILE, 1000, true).unwrap();
         core.setattr(inode::REFRESH_FILE, 0, true).unwrap();
         assert_eq!(core.refreshes_triggered(), 2);
+        assert_eq!(triggered.load(Ordering::Relaxed), 2);
     }
 
     #[test]
@@ -986,11 +938,7 @@ mod tests {
         let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         let v = version("db", "1", &refs);
         let core = core_with(std::slice::from_ref(&v));
-        let root = Inode::VersionRoot {
-            generation: v.generation(),
-        }
-        .number()
-        .unwrap();
+        let root = version_root(&core, &v);
         let all = list(&core, root, 0);
         assert_eq!(all.len(), 2 + 1 + 3 + 20 + 1);
         for (i, e) in all.iter().enumerate() {
@@ -1009,18 +957,12 @@ mod tests {
         let v1 = version("db", "1", &[(b"k", b"old")]);
         let catalog = Catalog::new();
         catalog.publish(Arc::clone(&v1), "p".into(), Duration::ZERO);
-        let core = FsCore::new(
-            Arc::clone(&catalog),
-            RefreshHandle::new(),
-            CoreOptions::default(),
-        );
+        let core = FsCore::new(Arc::clone(&catalog), || {}, CoreOptions::default());
         let link = found(core.lookup(inode::ROOT, b"db").unwrap());
-        let root = Inode::VersionRoot {
-            generation: v1.generation(),
-        }
-        .number()
-        .unwrap();
-        let key = found(core.lookup(root, b"k").unwrap());
+        let versions = found(core.lookup(inode::ROOT, b".versions").unwrap());
+        let db_dir = found(core.lookup(versions.ino, b"db").unwrap());
+        let root = found(core.lookup(db_dir.ino, b"1").unwrap());
+        let key = found(core.lookup(root.ino, b"k").unwrap());
         drop(v1);
         catalog.publish(
             version("db", "2", &[(b"k", b"new")]),
@@ -1028,16 +970,169 @@ mod tests {
             Duration::ZERO,
         );
         // Grace over, but the kernel still holds inodes of version 1.
-        let now = std::time::Instant::now() + Duration::from_secs(1);
+        let now = Instant::now() + Duration::from_secs(1);
         assert!(catalog.take_expired(now).is_empty());
         assert_eq!(read_all(&core, key.ino), b"old");
         core.forget(key.ino, 1);
+        core.forget(root.ino, 1);
         core.forget(link.ino, 1);
         assert_eq!(core.pinned_versions(), 0);
         assert_eq!(catalog.take_expired(now).len(), 1);
         assert_eq!(
-            core.read(key.ino, 0, 10, |b| b.to_vec()).unwrap_err().errno,
+            core.read(key.ino, 0, 10, |b| b.to_vec())
+                .unwrap_err()
+                .errno(),
             libc::ESTALE
         );
+    }
+
+    #[test]
+    fn readdirplus_counts_the_entries_it_hands_over_and_readdir_does_not() {
+        let v = version("db", "1", &[(b"a", b"1"), (b"b", b"2"), (b"c/d", b"3")]);
+        let core = core_with(std::slice::from_ref(&v));
+        let root = version_root(&core, &v);
+        let generation = core.generation_of(&v).unwrap();
+        let references = || {
+            core.pin_counts()
+                .into_iter()
+                .find(|&(g, _)| g == generation)
+                .map_or(0, |(_, n)| n)
+        };
+        assert_eq!(references(), 1);
+        list(&core, root, 0);
+        assert_eq!(references(), 1);
+        // Room for `.`, `..`, `.version` and `a` only: three references.
+        let mut sent = 0;
+        core.readdirplus(root, 0, |_| {
+            sent += 1;
+            sent <= 4
+        })
+        .unwrap();
+        assert_eq!(references(), 1 + 2);
+        // The root listing hands over the symlink and a `.status` snapshot.
+        core.readdirplus(inode::ROOT, 0, |_| true).unwrap();
+        assert_eq!(references(), 1 + 2 + 1);
+        assert_eq!(core.status_snapshots(), 1);
+    }
+
+    #[test]
+    fn each_status_lookup_is_a_snapshot_whose_size_matches_its_bytes() {
+        let catalog = Catalog::new();
+        let core = FsCore::new(Arc::clone(&catalog), || {}, owner());
+        let first = found(core.lookup(inode::ROOT, b".status").unwrap());
+        // Unchanged: the same snapshot (and the kernel's cached pages).
+        let again = found(core.lookup(inode::ROOT, b".status").unwrap());
+        assert_eq!(again.ino, first.ino);
+        catalog.publish(version("db", "1", &[(b"k", b"v")]), "p".into(), FOREVER);
+        // The first snapshot still serves the document it was taken from.
+        let (attr, ttl) = core.getattr(first.ino).unwrap();
+        assert_eq!(ttl, ATTR_TTL);
+        let bytes = read_all(&core, first.ino);
+        assert_eq!(attr.size, bytes.len() as u64);
+        assert!(!String::from_utf8_lossy(&bytes).contains("\"db\""));
+        // A new lookup sees the change, in a new inode.
+        let second = found(core.lookup(inode::ROOT, b".status").unwrap());
+        assert_ne!(second.ino, first.ino);
+        let bytes = read_all(&core, second.ino);
+        assert_eq!(second.size, bytes.len() as u64);
+        assert!(String::from_utf8_lossy(&bytes).contains("\"db\""));
+        // Released with its last reference.
+        core.forget(first.ino, 2);
+        let stale = core.getattr(first.ino).unwrap_err();
+        assert_eq!((stale.errno(), stale.level()), (libc::ESTALE, Level::DEBUG));
+        assert_eq!(read_all(&core, second.ino), bytes);
+    }
+
+    #[test]
+    fn damaged_data_is_eio_with_its_cause() {
+        let v = version("db", "1", &[(b"k", b"v")]);
+        let core = core_with(std::slice::from_ref(&v));
+        let root = version_root(&core, &v);
+        let generation = core.generation_of(&v).unwrap();
+        let bad_dir = Inode::PrefixDir {
+            generation,
+            first: 0,
+            depth: 3,
+        };
+        let err = core.lookup(bad_dir.number().unwrap(), b"x").unwrap_err();
+        assert_eq!((err.errno(), err.level()), (libc::EIO, Level::ERROR));
+        assert!(
+            err.chain()
+                .to_string()
+                .contains("db version 1: directory inode"),
+            "{}",
+            err.chain()
+        );
+        let missing = Inode::Key {
+            generation,
+            ordinal: 7,
+        };
+        let err = core.getattr(missing.number().unwrap()).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        assert_eq!(core.lookup(root, b"k").map(|e| found(e).size).unwrap(), 1);
+    }
+
+    #[test]
+    fn generations_are_reused_once_a_version_is_gone_and_forgotten() {
+        let catalog = Catalog::new();
+        let core = FsCore::with_generations(
+            Arc::clone(&catalog),
+            || {},
+            owner(),
+            Generations::with_capacity(2),
+        );
+        let publish = |name: &str, value: &[u8]| {
+            catalog.publish(
+                version("db", name, &[(b"k", value)]),
+                "p".into(),
+                Duration::ZERO,
+            );
+        };
+        let expire = || {
+            let later = Instant::now() + Duration::from_secs(1);
+            for v in catalog.take_expired(later) {
+                catalog.deleted(v.db(), v.name());
+            }
+        };
+        publish("1", b"one");
+        let link1 = found(core.lookup(inode::ROOT, b"db").unwrap());
+        publish("2", b"two");
+        let link2 = found(core.lookup(inode::ROOT, b"db").unwrap());
+        assert_ne!(link1.ino, link2.ino);
+        publish("3", b"three");
+        expire();
+        // Version 1 is retired but the kernel still holds its symlink, and
+        // version 2 too: no generation is free.
+        let full = core.lookup(inode::ROOT, b"db").unwrap_err();
+        assert_eq!(full.errno(), libc::EOVERFLOW);
+        assert_eq!(core.readlink(link1.ino).unwrap(), b".versions/db/1");
+        core.forget(link1.ino, 1);
+        expire();
+        // Version 1 is gone and forgotten: its generation numbers version 3.
+        let link3 = found(core.lookup(inode::ROOT, b"db").unwrap());
+        assert_eq!(link3.ino, link1.ino);
+        assert_eq!(core.readlink(link3.ino).unwrap(), b".versions/db/3");
+        assert_eq!(core.readlink(link2.ino).unwrap(), b".versions/db/2");
+    }
+
+    /// More versions than inode numbers have room for, each shown and
+    /// retired in turn: numbering them never runs out. (The small tables
+    /// above check the same reuse in milliseconds.)
+    #[test]
+    #[ignore = "publishes 2^20 versions: about 25 s in a debug build"]
+    fn more_than_a_million_versions_can_be_shown_one_after_another() {
+        let catalog = Catalog::new();
+        let core = FsCore::new(Arc::clone(&catalog), || {}, owner());
+        for n in 0..=inode::MAX_GENERATION + 16 {
+            let data = InMemoryVersionData::new([(b"k".to_vec(), b"v".to_vec())]);
+            let name = n.to_string();
+            let v = Version::new("db", name, SystemTime::UNIX_EPOCH, "", 1, Box::new(data));
+            catalog.publish(v, String::new(), Duration::ZERO);
+            let link = core
+                .lookup(inode::ROOT, b"db")
+                .unwrap_or_else(|e| panic!("version {n}: {}", e.chain()));
+            core.forget(found(link).ino, 1);
+            drop(catalog.take_expired(Instant::now()));
+        }
     }
 }

@@ -3,14 +3,15 @@
 //! With entry and attribute TTLs of a hundred years the kernel may keep
 //! millions of inodes of a version. A table from inode number to key would
 //! grow with every key ever looked up; instead the number itself encodes the
-//! version (its process-unique generation) and the key's position in that
-//! version's sorted key index, so any inode is decoded without a table and
-//! FORGET costs nothing per key.
+//! version (its generation, see `fs::generations`) and the key's position
+//! in that version's sorted key index, so any inode is decoded without a
+//! table and FORGET costs nothing per key.
 //!
 //! Layout of the 64 bits:
 //!
 //! ```text
-//! bit 63 = 0: fixed inodes (1..=15) and `.versions/<db>` directories (16 + db id)
+//! bit 63 = 0, bit 62 = 0: fixed inodes (1..=15), `.versions/<db>` directories (16 + db id)
+//! bit 63 = 0, bit 62 = 1: a `.status` snapshot (payload: its 62-bit sequence number)
 //! bit 63 = 1: | generation: 20 | kind: 3 | payload: 40 |
 //!   kind 0 symlink `<db>` -> this version        payload 0
 //!   kind 1 version root directory                payload 0
@@ -22,9 +23,9 @@
 //! A prefix directory (`1881/` in a version with key `1881/boy`) is named by
 //! the first key under it and its depth (the number of `/` in the prefix):
 //! the prefix is that key cut after its depth-th `/`. Versions are immutable,
-//! so the numbers never change meaning while the version exists, and
-//! generations are never reused, so an old version's numbers never alias a
-//! new one's.
+//! so the numbers never change meaning while the version exists, and a
+//! generation is only reused once the kernel holds no inode of its previous
+//! version, so an old version's numbers never alias a new one's.
 
 /// The mount root.
 pub const ROOT: u64 = 1;
@@ -32,20 +33,20 @@ pub const ROOT: u64 = 1;
 pub const VERSIONS_DIR: u64 = 2;
 /// `.refresh`.
 pub const REFRESH_FILE: u64 = 3;
-/// `.status`.
-pub const STATUS_FILE: u64 = 4;
+// 4 was `.status` when it had one inode; it is never handed out now.
 /// First number of a `.versions/<db>` directory (plus the db id).
 const DB_DIR_BASE: u64 = 16;
 
 const VERSION_BIT: u64 = 1 << 63;
+const STATUS_BIT: u64 = 1 << 62;
 const GENERATION_BITS: u32 = 20;
 const KIND_BITS: u32 = 3;
 const PAYLOAD_BITS: u32 = 40;
 const ORDINAL_BITS_IN_DIR: u32 = 32;
 const DEPTH_BITS: u32 = 8;
 
-/// Largest generation an inode can carry (about a million versions loaded in
-/// one process lifetime).
+/// Largest generation an inode can carry: at most this many versions can be
+/// visible through the mount at once (generations start at 1).
 pub const MAX_GENERATION: u64 = (1 << GENERATION_BITS) - 1;
 /// Largest key ordinal a file inode can carry.
 pub const MAX_FILE_ORDINAL: u64 = (1 << PAYLOAD_BITS) - 1;
@@ -53,6 +54,8 @@ pub const MAX_FILE_ORDINAL: u64 = (1 << PAYLOAD_BITS) - 1;
 pub const MAX_DIR_ORDINAL: u64 = (1 << ORDINAL_BITS_IN_DIR) - 1;
 /// Deepest prefix directory.
 pub const MAX_DEPTH: u64 = (1 << DEPTH_BITS) - 1;
+/// Largest `.status` snapshot sequence number.
+pub const MAX_STATUS_SEQUENCE: u64 = STATUS_BIT - 1;
 
 /// What an inode number stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +63,8 @@ pub enum Inode {
     Root,
     VersionsDir,
     RefreshFile,
-    StatusFile,
+    /// One frozen `.status` document (see `fs::control`).
+    StatusSnapshot(u64),
     /// `.versions/<db>` for the db with this id (see `fs::core`).
     DbDir(u32),
     /// The per-database symlink while it points at this version.
@@ -105,7 +109,10 @@ impl Inode {
             Inode::Root => Ok(ROOT),
             Inode::VersionsDir => Ok(VERSIONS_DIR),
             Inode::RefreshFile => Ok(REFRESH_FILE),
-            Inode::StatusFile => Ok(STATUS_FILE),
+            Inode::StatusSnapshot(sequence) if sequence <= MAX_STATUS_SEQUENCE => {
+                Ok(STATUS_BIT | sequence)
+            }
+            Inode::StatusSnapshot(_) => Err(InodeOverflow),
             Inode::DbDir(id) => Ok(DB_DIR_BASE + u64::from(id)),
             Inode::Symlink { generation } => versioned(generation, 0, 0),
             Inode::VersionRoot { generation } => versioned(generation, 1, 0),
@@ -131,11 +138,13 @@ impl Inode {
     /// hands out.
     pub fn from_number(number: u64) -> Option<Inode> {
         if number & VERSION_BIT == 0 {
+            if number & STATUS_BIT != 0 {
+                return Some(Inode::StatusSnapshot(number & MAX_STATUS_SEQUENCE));
+            }
             return match number {
                 ROOT => Some(Inode::Root),
                 VERSIONS_DIR => Some(Inode::VersionsDir),
                 REFRESH_FILE => Some(Inode::RefreshFile),
-                STATUS_FILE => Some(Inode::StatusFile),
                 n if n >= DB_DIR_BASE => u32::try_from(n - DB_DIR_BASE).ok().map(Inode::DbDir),
                 _ => None,
             };
@@ -185,7 +194,12 @@ mod tests {
         assert_eq!(Inode::from_number(1), Some(Inode::Root));
         assert_eq!(Inode::from_number(0), None);
         assert_eq!(Inode::from_number(7), None);
+        assert_eq!(Inode::from_number(4), None);
         assert_eq!(Inode::from_number(16), Some(Inode::DbDir(0)));
+        assert_eq!(
+            Inode::from_number(Inode::StatusSnapshot(5).number().unwrap()),
+            Some(Inode::StatusSnapshot(5))
+        );
     }
 
     #[test]
@@ -208,6 +222,7 @@ mod tests {
                        first in 0..=MAX_DIR_ORDINAL, depth in 0..=MAX_DEPTH, id in any::<u32>()) {
             for inode in [
                 Inode::DbDir(id),
+                Inode::StatusSnapshot(ordinal),
                 Inode::Symlink { generation },
                 Inode::VersionRoot { generation },
                 Inode::VersionFile { generation },

@@ -2,18 +2,33 @@
 //!
 //! Split by concept so the kernel-facing part stays thin:
 //! - [`inode`]: stateless inode numbers (version generation + key ordinal);
+//! - [`generations`]: which 20-bit generation numbers which version;
 //! - [`listing`]: NAMING's placement rules over a version's sorted keys;
 //! - [`core`]: every operation as a plain function over the catalog, which
-//!   tests drive without a kernel;
+//!   tests drive without a kernel, with [`attr`] (attributes and cache
+//!   lifetimes), [`pins`] (the kernel's references to versions), [`control`]
+//!   (`.status`, `.refresh`, `.version`) and [`error`] (errno, message,
+//!   source and log level of every failure);
 //! - [`counters`]: requests received per opcode;
 //! - [`fuse`]: the fuser adapter, session, kernel caching and invalidation.
 
+pub mod attr;
+pub mod control;
 pub mod core;
 pub mod counters;
+pub mod error;
 pub mod fuse;
+pub mod generations;
 pub mod inode;
 pub mod listing;
+pub mod pins;
 
-pub use self::core::{FsCore, FsError};
+#[cfg(test)]
+mod model_tests;
+
+pub use self::attr::{Attr, CoreOptions, FileKind};
+pub use self::control::RefreshTrigger;
+pub use self::core::{DirEntry, Entry, FsCore};
 pub use self::counters::{Op, RequestCounters};
+pub use self::error::{FsError, FsResult};
 pub use self::fuse::{MountError, MountHandle, MountOptions, mount};

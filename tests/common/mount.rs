@@ -79,8 +79,14 @@ impl TestMount {
         // Other users (tests run commands as `nobody`) must reach the mount.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod temp dir");
-        let handle =
-            mount(Arc::clone(&catalog), refresh.clone(), dir.path(), options).expect("mount");
+        let trigger = refresh.clone();
+        let handle = mount(
+            Arc::clone(&catalog),
+            move || trigger.trigger(),
+            dir.path(),
+            options,
+        )
+        .expect("mount");
         TestMount {
             catalog,
             refresh,

@@ -1,0 +1,231 @@
+//! The control files: `.status` (the catalog's status as JSON), `.refresh`
+//! (touch it to look for new data) and `.version` (which version a version
+//! directory is).
+//!
+//! `.status` changes while it is read, yet a reader must get one whole
+//! document. The session answers OPEN with ENOSYS (what keeps warm reads
+//! free of requests), so there is no per-open handle to freeze it in.
+//! Instead every LOOKUP of `.status` (its entry TTL is zero, so every path
+//! walk looks it up) yields an inode of its own whose content is serialized
+//! once, then; GETATTR and READ of that inode serve exactly those bytes, so
+//! the size the kernel reads up to always matches them. A snapshot with the
+//! same content as the newest one is that one (an unchanged catalog keeps
+//! one inode, and its cached pages). A snapshot lives while the kernel
+//! references its inode (FORGET releases it); at most
+//! [`MAX_STATUS_SNAPSHOTS`] are kept, and the oldest beyond that is
+//! dropped: a reader still holding it open then gets ESTALE, and the next
+//! `cat` gets a new snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::catalog::{Catalog, Version};
+use crate::fs::inode::MAX_STATUS_SEQUENCE;
+
+/// Asks the daemon to look for new data (what `touch .refresh` does). It
+/// must return at once: it is called on a FUSE request thread.
+pub trait RefreshTrigger: Send + Sync + 'static {
+    fn trigger(&self);
+}
+
+impl<F: Fn() + Send + Sync + 'static> RefreshTrigger for F {
+    fn trigger(&self) {
+        self()
+    }
+}
+
+/// The content of `.version`.
+pub fn version_file(version: &Version) -> String {
+    format!("{}\n", version.name())
+}
+
+/// `.status`: every database with its versions, states, progress and
+/// errors, as pretty JSON with a trailing newline.
+pub fn status_json(catalog: &Catalog) -> String {
+    let status = serde_json::json!({ "databases": catalog.status() });
+    let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// How many `.status` snapshots are kept at most. The kernel references a
+/// snapshot only while a reader has it open or between a lookup and the
+/// next path walk (which replaces the entry), so a handful are in use at
+/// any time; 64 leaves room for many concurrent readers of a long document
+/// while bounding memory to 64 copies of it.
+pub const MAX_STATUS_SNAPSHOTS: usize = 64;
+
+/// One frozen `.status` document.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Its sequence number (the payload of its inode number).
+    pub sequence: u64,
+    pub bytes: Arc<[u8]>,
+    /// When it was taken: its mtime.
+    pub taken: SystemTime,
+}
+
+struct Entry {
+    snapshot: Snapshot,
+    /// Kernel references to its inode.
+    references: u64,
+}
+
+/// The live `.status` snapshots; see the module docs.
+pub struct StatusSnapshots {
+    capacity: usize,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    /// By sequence number: the first is the oldest, the last the newest.
+    snapshots: BTreeMap<u64, Entry>,
+}
+
+impl Default for StatusSnapshots {
+    fn default() -> Self {
+        StatusSnapshots::with_capacity(MAX_STATUS_SNAPSHOTS)
+    }
+}
+
+impl StatusSnapshots {
+    /// A table keeping at most `capacity` snapshots (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        StatusSnapshots {
+            capacity: capacity.max(1),
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    /// A snapshot of `text`, counting `references` kernel references to it
+    /// (one for a LOOKUP; zero for a plain listing, whose inode numbers the
+    /// kernel does not keep).
+    pub fn take(&self, text: String, references: u64) -> Snapshot {
+        let mut table = self.lock();
+        if let Some((_, newest)) = table.snapshots.iter_mut().next_back()
+            && *newest.snapshot.bytes == *text.as_bytes()
+        {
+            newest.references += references;
+            return newest.snapshot.clone();
+        }
+        // The newest is replaced: drop it unless the kernel holds it.
+        if let Some(entry) = table.snapshots.last_entry()
+            && entry.get().references == 0
+        {
+            entry.remove();
+        }
+        // 2^62 sequence numbers do not run out (a billion lookups a second
+        // for well over a century); the mask only keeps the number valid.
+        let sequence = table.next & MAX_STATUS_SEQUENCE;
+        table.next = table.next.wrapping_add(1);
+        let snapshot = Snapshot {
+            sequence,
+            bytes: Arc::from(text.into_bytes()),
+            taken: SystemTime::now(),
+        };
+        table.snapshots.insert(
+            sequence,
+            Entry {
+                snapshot: snapshot.clone(),
+                references,
+            },
+        );
+        while table.snapshots.len() > self.capacity {
+            table.snapshots.pop_first();
+        }
+        snapshot
+    }
+
+    /// The snapshot `sequence`, if it is still kept.
+    pub fn get(&self, sequence: u64) -> Option<Snapshot> {
+        let table = self.lock();
+        table
+            .snapshots
+            .get(&sequence)
+            .map(|entry| entry.snapshot.clone())
+    }
+
+    /// The kernel dropped `count` references to snapshot `sequence`; it is
+    /// dropped with the last unless it is the newest (which a later lookup
+    /// with the same content reuses).
+    pub fn forget(&self, sequence: u64, count: u64) {
+        let mut table = self.lock();
+        let newest = table.snapshots.keys().next_back().copied();
+        if let Some(entry) = table.snapshots.get_mut(&sequence) {
+            entry.references = entry.references.saturating_sub(count);
+            if entry.references == 0 && Some(sequence) != newest {
+                table.snapshots.remove(&sequence);
+            }
+        }
+    }
+
+    /// Number of snapshots kept.
+    pub fn len(&self) -> usize {
+        self.lock().snapshots.len()
+    }
+
+    /// Whether no snapshot is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every snapshot: the kernel connection is gone.
+    pub fn clear(&self) {
+        self.lock().snapshots.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_frozen_and_lives_while_referenced() {
+        let snapshots = StatusSnapshots::default();
+        let a = snapshots.take("a".into(), 1);
+        let b = snapshots.take("bb".into(), 1);
+        assert_ne!(a.sequence, b.sequence);
+        assert_eq!(&*snapshots.get(a.sequence).unwrap().bytes, b"a");
+        assert_eq!(&*snapshots.get(b.sequence).unwrap().bytes, b"bb");
+        snapshots.forget(a.sequence, 1);
+        assert!(snapshots.get(a.sequence).is_none());
+        // The newest stays, unreferenced, for a lookup with equal content.
+        snapshots.forget(b.sequence, 1);
+        assert_eq!(snapshots.take("bb".into(), 1).sequence, b.sequence);
+    }
+
+    #[test]
+    fn unchanged_content_keeps_its_inode_and_changed_content_gets_a_new_one() {
+        let snapshots = StatusSnapshots::default();
+        let a = snapshots.take("x".into(), 0);
+        assert_eq!(snapshots.take("x".into(), 1).sequence, a.sequence);
+        let b = snapshots.take("y".into(), 0);
+        assert_ne!(b.sequence, a.sequence);
+        // `a` is still referenced once.
+        assert!(snapshots.get(a.sequence).is_some());
+        // An unreferenced newest is dropped when replaced.
+        let c = snapshots.take("z".into(), 0);
+        assert!(snapshots.get(b.sequence).is_none());
+        assert!(snapshots.get(c.sequence).is_some());
+    }
+
+    #[test]
+    fn the_oldest_snapshot_beyond_the_bound_is_dropped() {
+        let snapshots = StatusSnapshots::with_capacity(3);
+        let taken: Vec<Snapshot> = (0..5).map(|i| snapshots.take(i.to_string(), 1)).collect();
+        assert_eq!(snapshots.len(), 3);
+        assert!(snapshots.get(taken[0].sequence).is_none());
+        assert!(snapshots.get(taken[1].sequence).is_none());
+        assert!(snapshots.get(taken[4].sequence).is_some());
+        // A FORGET of a dropped snapshot is ignored.
+        snapshots.forget(taken[0].sequence, 1);
+        assert_eq!(snapshots.len(), 3);
+    }
+}

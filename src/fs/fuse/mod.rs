@@ -1,0 +1,16 @@
+//! What only a real mount has, around the kernel-free `FsCore`:
+//! - [`session`]: mount options, mounting, the session threads and
+//!   unmounting;
+//! - [`adapter`]: the fuser `Filesystem` that translates requests and logs
+//!   failed ones;
+//! - [`invalidate`]: pushing catalog changes and retired versions out of the
+//!   kernel's caches;
+//! - [`mountpoint`]: checking and recovering the mount point, lazy unmounts.
+
+mod adapter;
+mod invalidate;
+pub mod mountpoint;
+pub mod session;
+
+pub use self::mountpoint::{MountError, is_mount_point, lazy_unmount};
+pub use self::session::{MountHandle, MountOptions, mount};

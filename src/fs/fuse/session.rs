@@ -1,0 +1,239 @@
+//! The mount's lifecycle: mount options, mounting (the fuser session and
+//! its threads, the catalog listener, the sweep thread) and unmounting,
+//! lazily when the mount is busy.
+//!
+//! Apart from the adapter, as in mountpoint-s3: the adapter only answers
+//! requests; this owns the threads and the kernel connection they share.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, Config, MountOption, Notifier, Session, SessionACL};
+
+use crate::catalog::Catalog;
+use crate::fs::attr::CoreOptions;
+use crate::fs::control::RefreshTrigger;
+use crate::fs::core::FsCore;
+use crate::fs::counters::RequestCounters;
+use crate::fs::fuse::adapter::FuseAdapter;
+use crate::fs::fuse::invalidate::{self, Stop};
+use crate::fs::fuse::mountpoint::{MountError, check_mount_point, lazy_unmount};
+use crate::wakeup::Activity;
+
+/// How the mount is presented and run.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Owner of every file; the daemon's user if `None`.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Let other users read the mount (`allow_other`; needs
+    /// `user_allow_other` in /etc/fuse.conf when not root).
+    pub allow_other: bool,
+    /// Session threads. Four keeps a slow page fault on a cold mapping from
+    /// stalling other requests, with a thread free for FORGET bursts;
+    /// mountpoint-s3 found no gain beyond a few on small machines.
+    pub threads: usize,
+    /// How often the invalidation thread asks the kernel to drop cached
+    /// entries of versions that are no longer current, so that their pins
+    /// are released and the catalog can delete them once their grace period
+    /// ends. Ten seconds is short next to the default one-minute grace.
+    pub retired_sweep_interval: Duration,
+    /// Mount read-only in the kernel (`ro`). The kernel then stops marking a
+    /// file's access time stale after each first read, so a warm `cat`
+    /// (which `fstat`s) sends no request at all instead of one GETATTR; but
+    /// it also refuses `touch .refresh` itself, before the daemon sees it.
+    /// Off by default because `.refresh` is part of the interface.
+    pub kernel_read_only: bool,
+    /// Told of every request, for `--idle-poll` (see [`crate::wakeup`]).
+    pub activity: Option<Activity>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            uid: None,
+            gid: None,
+            allow_other: false,
+            threads: 4,
+            retired_sweep_interval: Duration::from_secs(10),
+            kernel_read_only: false,
+            activity: None,
+        }
+    }
+}
+
+/// A live mount. Unmounts on drop.
+pub struct MountHandle {
+    mountpoint: PathBuf,
+    core: Arc<FsCore>,
+    session: Option<BackgroundSession>,
+    /// What the catalog listener notifies through; emptied on unmount so
+    /// the listener (which the catalog keeps) lets go of the connection.
+    notifier: Arc<Mutex<Option<Notifier>>>,
+    events: mpsc::Sender<Stop>,
+    invalidator: Option<JoinHandle<()>>,
+}
+
+/// Mounts `catalog` at `mountpoint` and returns once the kernel has finished
+/// INIT (the mount is usable). `refresh` is what `touch .refresh` calls. A
+/// stale mount point left by a crashed daemon ("Transport endpoint is not
+/// connected") is detached first.
+pub fn mount(
+    catalog: Arc<Catalog>,
+    refresh: impl RefreshTrigger,
+    mountpoint: &Path,
+    options: MountOptions,
+) -> Result<MountHandle, MountError> {
+    check_mount_point(mountpoint)?;
+    let defaults = CoreOptions::default();
+    let core = Arc::new(FsCore::new(
+        Arc::clone(&catalog),
+        refresh,
+        CoreOptions {
+            uid: options.uid.unwrap_or(defaults.uid),
+            gid: options.gid.unwrap_or(defaults.gid),
+        },
+    ));
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("sequins".into()),
+        MountOption::Subtype("sequins".into()),
+        // Permission checks in the kernel: no ACCESS requests.
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        // Not `ro` unless asked for: with it the kernel refuses `touch
+        // .refresh` before the daemon sees it. Every write-like request is
+        // answered EROFS here either way.
+    ];
+    if options.kernel_read_only {
+        config.mount_options.push(MountOption::RO);
+    }
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(options.threads.max(1));
+    let adapter = FuseAdapter::new(Arc::clone(&core), options.activity.clone());
+    // Session::new mounts and completes the INIT handshake.
+    let session = Session::new(adapter, mountpoint, &config).map_err(MountError::io(mountpoint))?;
+    let notifier = session.notifier();
+    let session = session.spawn().map_err(MountError::io(mountpoint))?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+
+    // Catalog changes are pushed to the kernel by the listener itself: the
+    // catalog calls it on the publishing (refresh) thread after releasing
+    // its locks, which is never a FUSE request thread, so the kernel may
+    // take the root's lock for the invalidation without deadlocking, and a
+    // switch is visible to every path walk by the time `publish` returns.
+    let shared_notifier = Arc::new(Mutex::new(Some(notifier.clone())));
+    {
+        let core = Arc::clone(&core);
+        let shared = Arc::clone(&shared_notifier);
+        catalog.on_change(move |event| {
+            let notifier = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(notifier) = notifier {
+                invalidate::push_change(&core, &notifier, event);
+            }
+        });
+    }
+    let (events, received) = mpsc::channel();
+    let invalidator = {
+        let core = Arc::clone(&core);
+        let sweep = options.retired_sweep_interval;
+        std::thread::Builder::new()
+            .name("sequinsfs-inval".into())
+            .spawn(move || invalidate::sweep_loop(&core, &notifier, &received, sweep))
+            .map_err(MountError::io(mountpoint))?
+    };
+    Ok(MountHandle {
+        mountpoint: mountpoint.to_path_buf(),
+        core,
+        notifier: shared_notifier,
+        session: Some(session),
+        events,
+        invalidator: Some(invalidator),
+    })
+}
+
+impl MountHandle {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether the session is still running (false once the file system
+    /// was unmounted from outside, e.g. with `fusermount3 -u`).
+    pub fn is_mounted(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|session| !session.guard.is_finished())
+    }
+
+    /// Requests received per opcode.
+    pub fn counters(&self) -> &RequestCounters {
+        self.core.counters()
+    }
+
+    /// The filesystem core behind the mount.
+    pub fn core(&self) -> &Arc<FsCore> {
+        &self.core
+    }
+
+    /// Unmounts. If the mount is busy (a process has a file open or its
+    /// working directory inside), detaches it lazily instead: it disappears
+    /// from the namespace now and goes away when the last user is done.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), MountError> {
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let _ = self.events.send(Stop);
+        if let Some(thread) = self.invalidator.take() {
+            let _ = thread.join();
+        }
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if session.guard.is_finished() {
+            // Unmounted from outside (`umount`, `fusermount3 -u`).
+            if let Err(err) = session.join() {
+                tracing::debug!("session ended with: {err}");
+            }
+            self.core.unpin_all();
+            tracing::info!(mountpoint = %self.mountpoint.display(), "was unmounted from outside");
+            return Ok(());
+        }
+        let result = match session.umount_and_join() {
+            Ok(()) => {
+                tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+                Ok(())
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::warn!(
+                    mountpoint = %self.mountpoint.display(),
+                    "mount point busy; detaching lazily (it goes away when the last user is done)"
+                );
+                lazy_unmount(&self.mountpoint).map_err(MountError::io(&self.mountpoint))
+            }
+            // Not mounted any more: someone unmounted it meanwhile.
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            Err(source) => Err(MountError::io(&self.mountpoint)(source)),
+        };
+        self.core.unpin_all();
+        result
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(err) = self.unmount_inner() {
+            tracing::warn!("unmount of {} failed: {err}", self.mountpoint.display());
+        }
+    }
+}
