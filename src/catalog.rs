@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use serde::Serialize;
 
 /// Read access to the data of one loaded version.
 ///
@@ -166,8 +165,7 @@ impl std::fmt::Debug for Version {
 }
 
 /// The lifecycle states of a version, named as sequins reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionState {
     /// Being downloaded and indexed.
     Building,
@@ -192,7 +190,7 @@ impl std::fmt::Display for VersionState {
 }
 
 /// How far a load has got. Totals are known once the source was listed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
     pub files_done: u64,
     pub files_total: u64,
@@ -227,8 +225,7 @@ impl LoadCounters {
 }
 
 /// Where a served version came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Origin {
     /// Loaded from the source by this process.
     #[default]
@@ -238,12 +235,22 @@ pub enum Origin {
     Reused,
 }
 
+impl Origin {
+    /// How status documents name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Built => "built",
+            Origin::Reused => "reused",
+        }
+    }
+}
+
 /// An error kept for a status page: typed until it is shown.
 pub type StatusError = Arc<dyn std::error::Error + Send + Sync>;
 
 /// What the catalog knows about one version of one database, for status
 /// pages, `.status` and metrics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct VersionStatus {
     pub version: String,
     pub state: VersionState,
@@ -251,10 +258,8 @@ pub struct VersionStatus {
     pub path: String,
     pub num_partitions: u32,
     /// When the version was created on the source.
-    #[serde(with = "rfc3339")]
     pub created_at: SystemTime,
     /// When it became the served version, if it has.
-    #[serde(with = "rfc3339_opt")]
     pub active_at: Option<SystemTime>,
     /// Whether this is the version being served now.
     pub current: bool,
@@ -265,7 +270,6 @@ pub struct VersionStatus {
     /// Number of keys, once loaded.
     pub num_keys: Option<u64>,
     /// Why the version is in state ERROR.
-    #[serde(serialize_with = "error_text")]
     pub error: Option<StatusError>,
 }
 
@@ -295,15 +299,8 @@ impl VersionStatus {
     }
 }
 
-fn error_text<S: serde::Serializer>(error: &Option<StatusError>, s: S) -> Result<S::Ok, S::Error> {
-    match error {
-        Some(e) => s.serialize_str(&crate::error_chain::error_chain(e.as_ref())),
-        None => s.serialize_none(),
-    }
-}
-
 /// The status of one database: all its versions, oldest name first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DatabaseStatus {
     pub name: String,
     pub current: Option<String>,
@@ -714,32 +711,5 @@ impl VersionData for InMemoryVersionData {
     }
     fn lower_bound(&self, key: &[u8]) -> Result<u64, LookupError> {
         Ok(self.pairs.partition_point(|(k, _)| k.as_slice() < key) as u64)
-    }
-}
-
-/// RFC 3339 in UTC truncated to seconds, as sequins prints times.
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t)
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-mod rfc3339 {
-    use std::time::SystemTime;
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::rfc3339(*t))
-    }
-}
-
-mod rfc3339_opt {
-    use std::time::SystemTime;
-    pub fn serialize<S: serde::Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&super::rfc3339(*t)),
-            None => s.serialize_none(),
-        }
     }
 }

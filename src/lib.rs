@@ -17,6 +17,7 @@
 //! | [`config`] | the TOML config file (sequins' keys) and defaults |
 //! | [`naming`] | key bytes <-> file names |
 //! | [`error_chain`] | one line for an error and its causes |
+//! | [`status_json`] | JSON pieces shared by `.status` and the HTTP status page |
 //! | [`fs`] | the FUSE mount: a filesystem core and a thin fuser adapter |
 //! | [`http`] | the sequins-compatible HTTP sidecar |
 //! | [`metrics`] | Prometheus metrics shared by the front ends and the engine |
@@ -38,5 +39,6 @@ pub mod naming;
 pub mod partition;
 pub mod refresh;
 pub mod source;
+pub mod status_json;
 pub mod store;
 pub mod wakeup;

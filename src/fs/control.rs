@@ -20,8 +20,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::catalog::{Catalog, Version};
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Version, VersionStatus};
 use crate::fs::inode::MAX_STATUS_SEQUENCE;
+use crate::status_json::{ProgressJson, rfc3339};
 
 /// Asks the daemon to look for new data (what `touch .refresh` does). It
 /// must return at once: it is called on a FUSE request thread.
@@ -43,10 +46,71 @@ pub fn version_file(version: &Version) -> String {
 /// `.status`: every database with its versions, states, progress and
 /// errors, as pretty JSON with a trailing newline.
 pub fn status_json(catalog: &Catalog) -> String {
-    let status = serde_json::json!({ "databases": catalog.status() });
-    let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
+    let doc = StatusDoc {
+        source_problem: catalog.source_problem(),
+        databases: catalog
+            .status()
+            .iter()
+            .map(|db| DatabaseDoc {
+                name: db.name.clone(),
+                current: db.current.clone(),
+                versions: db.versions.iter().map(VersionDoc::from).collect(),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// The `.status` document.
+#[derive(Serialize)]
+struct StatusDoc {
+    /// What is wrong with the source root as a whole, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_problem: Option<String>,
+    databases: Vec<DatabaseDoc>,
+}
+
+#[derive(Serialize)]
+struct DatabaseDoc {
+    name: String,
+    current: Option<String>,
+    versions: Vec<VersionDoc>,
+}
+
+#[derive(Serialize)]
+struct VersionDoc {
+    version: String,
+    state: String,
+    path: String,
+    num_partitions: u32,
+    created_at: String,
+    active_at: Option<String>,
+    current: bool,
+    /// `built` (loaded by this process) or `reused` (from the local store).
+    origin: &'static str,
+    progress: ProgressJson,
+    num_keys: Option<u64>,
+    error: Option<String>,
+}
+
+impl From<&VersionStatus> for VersionDoc {
+    fn from(v: &VersionStatus) -> Self {
+        VersionDoc {
+            version: v.version.clone(),
+            state: v.state.to_string(),
+            path: v.path.clone(),
+            num_partitions: v.num_partitions,
+            created_at: rfc3339(v.created_at),
+            active_at: v.active_at.map(rfc3339),
+            current: v.current,
+            origin: v.origin.name(),
+            progress: ProgressJson::from(&v.progress),
+            num_keys: v.num_keys,
+            error: v.error_text(),
+        }
+    }
 }
 
 /// How many `.status` snapshots are kept at most. The kernel references a
@@ -185,6 +249,42 @@ impl StatusSnapshots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `.status` says where each version came from, and what is wrong with
+    /// the source root as a whole.
+    #[test]
+    fn status_shows_origin_and_source_problems() {
+        use crate::catalog::{InMemoryVersionData, Progress};
+        let catalog = Catalog::new();
+        let data = InMemoryVersionData::new([(b"k".to_vec(), b"v".to_vec())]);
+        let v = Version::new(
+            "db",
+            "1",
+            SystemTime::UNIX_EPOCH,
+            "/src/db/1",
+            1,
+            Box::new(data),
+        );
+        let progress = Progress {
+            files_done: 2,
+            files_total: 2,
+            bytes_done: 10,
+            bytes_total: 10,
+            records_done: 1,
+        };
+        catalog.publish_reused(v, std::time::Duration::ZERO, progress);
+        let doc: serde_json::Value = serde_json::from_str(&status_json(&catalog)).unwrap();
+        assert!(doc.get("source_problem").is_none());
+        let version = &doc["databases"][0]["versions"][0];
+        assert_eq!(version["origin"], "reused");
+        assert_eq!(version["state"], "ACTIVE");
+        assert_eq!(version["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(version["progress"]["files_done"], 2);
+        assert_eq!(version["progress"]["bytes_total"], 10);
+        catalog.set_source_problem(Some("the source root /x holds nothing".into()));
+        let doc: serde_json::Value = serde_json::from_str(&status_json(&catalog)).unwrap();
+        assert_eq!(doc["source_problem"], "the source root /x holds nothing");
+    }
 
     #[test]
     fn a_snapshot_is_frozen_and_lives_while_referenced() {

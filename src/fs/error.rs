@@ -9,11 +9,10 @@
 //! once, at that level, with the opcode and inode (the core never logs the
 //! errors it returns).
 
-use std::fmt;
-
 use tracing::Level;
 
 use crate::catalog::LookupError;
+use crate::error_chain::ErrorChain;
 use crate::fs::inode::InodeOverflow;
 
 /// Why an operation failed; see the module docs.
@@ -91,24 +90,10 @@ impl FsError {
     }
 
     /// The message followed by every error in the source chain, for the
-    /// log line: `cannot read stored data: db version 1: bad offset`.
-    pub fn chain(&self) -> Chain<'_> {
-        Chain(self)
-    }
-}
-
-/// Displays an error with its sources; see [`FsError::chain`].
-pub struct Chain<'a>(&'a FsError);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.message)?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
+    /// log line: `cannot read stored data: db version 1: stored data is
+    /// unreadable: part-00000-000.spl: byte 84: ...`.
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
     }
 }
 
@@ -143,13 +128,13 @@ mod tests {
         let lookup = LookupError {
             db: "db".into(),
             version: "1".into(),
-            message: "bad offset".into(),
+            cause: std::sync::Arc::new(std::io::Error::other("bad offset")),
         };
         let err = FsError::from(lookup);
         assert_eq!((err.errno(), err.level()), (libc::EIO, Level::ERROR));
         assert_eq!(
             err.chain().to_string(),
-            "cannot read stored data: db version 1: bad offset"
+            "cannot read stored data: db version 1: stored data is unreadable: bad offset"
         );
         assert!(std::error::Error::source(&err).is_some());
     }

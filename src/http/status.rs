@@ -24,7 +24,8 @@ use hyper::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
 
 use super::{Body, accept, with_body};
-use crate::catalog::{Catalog, DatabaseStatus, Progress, VersionState, VersionStatus, rfc3339};
+use crate::catalog::{Catalog, DatabaseStatus, VersionState, VersionStatus};
+use crate::status_json::{ProgressJson, rfc3339};
 
 /// The one node of a standalone daemon, named as sequins names it.
 const NODE_NAME: &str = "localhost";
@@ -64,12 +65,12 @@ struct NodeJson {
     created_at: String,
     active_at: String,
     current: bool,
-    state: VersionState,
+    state: String,
     partitions: Vec<u32>,
     shard_id: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     num_keys: Option<u64>,
-    progress: Progress,
+    progress: ProgressJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -80,11 +81,11 @@ fn node(v: &VersionStatus) -> NodeJson {
         created_at: rfc3339(v.created_at),
         active_at: v.active_at.map_or_else(|| NEVER.to_string(), rfc3339),
         current: v.current,
-        state: v.state,
+        state: v.state.to_string(),
         partitions: (0..v.num_partitions).collect(),
         shard_id: "",
         num_keys: v.num_keys,
-        progress: v.progress.clone(),
+        progress: ProgressJson::from(&v.progress),
         error: v.error_text(),
     }
 }
@@ -233,10 +234,7 @@ fn render_html(title: &str, dbs: &[DatabaseStatus]) -> String {
              <th>created</th><th>active since</th><th>progress</th><th>path</th><th>error</th></tr>\n",
         );
         for v in &db.versions {
-            let state = serde_json::to_value(v.state)
-                .ok()
-                .and_then(|s| s.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let state = v.state.to_string();
             let progress = if v.state == VersionState::Building {
                 format!(
                     "{}/{} files, {}/{} bytes, {} records",
