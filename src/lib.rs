@@ -42,3 +42,6 @@ pub mod source;
 pub mod status_json;
 pub mod store;
 pub mod wakeup;
+
+#[cfg(test)]
+mod test_support;

@@ -44,123 +44,9 @@ const SEEDS: &[&str] = &[
 /// the in-memory data never fails, so a 500 would be a bug.
 const ALLOWED: &[u16] = &[200, 206, 304, 400, 404, 405, 414, 416, 431, 501, 505];
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit {
-        at: usize,
-        bit: u8,
-    },
-    Truncate {
-        at: usize,
-    },
-    Insert {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    Overwrite {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    /// Replace the `n`th run of digits with a huge number.
-    HugeNumber {
-        nth: usize,
-        digits: usize,
-    },
-    /// Repeat a slice many times (long headers, long paths).
-    Repeat {
-        at: usize,
-        len: usize,
-        times: usize,
-    },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    let bytes = prop::collection::vec(
-        prop_oneof![
-            any::<u8>(),
-            Just(b'%'),
-            Just(b'/'),
-            Just(b'\r'),
-            Just(b'\n'),
-            Just(b','),
-            Just(b'-'),
-            Just(b';'),
-            Just(b'"'),
-            Just(0u8),
-        ],
-        1..8,
-    );
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), bytes.clone()).prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        (any::<usize>(), bytes).prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
-        (0usize..6, 10usize..40).prop_map(|(nth, digits)| Mutation::HugeNumber { nth, digits }),
-        (any::<usize>(), 1usize..16, 2usize..3000).prop_map(|(at, len, times)| Mutation::Repeat {
-            at,
-            len,
-            times
-        }),
-    ]
-}
-
-fn apply(input: &mut Vec<u8>, m: &Mutation) {
-    if input.is_empty() {
-        return;
-    }
-    let pos = |at: usize, len: usize| at % len;
-    match m {
-        Mutation::FlipBit { at, bit } => {
-            let i = pos(*at, input.len());
-            input[i] ^= 1 << bit;
-        }
-        Mutation::Truncate { at } => input.truncate(pos(*at, input.len())),
-        Mutation::Insert { at, bytes } => {
-            let i = pos(*at, input.len() + 1);
-            input.splice(i..i, bytes.iter().copied());
-        }
-        Mutation::Overwrite { at, bytes } => {
-            let i = pos(*at, input.len());
-            for (j, b) in bytes.iter().enumerate() {
-                if let Some(slot) = input.get_mut(i + j) {
-                    *slot = *b;
-                }
-            }
-        }
-        Mutation::HugeNumber { nth, digits } => {
-            let runs: Vec<(usize, usize)> = {
-                let mut runs = Vec::new();
-                let mut i = 0;
-                while i < input.len() {
-                    if input[i].is_ascii_digit() {
-                        let start = i;
-                        while i < input.len() && input[i].is_ascii_digit() {
-                            i += 1;
-                        }
-                        runs.push((start, i));
-                    } else {
-                        i += 1;
-                    }
-                }
-                runs
-            };
-            if let Some(&(start, end)) = runs.get(nth % runs.len().max(1)) {
-                input.splice(start..end, std::iter::repeat_n(b'9', *digits));
-            }
-        }
-        Mutation::Repeat { at, len, times } => {
-            let i = pos(*at, input.len());
-            let end = (i + len).min(input.len());
-            let piece = input[i..end].to_vec();
-            let repeated: Vec<u8> = piece
-                .iter()
-                .copied()
-                .cycle()
-                .take(piece.len() * times)
-                .collect();
-            input.splice(i..end, repeated);
-        }
-    }
+/// Bytes that mean something in a request head.
+fn request_alphabet() -> Vec<u8> {
+    b"%/\r\n,-;\"\0".to_vec()
 }
 
 /// Sends `input`, half-closes, and reads until the server closes. Returns
@@ -206,18 +92,16 @@ fn mutated_requests_never_break_the_server() {
     let server = TestServer::with_options(catalog, options);
     let addr = server.addr;
 
-    let mut config = Config::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = 300;
-    }
+    let mut config = Config::with_cases(common::mutate::cases(300));
     config.failure_persistence = None;
     let mut runner = TestRunner::new(config);
-    let strategy = (0..SEEDS.len(), prop::collection::vec(mutation(), 1..4));
+    let strategy = (
+        0..SEEDS.len(),
+        prop::collection::vec(common::mutate::text(request_alphabet()), 1..4),
+    );
     let result = runner.run(&strategy, |(seed, mutations)| {
         let mut input = SEEDS[seed].as_bytes().to_vec();
-        for m in &mutations {
-            apply(&mut input, m);
-        }
+        common::mutate::apply_all(&mut input, &mutations);
         let statuses = exchange(addr, &input).map_err(TestCaseError::fail)?;
         for status in statuses {
             prop_assert!(

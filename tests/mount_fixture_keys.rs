@@ -256,7 +256,7 @@ fn walk_core(core: &FsCore, version: &Version) -> Vec<Vec<u8>> {
 
 proptest! {
     // Small by default so CI stays fast; PROPTEST_CASES raises it.
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::mutate::cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_fixture_keys_keep_every_naming_rule(

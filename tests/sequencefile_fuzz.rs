@@ -13,6 +13,7 @@ mod common;
 
 use std::sync::OnceLock;
 
+use common::mutate;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sequinsfs::format::sequencefile::{
@@ -58,67 +59,16 @@ fn corpus() -> &'static [Vec<u8>] {
     })
 }
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit(Index, u8),
-    Truncate(Index),
-    Insert(Index, Vec<u8>),
-    Overwrite(Index, Vec<u8>),
-    /// A 4-byte big-endian length or a 5-byte vint with a huge value.
-    HugeLength(Index, u8),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        4 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
-        1 => any::<Index>().prop_map(Mutation::Truncate),
-        2 => (any::<Index>(), prop::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
-        2 => (any::<Index>(), prop::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(i, b)| Mutation::Overwrite(i, b)),
-        3 => (any::<Index>(), 0u8..6).prop_map(|(i, k)| Mutation::HugeLength(i, k)),
+/// Big-endian 4-byte lengths and Hadoop vints set to huge or odd values.
+fn huge_length_patches() -> Vec<Vec<u8>> {
+    vec![
+        vec![0x7f, 0xff, 0xff, 0xff],
+        vec![0x3f, 0xff, 0xff, 0x00],
+        vec![0xff, 0xff, 0xff, 0xfe],
+        vec![0x00, 0x10, 0x00, 0x00],
+        vec![0x8c, 0x7f, 0xff, 0xff, 0xff],
+        vec![0x88, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
     ]
-}
-
-fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
-    if bytes.is_empty() {
-        return;
-    }
-    match mutation {
-        Mutation::FlipBit(i, bit) => {
-            let at = i.index(bytes.len());
-            bytes[at] ^= 1 << bit;
-        }
-        Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len())),
-        Mutation::Insert(i, new) => {
-            let at = i.index(bytes.len() + 1);
-            bytes.splice(at..at, new.iter().copied());
-        }
-        Mutation::Overwrite(i, new) => {
-            let at = i.index(bytes.len());
-            for (offset, b) in new.iter().enumerate() {
-                if let Some(slot) = bytes.get_mut(at + offset) {
-                    *slot = *b;
-                }
-            }
-        }
-        Mutation::HugeLength(i, kind) => {
-            let patch: &[u8] = match kind {
-                0 => &[0x7f, 0xff, 0xff, 0xff],
-                1 => &[0x3f, 0xff, 0xff, 0x00],
-                2 => &[0xff, 0xff, 0xff, 0xfe],
-                3 => &[0x00, 0x10, 0x00, 0x00],
-                4 => &[0x8c, 0x7f, 0xff, 0xff, 0xff],
-                _ => &[0x88, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
-            };
-            let at = i.index(bytes.len());
-            for (offset, b) in patch.iter().enumerate() {
-                if let Some(slot) = bytes.get_mut(at + offset) {
-                    *slot = *b;
-                }
-            }
-        }
-    }
 }
 
 /// Reads the whole input; the number of records is bounded by what the
@@ -149,29 +99,20 @@ fn read_everything(bytes: &[u8], known_len: bool, small_window: bool, unwrap: bo
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: mutate::cases(DEFAULT_CASES), ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_files_never_panic_or_hang(
         file in any::<Index>(),
-        mutations in prop::collection::vec(mutation(), 1..5),
+        mutations in prop::collection::vec(mutate::binary(huge_length_patches()), 1..5),
         known_len: bool,
         small_window: bool,
         unwrap: bool,
     ) {
         let corpus = corpus();
         let mut bytes = corpus[file.index(corpus.len())].clone();
-        for m in &mutations {
-            apply(&mut bytes, m);
-        }
+        mutate::apply_all(&mut bytes, &mutations);
         read_everything(&bytes, known_len, small_window, unwrap);
     }
 }

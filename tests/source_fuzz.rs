@@ -6,6 +6,8 @@
 //!
 //! Cases default to a CI-friendly count; `PROPTEST_CASES` raises it.
 
+mod common;
+
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
@@ -16,12 +18,8 @@ use sequinsfs::source::names::{is_data_file_name, is_valid_name};
 use sequinsfs::source::{Source, SourceOptions};
 
 fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
     ProptestConfig {
-        cases,
+        cases: common::mutate::cases(default),
         ..ProptestConfig::default()
     }
 }

@@ -37,10 +37,7 @@ const DBS: usize = 2;
 const DEFAULT_CASES: u32 = 64;
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_CASES)
+    crate::test_support::proptest_cases(DEFAULT_CASES)
 }
 
 /// Which name a lookup in a directory asks for.

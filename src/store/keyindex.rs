@@ -926,11 +926,7 @@ mod tests {
             proptest::collection::btree_set(proptest::collection::vec(0u8..3, 0..12), 0..200),
             1..6,
         );
-        // Few cases by default, for CI; PROPTEST_CASES raises them.
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(64);
+        let cases = crate::test_support::proptest_cases(64);
         proptest!(ProptestConfig::with_cases(cases), |(sets in runs_strategy, parts in 1usize..6)| {
             let dir = tempfile::tempdir().unwrap();
             let mut all: Vec<Vec<u8>> = Vec::new();

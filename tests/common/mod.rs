@@ -6,6 +6,7 @@ pub mod data;
 pub mod engine;
 pub mod http;
 pub mod mount;
+pub mod mutate;
 pub mod s3;
 
 #[allow(unused_imports)]
