@@ -6,39 +6,66 @@
 //! every lookup of the mount and the HTTP sidecar ends in [`Reader::get`].
 //! The byte layouts are described in `docs/FORMATS.md`.
 //!
-//! - [`Reader`] opens a pair, validates both headers against each other and
-//!   the file sizes, and answers lookups and iterations without locks.
-//!   Uncompressed values are borrowed from the mapping; for compressed logs
-//!   each thread keeps its last decompressed block, so one lookup
-//!   decompresses at most one block (plus continuation blocks for a value
-//!   that spills).
+//! - [`Reader`] (this file) opens a pair, validates both headers against
+//!   each other and the file sizes, and answers lookups and iterations
+//!   without locks. Uncompressed values are borrowed from the mapping; for
+//!   compressed logs each thread keeps its last decompressed block, so one
+//!   lookup decompresses at most one block (plus continuation blocks for a
+//!   value that spills).
 //! - [`LogWriter`] writes a log and, in the same pass, remembers what the
 //!   index needs, so [`LogWriter::finish_with_index`] builds the index
 //!   without reading the log back. [`write_index`] indexes an existing log.
 //! - [`framed`] decodes and encodes `.spi.sz`.
+//!
+//! One file per concept, as libsparkey has one C file per concept:
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `header.rs` | the 84-byte log header, [`CompressionType`], layout constants |
+//! | `vlq.rs` | the varints of entry heads and block length prefixes |
+//! | `entry.rs` | entries: [`EntryKind`], [`LogEntry`], the two-varint entry head |
+//! | `log_file.rs` | a log opened for reading, and its errors |
+//! | `block.rs` | compressed blocks: locating, decoding whole or lazily |
+//! | `cursor.rs` | walking entries in file order; the entry at an address |
+//! | `index.rs` | the index header, slot table and Robin Hood probe |
+//! | `hash.rs` | the murmur3 hashes of the index |
+//! | `log_writer.rs` | [`LogWriter`]: appending entries, filling blocks |
+//! | `hash_writer.rs` | building and writing the index ([`write_index`]) |
+//! | `snappy.rs` | raw snappy decoding that can stop part-way |
+//! | `framed.rs` | the snappy framing format of `.spi.sz` |
+//! | `storage.rs` | the mapped or owned bytes behind a file |
 
+mod block;
+mod cursor;
+mod entry;
 pub mod framed;
 mod hash;
+mod hash_writer;
+mod header;
 mod index;
-mod log;
+mod log_file;
+mod log_writer;
 mod snappy;
 mod storage;
-mod writer;
+mod vlq;
 
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use entry::{EntryKind, LogEntry};
 pub use hash::{HashSize, murmur3_32, murmur3_x64_128_h1};
+pub use hash_writer::{write_index, write_index_seeded, write_index_with};
+pub use header::{CompressionType, LOG_HEADER_SIZE, LOG_MAGIC, LogHeader, MAX_BLOCK_SIZE};
 pub use index::{INDEX_HEADER_SIZE, INDEX_MAGIC, IndexHeader};
-pub use log::{
-    CompressionType, EntryKind, LOG_HEADER_SIZE, LOG_MAGIC, LogEntry, LogHeader, MAX_BLOCK_SIZE,
-};
-pub use writer::{Compression, LogWriter, write_index, write_index_seeded, write_index_with};
+pub use log_writer::{Compression, LogWriter};
 
+use self::block::LookupBlock;
+use self::cursor::LogCursor;
+use self::entry::EntryHead;
 use self::index::IndexFile;
-use self::log::{EntryHead, LogCursor, LogFile, LookupBlock};
+use self::log_file::LogFile;
 use self::storage::Backing;
 use crate::format::{FormatErrorKind, FormatResult};
 
