@@ -381,7 +381,7 @@ fn logs_rewritten_from_libsparkey_entries_match_libsparkey_s() {
             match entry.kind {
                 EntryKind::Put => writer.put(&entry.key, &entry.value).unwrap(),
                 EntryKind::Delete => writer.delete(&entry.key).unwrap(),
-            }
+            };
         }
         let ours_header = writer.finish().unwrap();
         if header.compression == CompressionType::None {

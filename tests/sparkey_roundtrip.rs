@@ -254,7 +254,7 @@ proptest! {
             match op {
                 Op::Put(k, v) => writer.put(k, v).unwrap(),
                 Op::Delete(k) => writer.delete(k).unwrap(),
-            }
+            };
         }
         let hash_size = force64.then_some(HashSize::Bits64);
         let (_, header) = writer.finish_with_index_using(&index, hash_size).unwrap();

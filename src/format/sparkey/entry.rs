@@ -13,7 +13,7 @@ pub enum EntryKind {
     Delete,
 }
 
-/// One entry of the log, as the raw log iteration yields it.
+/// One entry of the log, as the log iterations yield it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry<'a> {
     pub kind: EntryKind,
@@ -22,7 +22,10 @@ pub struct LogEntry<'a> {
     pub value: Cow<'a, [u8]>,
     /// The entry's address as an index stores it: its file offset in an
     /// uncompressed log, `(block_offset << entry_block_bits) | ordinal` in a
-    /// compressed one.
+    /// compressed one. [`Reader::iter_log`](super::Reader::iter_log) uses
+    /// the log header's `entry_block_bits`,
+    /// [`Reader::iter_live_entries`](super::Reader::iter_live_entries) the
+    /// index's (the same unless the log grew after the index was built).
     pub address: u64,
     /// Bytes the entry takes in the (uncompressed) entry stream.
     pub encoded_len: u64,

@@ -41,6 +41,38 @@ pub enum Compression {
 /// Smallest block size accepted for compressed logs, as libsparkey's tool
 /// (an entry's two header varints must fit in a block).
 pub const MIN_BLOCK_SIZE: u32 = 16;
+/// Where the writer put an entry: the file offset of its block
+/// (uncompressed logs: of the entry) and its ordinal within that block (0
+/// for uncompressed logs).
+///
+/// The writer cannot give the index address itself: in a compressed log it
+/// is `block_offset << entry_block_bits | ordinal`, and `entry_block_bits`
+/// (the bit length of the most entries any block holds) is known only when
+/// the log is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPosition {
+    pub block_offset: u64,
+    pub ordinal: u32,
+}
+
+impl EntryPosition {
+    /// The index address once the log's `entry_block_bits` is known
+    /// ([`LogHeader::entry_block_bits`] of the finished log); `None` if it
+    /// does not fit in 64 bits, or if the ordinal does not fit in
+    /// `entry_block_bits` bits (the value is not this log's).
+    pub fn address(self, entry_block_bits: u32) -> Option<u64> {
+        let ordinal = u64::from(self.ordinal);
+        if ordinal.checked_shr(entry_block_bits).unwrap_or(0) != 0 {
+            return None;
+        }
+        if entry_block_bits >= u64::BITS {
+            return (self.block_offset == 0).then_some(ordinal);
+        }
+        let high = self.block_offset << entry_block_bits;
+        (high >> entry_block_bits == self.block_offset).then_some(high | ordinal)
+    }
+}
+
 /// Writes a Sparkey log. Entries are appended with [`put`](Self::put) and
 /// [`delete`](Self::delete); nothing is visible under the final name before
 /// [`finish`](Self::finish) (or [`finish_with_index`](Self::finish_with_index)).
@@ -159,45 +191,53 @@ impl LogWriter {
         })
     }
 
-    /// Appends a put; a later put of the same key wins.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> FormatResult<()> {
+    /// Appends a put; a later put of the same key wins. Returns where the
+    /// entry went.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> FormatResult<EntryPosition> {
         self.head.clear();
         write_vlq(&mut self.head, key.len() as u64 + 1);
         write_vlq(&mut self.head, value.len() as u64);
-        let location = self.append(key, value)?;
+        let position = self.append(key, value)?;
+        let location = position.block_offset;
         let h = &mut self.header;
         h.num_puts += 1;
         h.put_size += (self.head.len() + key.len() + value.len()) as u64;
         h.max_key_len = h.max_key_len.max(key.len() as u64);
         h.max_value_len = h.max_value_len.max(value.len() as u64);
         self.pending.record(key, location, h.num_puts);
-        Ok(())
+        Ok(position)
     }
 
-    /// Appends a delete (of a key that may or may not exist).
-    pub fn delete(&mut self, key: &[u8]) -> FormatResult<()> {
+    /// Appends a delete (of a key that may or may not exist). Returns where
+    /// the entry went.
+    pub fn delete(&mut self, key: &[u8]) -> FormatResult<EntryPosition> {
         self.head.clear();
         write_vlq(&mut self.head, 0);
         write_vlq(&mut self.head, key.len() as u64);
-        let location = self.append(key, &[])?;
+        let position = self.append(key, &[])?;
+        let location = position.block_offset;
         let h = &mut self.header;
         h.num_deletes += 1;
         h.delete_size += (self.head.len() + key.len()) as u64;
         self.pending.record(key, location | DELETE_BIT, h.num_puts);
-        Ok(())
+        Ok(position)
     }
 
-    /// Writes `self.head`, key and value; returns the entry's location: its
-    /// file offset, or for compressed logs the offset its block will have.
-    fn append(&mut self, key: &[u8], value: &[u8]) -> FormatResult<u64> {
+    /// Writes `self.head`, key and value; returns the entry's position: its
+    /// file offset, or for compressed logs the offset its block will have
+    /// and its ordinal there.
+    fn append(&mut self, key: &[u8], value: &[u8]) -> FormatResult<EntryPosition> {
         let Some(blocks) = &mut self.blocks else {
-            let location = self.pos;
+            let position = EntryPosition {
+                block_offset: self.pos,
+                ordinal: 0,
+            };
             let io_err = |e| FormatError::new(self.name.as_str(), self.pos, FormatErrorKind::Io(e));
             self.file.write_all(&self.head).map_err(io_err)?;
             self.file.write_all(key).map_err(io_err)?;
             self.file.write_all(value).map_err(io_err)?;
             self.pos += (self.head.len() + key.len() + value.len()) as u64;
-            return Ok(location);
+            return Ok(position);
         };
         // libsparkey's block rules: the header varints never straddle a
         // block; an entry that fits in an empty block never straddles one
@@ -219,7 +259,11 @@ impl LogWriter {
                 },
             ));
         }
-        let location = self.pos;
+        // The block being filled is written at `pos` when flushed.
+        let position = EntryPosition {
+            block_offset: self.pos,
+            ordinal: blocks.entries,
+        };
         blocks.buf.extend_from_slice(&self.head);
         blocks.entries += 1;
         self.header.max_entries_per_block = self.header.max_entries_per_block.max(blocks.entries);
@@ -241,7 +285,7 @@ impl LogWriter {
         if spilled {
             flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
         }
-        Ok(location)
+        Ok(position)
     }
 
     /// Completes the log: flushes the last block, writes the header and
@@ -375,6 +419,22 @@ pub(super) fn random_u32() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_positions_give_addresses_that_fit() {
+        let at = |block_offset, ordinal| EntryPosition {
+            block_offset,
+            ordinal,
+        };
+        assert_eq!(at(84, 0).address(0), Some(84));
+        assert_eq!(at(84, 5).address(3), Some(84 << 3 | 5));
+        assert_eq!(at(84, 8).address(3), None, "ordinal needs 4 bits");
+        assert_eq!(at(1 << 40, 1).address(24), None, "past 64 bits");
+        assert_eq!(at(1 << 40, 1).address(23), Some(1 << 63 | 1));
+        assert_eq!(at(84, u32::MAX).address(32), Some(84 << 32 | 0xffff_ffff));
+        assert_eq!(at(84, 0).address(64), None);
+        assert_eq!(at(0, 7).address(200), Some(7));
+    }
 
     #[test]
     fn block_size_outside_the_accepted_range_is_refused() {

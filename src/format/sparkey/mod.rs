@@ -59,7 +59,7 @@ pub use hash::{HashSize, murmur3_32, murmur3_x64_128_h1};
 pub use hash_writer::{write_index, write_index_seeded, write_index_with};
 pub use header::{CompressionType, LOG_HEADER_SIZE, LOG_MAGIC, LogHeader, MAX_BLOCK_SIZE};
 pub use index::{INDEX_HEADER_SIZE, INDEX_MAGIC, IndexHeader};
-pub use log_writer::{Compression, LogWriter};
+pub use log_writer::{Compression, EntryPosition, LogWriter};
 
 use self::block::LookupBlock;
 use self::cursor::LogCursor;
@@ -192,6 +192,13 @@ impl Reader {
     /// Live entries in libsparkey's order: log order, each live key once, at
     /// its latest put. Entries after the index's `data_end` are not seen.
     pub fn iter_live(&self) -> impl Iterator<Item = FormatResult<KeyValue<'_>>> + '_ {
+        self.iter_live_entries()
+            .map(|entry| entry.map(|entry| (entry.key, entry.value)))
+    }
+
+    /// As [`Reader::iter_live`], yielding whole entries, each with the
+    /// address the index holds for it (the one a lookup of its key finds).
+    pub fn iter_live_entries(&self) -> impl Iterator<Item = FormatResult<LogEntry<'_>>> + '_ {
         let mut cursor = self.log.cursor(
             self.index.header.data_end,
             self.index.header.entry_block_bits,
@@ -219,7 +226,7 @@ impl Reader {
                     .index
                     .probe(hash, |address| Ok((address == wanted).then_some(())))
                 {
-                    Ok(Some(())) => return Some(Ok((entry.key, entry.value))),
+                    Ok(Some(())) => return Some(Ok(entry)),
                     Ok(None) => continue,
                     Err(e) => {
                         failed = true;
