@@ -160,38 +160,15 @@ impl LogFile {
     ) -> FormatResult<u64> {
         let payload_range = self.block_payload(offset)?;
         let payload_end = payload_range.end;
-        let compressed_len = payload_range.len() as u64;
         let payload = self.data().get(payload_range).unwrap_or_default();
-        let block_size = u64::from(self.header.compression_block_size);
         let decompress_err =
             |codec: &'static str, message: String| self.decompress_err(offset, codec, message);
-        let too_large = |length: u64| {
-            self.err(
-                offset,
-                FormatErrorKind::TooLarge {
-                    what: "decompressed block",
-                    length,
-                    limit: block_size,
-                },
-            )
-        };
         match self.header.compression {
             CompressionType::None => {
                 return Err(self.corrupt(offset, "an uncompressed log has no blocks"));
             }
             CompressionType::Snappy => {
-                let claimed = snap::raw::decompress_len(payload)
-                    .map_err(|e| decompress_err("snappy", e.to_string()))?
-                    as u64;
-                if claimed > block_size {
-                    return Err(too_large(claimed));
-                }
-                if claimed > compressed_len.saturating_mul(SNAPPY_MAX_EXPANSION) {
-                    return Err(decompress_err(
-                        "snappy",
-                        format!("claims {claimed} bytes from {compressed_len}"),
-                    ));
-                }
+                let claimed = self.snappy_len(offset, payload)?;
                 out.clear();
                 out.resize(claimed as usize, 0);
                 let written = snap::raw::Decoder::new()
@@ -205,21 +182,11 @@ impl LogFile {
                 }
             }
             CompressionType::Zstd => {
-                let content_size = zstd::zstd_safe::get_frame_content_size(payload)
-                    .map_err(|_| decompress_err("zstd", "bad frame header".into()))?;
-                let capacity = match content_size {
-                    Some(size) if size > block_size => return Err(too_large(size)),
-                    Some(size) => size,
-                    // No size in the frame: at most a whole block.
-                    None => block_size,
-                };
-                let zstd = match &mut decoder.zstd {
-                    Some(zstd) => zstd,
-                    slot @ None => slot.insert(
-                        zstd::bulk::Decompressor::new()
-                            .map_err(|e| decompress_err("zstd", e.to_string()))?,
-                    ),
-                };
+                let content_size = self.zstd_len(offset, payload)?;
+                // No size in the frame: at most a whole block.
+                let capacity =
+                    content_size.unwrap_or(u64::from(self.header.compression_block_size));
+                let zstd = self.zstd_context(offset, decoder)?;
                 out.clear();
                 out.reserve(capacity as usize);
                 zstd.decompress_to_buffer(payload, out)
@@ -233,5 +200,187 @@ impl LogFile {
             }
         }
         Ok(payload_end as u64)
+    }
+
+    /// The decoded length a snappy block's preamble states, refused if it is
+    /// over the block size or more than snappy can expand the payload to.
+    fn snappy_len(&self, offset: u64, payload: &[u8]) -> FormatResult<u64> {
+        let claimed = snap::raw::decompress_len(payload)
+            .map_err(|e| self.decompress_err(offset, "snappy", e.to_string()))?
+            as u64;
+        let block_size = u64::from(self.header.compression_block_size);
+        if claimed > block_size {
+            return Err(self.block_too_large(offset, claimed));
+        }
+        let compressed_len = payload.len() as u64;
+        if claimed > compressed_len.saturating_mul(SNAPPY_MAX_EXPANSION) {
+            return Err(self.decompress_err(
+                offset,
+                "snappy",
+                format!("claims {claimed} bytes from {compressed_len}"),
+            ));
+        }
+        Ok(claimed)
+    }
+
+    /// The decoded length a zstd block's frame header states, if it states
+    /// one (zstd's own compressor always does), refused if over the block
+    /// size.
+    fn zstd_len(&self, offset: u64, payload: &[u8]) -> FormatResult<Option<u64>> {
+        let content_size = zstd::zstd_safe::get_frame_content_size(payload)
+            .map_err(|_| self.decompress_err(offset, "zstd", "bad frame header".into()))?;
+        match content_size {
+            Some(size) if size > u64::from(self.header.compression_block_size) => {
+                Err(self.block_too_large(offset, size))
+            }
+            size => Ok(size),
+        }
+    }
+
+    fn block_too_large(&self, offset: u64, length: u64) -> FormatError {
+        self.err(
+            offset,
+            FormatErrorKind::TooLarge {
+                what: "decompressed block",
+                length,
+                limit: u64::from(self.header.compression_block_size),
+            },
+        )
+    }
+
+    /// `decoder`'s zstd context, created on first use.
+    fn zstd_context<'d>(
+        &self,
+        offset: u64,
+        decoder: &'d mut BlockDecoder,
+    ) -> FormatResult<&'d mut zstd::bulk::Decompressor<'static>> {
+        match &mut decoder.zstd {
+            Some(zstd) => Ok(zstd),
+            slot @ None => Ok(slot.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| self.decompress_err(offset, "zstd", e.to_string()))?,
+            )),
+        }
+    }
+
+    /// Where the block at `offset` is and how long it is decoded, from its
+    /// length prefix and the codec's stated length, without decompressing
+    /// it (except a zstd frame that does not state its size, which is
+    /// decoded into `spare` to learn it).
+    pub(crate) fn block_info(
+        &self,
+        offset: u64,
+        decoder: &mut BlockDecoder,
+        spare: &mut Vec<u8>,
+    ) -> FormatResult<BlockInfo> {
+        let payload = self.block_payload(offset)?;
+        let src = self.data().get(payload.clone()).unwrap_or_default();
+        let decoded_len = match self.header.compression {
+            CompressionType::None => {
+                return Err(self.corrupt(offset, "an uncompressed log has no blocks"));
+            }
+            CompressionType::Snappy => self.snappy_len(offset, src)?,
+            CompressionType::Zstd => match self.zstd_len(offset, src)? {
+                Some(len) => len,
+                None => {
+                    self.read_block(offset, spare, decoder)?;
+                    spare.len() as u64
+                }
+            },
+        };
+        Ok(BlockInfo {
+            offset,
+            payload_start: payload.start,
+            payload_end: payload.end,
+            // At most `compression_block_size` (2^30), checked above.
+            decoded_len: decoded_len as usize,
+        })
+    }
+
+    /// Decodes the block `info` describes into `out[at..]`, leaving
+    /// `out[..at]` alone: a snappy block only until its first `want` bytes
+    /// exist (decoding stops at an element boundary, so a few more may), a
+    /// zstd block whole. `out` is grown, if it is shorter, to `at` plus the
+    /// block's checked decoded length (plus 64 bytes of slack for snappy);
+    /// it is never shrunk.
+    pub(crate) fn decode_block_at(
+        &self,
+        info: &BlockInfo,
+        out: &mut Vec<u8>,
+        at: usize,
+        want: usize,
+        decoder: &mut BlockDecoder,
+    ) -> FormatResult<()> {
+        let offset = info.offset;
+        let src = self
+            .data()
+            .get(info.payload_start..info.payload_end)
+            .unwrap_or_default();
+        let too_short = |decoded: usize| {
+            self.decompress_err(
+                offset,
+                self.header.compression.name(),
+                format!("decoded {decoded} bytes, header said {}", info.decoded_len),
+            )
+        };
+        match self.header.compression {
+            CompressionType::None => Err(self.corrupt(offset, "an uncompressed log has no blocks")),
+            CompressionType::Snappy => {
+                let snappy_err = |e: super::snappy::SnappyError| {
+                    self.decompress_err(offset, "snappy", e.to_string())
+                };
+                // `info.decoded_len` was checked against the block size and
+                // the expansion limit; the preamble is read again here.
+                let mut decoder =
+                    PrefixDecoder::start_at(src, info.decoded_len, out, at).map_err(snappy_err)?;
+                if decoder.claimed() != info.decoded_len {
+                    return Err(too_short(decoder.claimed()));
+                }
+                let want = want.min(info.decoded_len);
+                let decoded = decoder
+                    .decode_to(src, out.get_mut(at..).unwrap_or_default(), want)
+                    .map_err(snappy_err)?;
+                if decoded < want {
+                    return Err(too_short(decoded));
+                }
+                Ok(())
+            }
+            CompressionType::Zstd => {
+                let end = at + info.decoded_len;
+                if out.len() < end {
+                    out.reserve_exact(end - out.len());
+                    out.resize(end, 0);
+                }
+                let zstd = self.zstd_context(offset, decoder)?;
+                let target = out.get_mut(at..end).unwrap_or_default();
+                let written = zstd
+                    .decompress_to_buffer(src, target)
+                    .map_err(|e| self.decompress_err(offset, "zstd", e.to_string()))?;
+                if written != info.decoded_len {
+                    return Err(too_short(written));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A block's place in the log and its decoded length, as
+/// [`LogFile::block_info`] reads them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockInfo {
+    /// File offset of the block's length prefix.
+    pub offset: u64,
+    /// The compressed bytes, in [`LogFile::data`].
+    pub payload_start: usize,
+    pub payload_end: usize,
+    /// Bytes the block decodes to (at most `compression_block_size`).
+    pub decoded_len: usize,
+}
+
+impl BlockInfo {
+    /// File offset of the block after this one.
+    pub(crate) fn next(&self) -> u64 {
+        self.payload_end as u64
     }
 }

@@ -25,7 +25,9 @@ pub struct LogEntry<'a> {
     /// compressed one. [`Reader::iter_log`](super::Reader::iter_log) uses
     /// the log header's `entry_block_bits`,
     /// [`Reader::iter_live_entries`](super::Reader::iter_live_entries) the
-    /// index's (the same unless the log grew after the index was built).
+    /// index's (the same unless the log grew after the index was built); the
+    /// latter is what [`Reader::read_value`](super::Reader::read_value)
+    /// takes.
     pub address: u64,
     /// Bytes the entry takes in the (uncompressed) entry stream.
     pub encoded_len: u64,
