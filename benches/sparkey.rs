@@ -1,5 +1,6 @@
 //! Sparkey speed: writing log + index, random hits and misses, one thread
-//! and four, uncompressed and snappy with 4 KiB blocks.
+//! and four, uncompressed and snappy with 4 KiB blocks; and one 64 MiB value
+//! read in 128 KiB chunks (as `cat` through the mount reads it).
 //!
 //! `cargo bench --bench sparkey` (release build). Defaults follow the issue:
 //! 10^6 entries, 16-byte keys, 100-byte values; `SPARKEY_BENCH_ENTRIES` and
@@ -16,6 +17,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use sequinsfs::format::sparkey::{Compression, LogWriter, Reader};
+
+/// Size of the large value, and of the chunks it is read in (a FUSE READ).
+const LARGE_VALUE: usize = 64 << 20;
+const CHUNK: usize = 128 << 10;
 
 const TEXT: &[u8] = b"It was the best of times, it was the worst of times, it was the age of \
 wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch of \
@@ -144,5 +149,43 @@ fn main() {
             hit4 / 1e6,
             hit4 / hit1
         );
+        large_value(dir.path(), name, compression);
     }
+}
+
+/// Reads one `LARGE_VALUE`-byte value in `CHUNK`-byte chunks through
+/// `Reader::read_value` (one thread, chunks in order).
+fn large_value(dir: &Path, name: &str, compression: Compression) {
+    let log = dir.join(format!("{name}-large.spl"));
+    let index = dir.join(format!("{name}-large.spi"));
+    let mut value = Vec::with_capacity(LARGE_VALUE);
+    while value.len() < LARGE_VALUE {
+        value.extend_from_slice(TEXT);
+        value.extend_from_slice(format!("{}", value.len()).as_bytes());
+    }
+    value.truncate(LARGE_VALUE);
+    let mut writer = LogWriter::create(&log, compression, 4096).unwrap();
+    writer.put(b"large", &value).unwrap();
+    writer.finish_with_index(&index).unwrap();
+    let reader = Reader::open(&log, &index).unwrap();
+    let location = reader.locate(b"large").unwrap().unwrap();
+    let mut scratch = Vec::new();
+    // Each chunk is copied out, as a FUSE reply copies it to the kernel.
+    let mut reply = vec![0u8; CHUNK];
+    let start = Instant::now();
+    let mut offset = 0;
+    while offset < location.len {
+        let chunk = reader
+            .read_value(location.address, offset, CHUNK, &mut scratch)
+            .unwrap();
+        reply[..chunk.len()].copy_from_slice(chunk);
+        offset += black_box(&reply[..chunk.len()]).len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{name:>7}: {} MiB value in {} KiB chunks  {secs:>6.3} s  ({:.0} MB/s, read_value)",
+        LARGE_VALUE >> 20,
+        CHUNK >> 10,
+        LARGE_VALUE as f64 / secs / 1e6
+    );
 }

@@ -230,3 +230,162 @@ fn log_header_counts_that_cannot_fit_are_refused() {
     let err = open(log, index).err().unwrap();
     assert_eq!(err.offset, 16, "{err}");
 }
+
+/// A table with small values, a delete and a value spilling across many
+/// 64-byte blocks; returns (log, index, log header, the delete's address,
+/// the big value's address).
+fn table_with_a_big_value(
+    dir: &Path,
+    compression: Compression,
+) -> (
+    Vec<u8>,
+    Vec<u8>,
+    sequinsfs::format::sparkey::LogHeader,
+    u64,
+    u64,
+) {
+    let log = dir.join("b.spl");
+    let index = dir.join("b.spi");
+    let mut writer = LogWriter::create(&log, compression, 64).unwrap();
+    for i in 0..10u32 {
+        writer
+            .put(format!("k{i}").as_bytes(), format!("value {i}").as_bytes())
+            .unwrap();
+    }
+    let delete = writer.delete(b"k3").unwrap();
+    let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let big = writer.put(b"big", &big).unwrap();
+    let (header, _) = writer.finish_with_index(&index).unwrap();
+    let bits = header.entry_block_bits();
+    (
+        std::fs::read(log).unwrap(),
+        std::fs::read(index).unwrap(),
+        header,
+        delete.address(bits).unwrap(),
+        big.address(bits).unwrap(),
+    )
+}
+
+#[test]
+fn read_value_refuses_addresses_that_are_not_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    for compression in [
+        Compression::None,
+        Compression::Snappy,
+        Compression::Zstd { level: 1 },
+    ] {
+        let (log, index, header, delete, big) = table_with_a_big_value(dir.path(), compression);
+        let reader = open(log, index).unwrap();
+        let bits = header.entry_block_bits();
+        let mut scratch = Vec::new();
+        let mut hostile = vec![
+            0,
+            1,
+            83,
+            header.data_end,
+            header.data_end << bits,
+            u64::MAX,
+            delete,
+        ];
+        if bits > 0 {
+            // The last ordinal the address bits allow, in the big value's
+            // block (which holds fewer entries).
+            hostile.push(big | ((1 << bits) - 1));
+        }
+        for address in hostile {
+            let what = format!("{compression:?} at {address:#x}");
+            let err = reader
+                .read_value(address, 0, 10, &mut scratch)
+                .expect_err(&what);
+            assert_eq!(err.file, "t.spl", "{what}: {err}");
+            assert!(
+                matches!(
+                    err.kind,
+                    FormatErrorKind::Corrupt(_)
+                        | FormatErrorKind::Truncated { .. }
+                        | FormatErrorKind::Decompress { .. }
+                ),
+                "{what}: {err}"
+            );
+            let err = reader.value_len_at(address).expect_err(&what);
+            assert_eq!(err.file, "t.spl", "{what}: {err}");
+        }
+        let err = reader.read_value(delete, 0, 10, &mut scratch).unwrap_err();
+        assert!(err.to_string().contains("delete"), "{err}");
+        assert_eq!(reader.value_len_at(big).unwrap(), 20_000);
+    }
+}
+
+/// A damaged block in the middle of a spilled value: reads of the chunks
+/// before it still succeed, the chunk holding it is an error naming the
+/// log and an offset inside the log data, and nothing panics.
+#[test]
+fn a_damaged_block_fails_only_the_reads_that_reach_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for compression in [Compression::Snappy, Compression::Zstd { level: 1 }] {
+        let (mut log, index, header, _, big) = table_with_a_big_value(dir.path(), compression);
+        let value: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        // Find the blocks from their length prefixes, and garble the codec
+        // header of one two thirds of the way in (damage to literal bytes
+        // would go unseen: neither codec's blocks carry a checksum here).
+        let mut blocks = Vec::new();
+        let mut at = 84;
+        while at < header.data_end as usize {
+            let (mut len, mut shift) = (0usize, 0);
+            while log[at] >= 0x80 {
+                len |= usize::from(log[at] & 0x7f) << shift;
+                shift += 7;
+                at += 1;
+            }
+            len |= usize::from(log[at]) << shift;
+            blocks.push(at + 1);
+            at += 1 + len;
+        }
+        let damaged = blocks[blocks.len() * 2 / 3];
+        log[damaged..damaged + 5].fill(0xff);
+        let reader = open(log, index).unwrap();
+        let mut scratch = Vec::new();
+        assert_eq!(
+            reader.read_value(big, 0, 100, &mut scratch).unwrap(),
+            &value[..100],
+            "{compression:?}"
+        );
+        let mut first_error = None;
+        for start in (0..value.len()).step_by(1000) {
+            match reader.read_value(big, start as u64, 1000, &mut scratch) {
+                Ok(bytes) if first_error.is_none() => {
+                    assert_eq!(bytes, &value[start..start + 1000], "{compression:?}")
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    assert_eq!(err.file, "t.spl");
+                    assert!(
+                        (84..header.data_end).contains(&err.offset),
+                        "{compression:?}: {err}"
+                    );
+                    first_error.get_or_insert(start);
+                }
+            }
+        }
+        assert!(first_error.is_some(), "{compression:?}: damage not seen");
+        assert!(reader.get(b"big").is_err());
+    }
+}
+
+/// A spilled value whose length is beyond the log header's `max_value_len`
+/// is refused before anything is read.
+#[test]
+fn spilled_values_longer_than_the_header_allows_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, mut index, _, _, big) = table_with_a_big_value(dir.path(), Compression::Snappy);
+    // max_value_len, at offset 48 of the log header and 36 of the index's
+    // (which may not be larger).
+    log[48..56].copy_from_slice(&100u64.to_le_bytes());
+    index[36..44].copy_from_slice(&100u64.to_le_bytes());
+    let reader = open(log, index).unwrap();
+    let err = reader.value_len_at(big).unwrap_err();
+    assert!(err.to_string().contains("max_value_len"), "{err}");
+    assert!(reader.locate(b"big").is_err());
+    assert!(reader.read_value(big, 0, 10, &mut Vec::new()).is_err());
+    assert_eq!(reader.get(b"k1").unwrap().as_deref(), Some(&b"value 1"[..]));
+}

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use sequinsfs::format::sparkey::{
-    Compression, EntryKind, HashSize, LogWriter, Reader, write_index, write_index_with,
+    Compression, EntryKind, HashSize, LogWriter, Reader, ValueLocation, write_index,
+    write_index_with,
 };
 
 const COMPRESSIONS: [Compression; 3] = [
@@ -254,7 +255,7 @@ proptest! {
             match op {
                 Op::Put(k, v) => writer.put(k, v).unwrap(),
                 Op::Delete(k) => writer.delete(k).unwrap(),
-            }
+            };
         }
         let hash_size = force64.then_some(HashSize::Bits64);
         let (_, header) = writer.finish_with_index_using(&index, hash_size).unwrap();
@@ -290,4 +291,184 @@ fn write_index_replaces_an_existing_index() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
+}
+
+/// A value of `len` bytes that compresses somewhat (so blocks decode to
+/// more than they take) but not to nothing.
+fn patterned(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|i| {
+            if i % 7 == 0 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            (x >> (i % 7 * 8)) as u8 & 0x3f
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48)
+    ))]
+
+    /// Every put's position, turned into an address with the finished log's
+    /// `entry_block_bits`, is what `locate` finds for the live keys and what
+    /// iteration reports; `read_value` of any range of a live value is that
+    /// range of what `get` returns, and agrees with `value_len_at`.
+    #[test]
+    fn positions_locations_and_value_ranges_agree(
+        ops in prop::collection::vec(op(), 1..80),
+        big in prop::collection::vec((0u8..4, 0usize..3000), 0..4),
+        compression in compression(),
+        block_size in 16u32..100,
+        ranges in prop::collection::vec((any::<prop::sample::Index>(), 0usize..400), 1..12),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t.spl");
+        let index = dir.path().join("t.spi");
+        let mut writer = LogWriter::create(&log, compression, block_size).unwrap();
+        // Some values many blocks long, so entries spill.
+        let mut ops = ops;
+        for (i, (key, len)) in big.into_iter().enumerate() {
+            let at = i * 7 % (ops.len() + 1);
+            ops.insert(at, Op::Put(vec![key], patterned(i as u64, len)));
+        }
+        // Per key, the position of its last put (None after a delete); and
+        // every entry's position in log order.
+        let mut positions = BTreeMap::new();
+        let mut in_order = Vec::new();
+        for op in &ops {
+            let (key, position) = match op {
+                Op::Put(k, v) => (k, writer.put(k, v).unwrap()),
+                Op::Delete(k) => (k, writer.delete(k).unwrap()),
+            };
+            positions.insert(key.clone(), matches!(op, Op::Put(..)).then_some(position));
+            in_order.push(position);
+        }
+        let (log_header, index_header) = writer.finish_with_index(&index).unwrap();
+        let bits = log_header.entry_block_bits();
+        prop_assert_eq!(index_header.entry_block_bits, bits);
+        let reader = Reader::open(&log, &index).unwrap();
+        let (map, _) = model(&ops);
+        for (key, position) in &positions {
+            let located = reader.locate(key).unwrap();
+            let Some(position) = position else {
+                prop_assert_eq!(located, None);
+                continue;
+            };
+            let address = position.address(bits).unwrap();
+            let value = &map[key];
+            prop_assert_eq!(
+                located,
+                Some(ValueLocation { address, len: value.len() as u64 })
+            );
+            prop_assert_eq!(reader.value_len_at(address).unwrap(), value.len() as u64);
+            let mut scratch = Vec::new();
+            let whole = reader.read_value(address, 0, usize::MAX, &mut scratch).unwrap();
+            prop_assert_eq!(whole, &value[..]);
+            let got = reader.get(key).unwrap();
+            prop_assert_eq!(got.as_deref(), Some(&value[..]));
+        }
+        let from_log: Vec<u64> = reader.iter_log().map(|e| e.unwrap().address).collect();
+        let written: Vec<u64> = in_order.iter().map(|p| p.address(bits).unwrap()).collect();
+        prop_assert_eq!(from_log, written);
+        for entry in reader.iter_live_entries() {
+            let entry = entry.unwrap();
+            let located = reader.locate(&entry.key).unwrap().unwrap();
+            prop_assert_eq!(entry.address, located.address);
+        }
+        // Random ranges of random live values, including past the end.
+        let keys: Vec<&Vec<u8>> = map.keys().collect();
+        if !keys.is_empty() {
+            let mut scratch = Vec::new();
+            let mut longest = 0;
+            for (which, len) in &ranges {
+                let key = keys[which.index(keys.len())];
+                let value = &map[key];
+                let address = reader.locate(key).unwrap().unwrap().address;
+                let offset = (which.index(value.len() + 2)) as u64;
+                let got = reader.read_value(address, offset, *len, &mut scratch).unwrap();
+                let start = (offset as usize).min(value.len());
+                let end = (start + len).min(value.len());
+                prop_assert_eq!(got, &value[start..end], "offset {} len {}", offset, len);
+                // The scratch holds at most the range and one block (plus
+                // the snappy decoder's slack).
+                longest = longest.max(end - start);
+                prop_assert!(scratch.capacity() <= longest + block_size as usize + 64);
+            }
+        }
+    }
+}
+
+/// A large value read in chunks, forwards, backwards and from several
+/// threads at once, for every compression and a few block sizes.
+#[test]
+fn large_values_read_in_chunks() {
+    let value = patterned(42, 1_500_000);
+    for compression in COMPRESSIONS {
+        for block_size in [64, 4096, 65_536] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("t.spl");
+            let index = dir.path().join("t.spi");
+            let mut writer = LogWriter::create(&log, compression, block_size).unwrap();
+            writer.put(b"before", b"a small value").unwrap();
+            let position = writer.put(b"big", &value).unwrap();
+            writer.put(b"after", b"another").unwrap();
+            let (header, _) = writer.finish_with_index(&index).unwrap();
+            let reader = Reader::open(&log, &index).unwrap();
+            let what = format!("{compression:?} block {block_size}");
+            let address = position.address(header.entry_block_bits()).unwrap();
+            assert_eq!(
+                reader.locate(b"big").unwrap(),
+                Some(ValueLocation {
+                    address,
+                    len: value.len() as u64
+                }),
+                "{what}"
+            );
+            const CHUNK: usize = 128 * 1024;
+            let mut scratch = Vec::new();
+            let mut joined = Vec::new();
+            let mut offset = 0u64;
+            loop {
+                let chunk = reader
+                    .read_value(address, offset, CHUNK, &mut scratch)
+                    .unwrap();
+                if chunk.is_empty() {
+                    break;
+                }
+                joined.extend_from_slice(chunk);
+                offset += chunk.len() as u64;
+            }
+            assert!(joined == value, "{what}: forwards");
+            for start in (0..value.len()).step_by(CHUNK).rev() {
+                let chunk = reader
+                    .read_value(address, start as u64, 1000, &mut scratch)
+                    .unwrap();
+                assert_eq!(chunk, &value[start..start + 1000], "{what}: at {start}");
+            }
+            std::thread::scope(|scope| {
+                for t in 0..3 {
+                    let (reader, value) = (&reader, &value);
+                    scope.spawn(move || {
+                        let mut scratch = Vec::new();
+                        for start in (t * 5000..value.len()).step_by(3 * 33_333) {
+                            let got = reader
+                                .read_value(address, start as u64, 33_333, &mut scratch)
+                                .unwrap();
+                            let end = (start + 33_333).min(value.len());
+                            assert_eq!(got, &value[start..end]);
+                        }
+                    });
+                }
+            });
+            assert_eq!(
+                reader.get(b"after").unwrap().as_deref(),
+                Some(&b"another"[..])
+            );
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! ever touches slots `0..hash_capacity` of a table known to be that long.
 
 use super::hash::HashSize;
-use super::log::{LogHeader, le_u32, le_u64};
+use super::header::{LogHeader, le_u32, le_u64};
 use super::storage::Backing;
 use crate::format::{FormatError, FormatErrorKind, FormatResult, HexBytes};
 

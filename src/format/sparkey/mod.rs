@@ -6,41 +6,75 @@
 //! every lookup of the mount and the HTTP sidecar ends in [`Reader::get`].
 //! The byte layouts are described in `docs/FORMATS.md`.
 //!
-//! - [`Reader`] opens a pair, validates both headers against each other and
-//!   the file sizes, and answers lookups and iterations without locks.
-//!   Uncompressed values are borrowed from the mapping; for compressed logs
-//!   each thread keeps its last decompressed block, so one lookup
-//!   decompresses at most one block (plus continuation blocks for a value
-//!   that spills).
+//! - [`Reader`] (this file) opens a pair, validates both headers against
+//!   each other and the file sizes, and answers lookups and iterations
+//!   without locks. Uncompressed values are borrowed from the mapping; for
+//!   compressed logs each thread keeps its last decompressed block, so one
+//!   lookup decompresses at most one block (plus continuation blocks for a
+//!   value that spills). [`Reader::locate`] finds where a value is without
+//!   reading it, and [`Reader::read_value`] reads any range of it, decoding
+//!   only the blocks that cover the range.
 //! - [`LogWriter`] writes a log and, in the same pass, remembers what the
 //!   index needs, so [`LogWriter::finish_with_index`] builds the index
 //!   without reading the log back. [`write_index`] indexes an existing log.
 //! - [`framed`] decodes and encodes `.spi.sz`.
+//!
+//! One file per concept, as libsparkey has one C file per concept:
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `header.rs` | the 84-byte log header, [`CompressionType`], layout constants |
+//! | `vlq.rs` | the varints of entry heads and block length prefixes |
+//! | `entry.rs` | entries: [`EntryKind`], [`LogEntry`], the two-varint entry head |
+//! | `log_file.rs` | a log opened for reading, and its errors |
+//! | `block.rs` | compressed blocks: locating, decoding whole or lazily |
+//! | `cursor.rs` | walking entries in file order; the entry at an address |
+//! | `stream.rs` | positions in the decoded entry stream across blocks |
+//! | `lookup.rs` | the entry at an index address, and key matching |
+//! | `value.rs` | [`ValueLocation`]; reading a value's range by address |
+//! | `index.rs` | the index header, slot table and Robin Hood probe |
+//! | `hash.rs` | the murmur3 hashes of the index |
+//! | `log_writer.rs` | [`LogWriter`]: appending entries, filling blocks |
+//! | `hash_writer.rs` | building and writing the index ([`write_index`]) |
+//! | `snappy.rs` | raw snappy decoding that can stop part-way |
+//! | `framed.rs` | the snappy framing format of `.spi.sz` |
+//! | `storage.rs` | the mapped or owned bytes behind a file |
 
+mod block;
+mod cursor;
+mod entry;
 pub mod framed;
 mod hash;
+mod hash_writer;
+mod header;
 mod index;
-mod log;
+mod log_file;
+mod log_writer;
+mod lookup;
 mod snappy;
 mod storage;
-mod writer;
+mod stream;
+mod value;
+mod vlq;
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use entry::{EntryKind, LogEntry};
 pub use hash::{HashSize, murmur3_32, murmur3_x64_128_h1};
+pub use hash_writer::{write_index, write_index_seeded, write_index_with};
+pub use header::{CompressionType, LOG_HEADER_SIZE, LOG_MAGIC, LogHeader, MAX_BLOCK_SIZE};
 pub use index::{INDEX_HEADER_SIZE, INDEX_MAGIC, IndexHeader};
-pub use log::{
-    CompressionType, EntryKind, LOG_HEADER_SIZE, LOG_MAGIC, LogEntry, LogHeader, MAX_BLOCK_SIZE,
-};
-pub use writer::{Compression, LogWriter, write_index, write_index_seeded, write_index_with};
+pub use log_writer::{Compression, EntryPosition, LogWriter};
+pub use value::ValueLocation;
 
+use self::cursor::LogCursor;
 use self::index::IndexFile;
-use self::log::{EntryHead, LogCursor, LogFile, LookupBlock};
+use self::log_file::LogFile;
+use self::lookup::{Located, Scratch};
 use self::storage::Backing;
-use crate::format::{FormatErrorKind, FormatResult};
+use crate::format::FormatResult;
 
 /// A live key and its value, as [`Reader::iter_live`] yields them.
 pub type KeyValue<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
@@ -52,6 +86,8 @@ pub struct Reader {
     index: IndexFile,
     /// Distinguishes this reader in the per-thread block cache.
     id: u64,
+    /// Where reads of large values left off (see `value.rs`).
+    checkpoints: value::Checkpoints,
 }
 
 /// Source of [`Reader::id`].
@@ -115,6 +151,7 @@ impl Reader {
             log,
             index,
             id: NEXT_READER_ID.fetch_add(1, Ordering::Relaxed),
+            checkpoints: value::Checkpoints::default(),
         })
     }
 
@@ -141,15 +178,21 @@ impl Reader {
                 .probe(hash, |address| self.plain_value_at(address, key))?;
             Ok(found.map(Cow::Borrowed))
         } else {
-            Ok(self
-                .block_lookup(key, |value| value.to_vec())?
-                .map(Cow::Owned))
+            let found = self.block_lookup(key, |scratch, _, located| match located {
+                Located::InBlock { start, end } => {
+                    let block = scratch.block.prefix(&self.log, end)?;
+                    Ok(block.get(start..end).unwrap_or_default().to_vec())
+                }
+                Located::Spilled { .. } => self.read_spilled(scratch, located),
+            })?;
+            Ok(found.map(Cow::Owned))
         }
     }
 
     /// Looks `key` up and, if it is live, calls `f` with its value and
-    /// returns `f`'s result. Unlike [`Reader::get`] this never allocates for
-    /// compressed logs (the value is lent from the thread's block buffer).
+    /// returns `f`'s result. Unlike [`Reader::get`] this does not allocate
+    /// for compressed logs unless the value spills out of its block (the
+    /// value is lent from the thread's block buffer).
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> FormatResult<Option<R>> {
         if self.log.header.compression == CompressionType::None {
             let hash = self.index.hash(key);
@@ -158,13 +201,39 @@ impl Reader {
                 .probe(hash, |address| self.plain_value_at(address, key))?;
             Ok(found.map(f))
         } else {
-            self.block_lookup(key, f)
+            self.block_lookup(key, |scratch, _, located| match located {
+                Located::InBlock { start, end } => {
+                    let block = scratch.block.prefix(&self.log, end)?;
+                    Ok(f(block.get(start..end).unwrap_or_default()))
+                }
+                Located::Spilled { .. } => Ok(f(&self.read_spilled(scratch, located)?)),
+            })
         }
+    }
+
+    /// The whole of a value that spills out of its block.
+    fn read_spilled(&self, scratch: &mut Scratch, located: Located) -> FormatResult<Vec<u8>> {
+        let mut value = Vec::new();
+        if let Located::Spilled { len, at } = located {
+            // The buffer grows only as blocks decode, whatever `len` says.
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            self.log
+                .read_stream(at, len, &mut value, &mut scratch.stream)?;
+        }
+        Ok(value)
     }
 
     /// Live entries in libsparkey's order: log order, each live key once, at
     /// its latest put. Entries after the index's `data_end` are not seen.
     pub fn iter_live(&self) -> impl Iterator<Item = FormatResult<KeyValue<'_>>> + '_ {
+        self.iter_live_entries()
+            .map(|entry| entry.map(|entry| (entry.key, entry.value)))
+    }
+
+    /// As [`Reader::iter_live`], yielding whole entries, each with the
+    /// address the index holds for it (the one [`Reader::locate`] returns
+    /// and [`Reader::read_value`] takes).
+    pub fn iter_live_entries(&self) -> impl Iterator<Item = FormatResult<LogEntry<'_>>> + '_ {
         let mut cursor = self.log.cursor(
             self.index.header.data_end,
             self.index.header.entry_block_bits,
@@ -192,7 +261,7 @@ impl Reader {
                     .index
                     .probe(hash, |address| Ok((address == wanted).then_some(())))
                 {
-                    Ok(Some(())) => return Some(Ok((entry.key, entry.value))),
+                    Ok(Some(())) => return Some(Ok(entry)),
                     Ok(None) => continue,
                     Err(e) => {
                         failed = true;
@@ -211,174 +280,7 @@ impl Reader {
                 .cursor(self.log.header.data_end, self.log.header.entry_block_bits()),
         )
     }
-
-    /// For an uncompressed log: the value at `address` if its key is `key`.
-    #[inline]
-    fn plain_value_at(&self, address: u64, key: &[u8]) -> FormatResult<Option<&[u8]>> {
-        let data = self.log.data();
-        if address < LOG_HEADER_SIZE || address >= data.len() as u64 {
-            return Err(self.index_points_outside(address));
-        }
-        let (head, key_start) = EntryHead::read(data, address as usize, &self.log.name, 0)?;
-        if head.kind != EntryKind::Put {
-            return Err(self
-                .log
-                .corrupt(address, "the index points at a delete entry"));
-        }
-        if head.key_len != key.len() as u64 {
-            return Ok(None);
-        }
-        let key_end = key_start + key.len();
-        let value_end = usize::try_from(head.value_len)
-            .ok()
-            .and_then(|len| key_end.checked_add(len));
-        let Some(entry) = value_end.and_then(|end| data.get(key_start..end)) else {
-            return Err(self.log.err(
-                address,
-                FormatErrorKind::Truncated {
-                    what: "entry key and value",
-                    needed: head.payload_len().unwrap_or(u64::MAX),
-                    available: (data.len() - key_start) as u64,
-                },
-            ));
-        };
-        let (stored_key, value) = entry.split_at(key.len());
-        Ok((stored_key == key).then_some(value))
-    }
-
-    fn index_points_outside(&self, address: u64) -> crate::format::FormatError {
-        self.log.corrupt(
-            address,
-            format!(
-                "{}: a slot points at {address:#x}, outside the log data (84..{})",
-                self.index.name, self.log.header.data_end
-            ),
-        )
-    }
-
-    /// Lookup in a compressed log through this thread's block cache.
-    fn block_lookup<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> FormatResult<Option<R>> {
-        // The scratch is taken out of the thread-local for the duration of
-        // the lookup, so a nested lookup (from `f`) just gets a fresh one.
-        let mut scratch = SCRATCH.take().unwrap_or_default();
-        let mut f = Some(f);
-        let hash = self.index.hash(key);
-        let result = self.index.probe(hash, |address| {
-            let found = self.block_entry_matches(&mut scratch, address, key)?;
-            Ok(match found {
-                Some(Located::InBlock { start, end }) => {
-                    let value = scratch.block.prefix(&self.log, end)?;
-                    let value = value.get(start..end).unwrap_or_default();
-                    f.take().map(|f| f(value))
-                }
-                Some(Located::Spilled(value)) => f.take().map(|f| f(&value)),
-                None => None,
-            })
-        });
-        SCRATCH.set(Some(scratch));
-        result
-    }
-
-    /// Decodes the entry at a compressed-log address and, if its key is
-    /// `key`, says where its value is.
-    fn block_entry_matches(
-        &self,
-        scratch: &mut Scratch,
-        address: u64,
-        key: &[u8],
-    ) -> FormatResult<Option<Located>> {
-        let bits = self.index.header.entry_block_bits;
-        let block_offset = address.checked_shr(bits).unwrap_or(0);
-        let ordinal = address & 1u64.checked_shl(bits).unwrap_or(0).wrapping_sub(1);
-        if scratch.owner != self.id || scratch.block_offset != block_offset {
-            // Invalidate first: if decoding fails the buffer is garbage.
-            scratch.owner = 0;
-            scratch.block.load(&self.log, block_offset)?;
-            scratch.owner = self.id;
-            scratch.block_offset = block_offset;
-        }
-        let block = &mut scratch.block;
-        let block_len = block.len();
-        let name = &self.log.name;
-        let mut pos = 0usize;
-        for _ in 0..ordinal {
-            let buf = block.prefix(&self.log, pos + MAX_HEAD_LEN)?;
-            let (head, key_start) = EntryHead::read(buf, pos, name, 0)
-                .map_err(|_| self.no_such_entry(address, block_offset, ordinal))?;
-            pos = head
-                .payload_len()
-                .and_then(|len| usize::try_from(len).ok())
-                .and_then(|len| key_start.checked_add(len))
-                .filter(|&end| end < block_len)
-                .ok_or_else(|| self.no_such_entry(address, block_offset, ordinal))?;
-        }
-        let buf = block.prefix(&self.log, pos + MAX_HEAD_LEN)?;
-        let (head, key_start) = EntryHead::read(buf, pos, name, 0)
-            .map_err(|_| self.no_such_entry(address, block_offset, ordinal))?;
-        if head.kind != EntryKind::Put {
-            return Err(self
-                .log
-                .corrupt(block_offset, "the index points at a delete entry"));
-        }
-        if head.key_len != key.len() as u64 {
-            return Ok(None);
-        }
-        let key_end = key_start + key.len();
-        let value_end = usize::try_from(head.value_len)
-            .ok()
-            .and_then(|len| key_end.checked_add(len))
-            .filter(|&end| end <= block_len);
-        if let Some(value_end) = value_end {
-            let buf = block.prefix(&self.log, value_end)?;
-            let matches = buf.get(key_start..key_end) == Some(key);
-            return Ok(matches.then_some(Located::InBlock {
-                start: key_end,
-                end: value_end,
-            }));
-        }
-        // The entry spills into following blocks: the rare slow path.
-        let entry = self.log.entry_at(address, bits)?;
-        Ok((entry.key.as_ref() == key).then(|| Located::Spilled(entry.value.into_owned())))
-    }
-
-    fn no_such_entry(
-        &self,
-        address: u64,
-        block_offset: u64,
-        ordinal: u64,
-    ) -> crate::format::FormatError {
-        self.log.corrupt(
-            block_offset,
-            format!("index address {address:#x}: the block has no entry {ordinal}"),
-        )
-    }
 }
-
-/// Where a compressed-log lookup found its value.
-enum Located {
-    /// `scratch.buf[start..end]`.
-    InBlock { start: usize, end: usize },
-    /// Copied together from several blocks.
-    Spilled(Vec<u8>),
-}
-
-/// Per-thread state of compressed lookups: the last block, decoded as far
-/// as lookups have needed (random lookups rarely reuse it, but lookups of
-/// neighbouring keys do), so the hot path does not allocate.
-#[derive(Default)]
-struct Scratch {
-    /// [`Reader::id`] of the reader whose block `block` holds; 0 for none.
-    owner: u64,
-    block_offset: u64,
-    block: LookupBlock,
-}
-
-thread_local! {
-    static SCRATCH: Cell<Option<Scratch>> = const { Cell::new(None) };
-}
-
-/// Longest entry head: two VLQs of at most ten bytes each.
-const MAX_HEAD_LEN: usize = 20;
 
 /// Turns a cursor into an iterator that stops after the first error.
 fn iterate_log(mut cursor: LogCursor<'_>) -> impl Iterator<Item = FormatResult<LogEntry<'_>>> + '_ {

@@ -83,12 +83,27 @@ impl PrefixDecoder {
         limit: usize,
         out: &mut Vec<u8>,
     ) -> Result<PrefixDecoder, SnappyError> {
+        Self::start_at(src, limit, out, 0)
+    }
+
+    /// As [`PrefixDecoder::start`], for output that goes to `out[at..]`
+    /// (pass that slice to [`PrefixDecoder::decode_to`]); `out[..at]` is
+    /// left alone.
+    pub(crate) fn start_at(
+        src: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+        at: usize,
+    ) -> Result<PrefixDecoder, SnappyError> {
         let (claimed, header_len) = read_header(src)?;
         if claimed > limit {
             return Err(SnappyError::Header);
         }
-        if out.len() < claimed + SLACK {
-            out.resize(claimed + SLACK, 0);
+        let needed = at.checked_add(claimed + SLACK).ok_or(SnappyError::Header)?;
+        if out.len() < needed {
+            // Exactly: callers bound their buffers by what they decode.
+            out.reserve_exact(needed - out.len());
+            out.resize(needed, 0);
         }
         Ok(PrefixDecoder {
             src_pos: header_len,

@@ -1,14 +1,14 @@
-//! Writing Sparkey tables: [`LogWriter`] for logs (uncompressed, snappy or
-//! zstd blocks) and the hash index builder behind
-//! [`LogWriter::finish_with_index`] and [`write_index`].
+//! Building and writing the hash index (`.spi`) of a log: from what the
+//! log writer remembered ([`PendingIndex`], behind
+//! [`LogWriter::finish_with_index`](super::LogWriter::finish_with_index)) or
+//! by reading an existing log ([`write_index`]).
 //!
-//! The output follows libsparkey exactly (header fields, block rules,
-//! capacity `1 | floor(num_puts * 1.3)`, hash and address sizes, Robin Hood
-//! slots; entries are inserted in home-slot order rather than log order, for
+//! The output follows libsparkey exactly (capacity
+//! `1 | floor(num_puts * 1.3)`, hash and address sizes, Robin Hood slots;
+//! entries are inserted in home-slot order rather than log order, for
 //! speed, which can only reorder entries sharing a home slot), so libsparkey
-//! and sparkey-java read what we write. Files are
-//! written under a temporary name in the target directory and renamed into
-//! place when complete; the caller decides about `fsync`.
+//! and sparkey-java read what we write. The index is written under a
+//! temporary name and renamed into place.
 //!
 //! Bulk loading is the hot case (10^7 entries per load), so the writer
 //! remembers each entry's hash and location as it goes: finishing builds the
@@ -16,33 +16,16 @@
 //! hashes collide.
 
 use std::fs::{self, File};
-use std::hash::{BuildHasher, RandomState};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
+use super::entry::EntryKind;
 use super::hash::HashSize;
 use super::index::{INDEX_HEADER_SIZE, IndexHeader};
-use super::log::{
-    CompressionType, EntryKind, LOG_HEADER_SIZE, LogFile, LogHeader, MAX_BLOCK_SIZE, write_vlq,
-};
+use super::log_file::LogFile;
+use super::log_writer::{random_u32, temp_name};
 use super::storage::Backing;
 use crate::format::{FormatError, FormatErrorKind, FormatResult};
-
-/// Compression of a log being written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Snappy,
-    /// libsparkey and sparkey-java use level 3.
-    Zstd {
-        level: i32,
-    },
-}
-
-/// Smallest block size accepted for compressed logs, as libsparkey's tool
-/// (an entry's two header varints must fit in a block).
-pub const MIN_BLOCK_SIZE: u32 = 16;
 
 /// Capacity at or above which libsparkey switches to 64-bit hashes
 /// (2^23 slots, about 6.4 million puts).
@@ -50,319 +33,7 @@ const HASH64_CAPACITY: u64 = 1 << 23;
 
 /// Marks a delete in [`PendingIndex::locations`] (real offsets stay far
 /// below 2^63).
-const DELETE_BIT: u64 = 1 << 63;
-
-/// Writes a Sparkey log. Entries are appended with [`put`](Self::put) and
-/// [`delete`](Self::delete); nothing is visible under the final name before
-/// [`finish`](Self::finish) (or [`finish_with_index`](Self::finish_with_index)).
-pub struct LogWriter {
-    path: PathBuf,
-    temp_path: PathBuf,
-    name: String,
-    file: BufWriter<File>,
-    header: LogHeader,
-    /// File offset of the next byte handed to `file`.
-    pos: u64,
-    blocks: Option<BlockWriter>,
-    pending: PendingIndex,
-    /// Scratch for an entry's two header varints.
-    head: Vec<u8>,
-    finished: bool,
-}
-
-struct BlockWriter {
-    /// Uncompressed bytes of the block being filled.
-    buf: Vec<u8>,
-    size: usize,
-    /// Entries whose header is in `buf`.
-    entries: u32,
-    codec: BlockCodec,
-    /// Compressed output, reused.
-    out: Vec<u8>,
-    /// Length prefix of a block, reused.
-    prefix: Vec<u8>,
-}
-
-enum BlockCodec {
-    Snappy(Box<snap::raw::Encoder>),
-    Zstd(Box<zstd::bulk::Compressor<'static>>),
-}
-
-impl LogWriter {
-    /// Starts a log at `path` (written to a temporary name next to it until
-    /// finished). `block_size` is the uncompressed size of compressed blocks
-    /// (16..=2^30; libsparkey's default is 4096); it is ignored, and stored as
-    /// 0, for [`Compression::None`].
-    pub fn create(
-        path: &Path,
-        compression: Compression,
-        block_size: u32,
-    ) -> FormatResult<LogWriter> {
-        let name = path.display().to_string();
-        let temp_path = temp_name(path);
-        let io_err = |e| FormatError::new(name.as_str(), 0, FormatErrorKind::Io(e));
-        let compression_type = match compression {
-            Compression::None => CompressionType::None,
-            Compression::Snappy => CompressionType::Snappy,
-            Compression::Zstd { .. } => CompressionType::Zstd,
-        };
-        let blocks = match compression {
-            Compression::None => None,
-            Compression::Snappy | Compression::Zstd { .. } => {
-                if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
-                    return Err(FormatError::new(
-                        name.as_str(),
-                        0,
-                        FormatErrorKind::Corrupt(format!(
-                            "block size {block_size} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}"
-                        )),
-                    ));
-                }
-                let codec = match compression {
-                    Compression::Zstd { level } => BlockCodec::Zstd(Box::new(
-                        zstd::bulk::Compressor::new(level).map_err(io_err)?,
-                    )),
-                    _ => BlockCodec::Snappy(Box::new(snap::raw::Encoder::new())),
-                };
-                Some(BlockWriter {
-                    buf: Vec::with_capacity(block_size as usize),
-                    size: block_size as usize,
-                    entries: 0,
-                    codec,
-                    out: Vec::new(),
-                    prefix: Vec::with_capacity(10),
-                })
-            }
-        };
-        let header = LogHeader {
-            major_version: 1,
-            minor_version: 0,
-            file_identifier: random_u32(),
-            num_puts: 0,
-            num_deletes: 0,
-            data_end: LOG_HEADER_SIZE,
-            max_key_len: 0,
-            max_value_len: 0,
-            delete_size: 0,
-            compression: compression_type,
-            compression_block_size: if blocks.is_some() { block_size } else { 0 },
-            put_size: 0,
-            max_entries_per_block: 0,
-        };
-        let file = File::create(&temp_path).map_err(io_err)?;
-        // Large writes: the log is written sequentially, often 10^8+ bytes.
-        let mut file = BufWriter::with_capacity(1 << 20, file);
-        // The real header is written by `finish`.
-        file.write_all(&[0u8; LOG_HEADER_SIZE as usize])
-            .map_err(io_err)?;
-        Ok(LogWriter {
-            path: path.to_path_buf(),
-            temp_path,
-            name,
-            file,
-            header,
-            pos: LOG_HEADER_SIZE,
-            blocks,
-            pending: PendingIndex::new(random_u32(), true),
-            head: Vec::with_capacity(20),
-            finished: false,
-        })
-    }
-
-    /// Appends a put; a later put of the same key wins.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> FormatResult<()> {
-        self.head.clear();
-        write_vlq(&mut self.head, key.len() as u64 + 1);
-        write_vlq(&mut self.head, value.len() as u64);
-        let location = self.append(key, value)?;
-        let h = &mut self.header;
-        h.num_puts += 1;
-        h.put_size += (self.head.len() + key.len() + value.len()) as u64;
-        h.max_key_len = h.max_key_len.max(key.len() as u64);
-        h.max_value_len = h.max_value_len.max(value.len() as u64);
-        self.pending.record(key, location, h.num_puts);
-        Ok(())
-    }
-
-    /// Appends a delete (of a key that may or may not exist).
-    pub fn delete(&mut self, key: &[u8]) -> FormatResult<()> {
-        self.head.clear();
-        write_vlq(&mut self.head, 0);
-        write_vlq(&mut self.head, key.len() as u64);
-        let location = self.append(key, &[])?;
-        let h = &mut self.header;
-        h.num_deletes += 1;
-        h.delete_size += (self.head.len() + key.len()) as u64;
-        self.pending.record(key, location | DELETE_BIT, h.num_puts);
-        Ok(())
-    }
-
-    /// Writes `self.head`, key and value; returns the entry's location: its
-    /// file offset, or for compressed logs the offset its block will have.
-    fn append(&mut self, key: &[u8], value: &[u8]) -> FormatResult<u64> {
-        let Some(blocks) = &mut self.blocks else {
-            let location = self.pos;
-            let io_err = |e| FormatError::new(self.name.as_str(), self.pos, FormatErrorKind::Io(e));
-            self.file.write_all(&self.head).map_err(io_err)?;
-            self.file.write_all(key).map_err(io_err)?;
-            self.file.write_all(value).map_err(io_err)?;
-            self.pos += (self.head.len() + key.len() + value.len()) as u64;
-            return Ok(location);
-        };
-        // libsparkey's block rules: the header varints never straddle a
-        // block; an entry that fits in an empty block never straddles one
-        // either; a larger entry starts here and spills, and the block
-        // holding its tail is then closed so the next entry starts fresh.
-        let total = self.head.len() + key.len() + value.len();
-        let room = blocks.size - blocks.buf.len();
-        if self.head.len() > room || (total > room && total <= blocks.size) {
-            flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
-        }
-        if self.head.len() > blocks.size - blocks.buf.len() {
-            return Err(FormatError::new(
-                self.name.as_str(),
-                self.pos,
-                FormatErrorKind::TooLarge {
-                    what: "entry header in a block",
-                    length: self.head.len() as u64,
-                    limit: blocks.size as u64,
-                },
-            ));
-        }
-        let location = self.pos;
-        blocks.buf.extend_from_slice(&self.head);
-        blocks.entries += 1;
-        self.header.max_entries_per_block = self.header.max_entries_per_block.max(blocks.entries);
-        let mut spilled = false;
-        for mut part in [key, value] {
-            loop {
-                let room = blocks.size - blocks.buf.len();
-                if part.len() <= room {
-                    blocks.buf.extend_from_slice(part);
-                    break;
-                }
-                let (now, later) = part.split_at(room);
-                blocks.buf.extend_from_slice(now);
-                flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
-                spilled = true;
-                part = later;
-            }
-        }
-        if spilled {
-            flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
-        }
-        Ok(location)
-    }
-
-    /// Completes the log: flushes the last block, writes the header and
-    /// renames the file into place.
-    pub fn finish(mut self) -> FormatResult<LogHeader> {
-        self.finish_log()
-    }
-
-    /// Completes the log and writes its index at `index` from what was
-    /// remembered while writing (hash size chosen as libsparkey does).
-    pub fn finish_with_index(self, index: &Path) -> FormatResult<(LogHeader, IndexHeader)> {
-        self.finish_with_index_using(index, None)
-    }
-
-    /// As [`finish_with_index`](Self::finish_with_index), with the hash size
-    /// forced (`None`: automatic).
-    pub fn finish_with_index_using(
-        mut self,
-        index: &Path,
-        hash_size: Option<HashSize>,
-    ) -> FormatResult<(LogHeader, IndexHeader)> {
-        let header = self.finish_log()?;
-        let mut pending = std::mem::replace(&mut self.pending, PendingIndex::new(0, false));
-        let hash_size = hash_size.unwrap_or_else(|| auto_hash_size(header.num_puts));
-        if !pending.has(hash_size) {
-            // Forced 32-bit after the writer stopped keeping 32-bit hashes:
-            // index from the log instead.
-            let index_header = write_index_with(&self.path, index, Some(hash_size))?;
-            return Ok((header, index_header));
-        }
-        let log = LogFile::new(self.name.clone(), Backing::map(&self.path)?)?;
-        let bits = header.entry_block_bits();
-        if header.compression != CompressionType::None {
-            pending.resolve_block_ordinals(bits);
-        }
-        let index_header = build_and_write_index(&log, pending, hash_size, index)?;
-        Ok((header, index_header))
-    }
-
-    fn finish_log(&mut self) -> FormatResult<LogHeader> {
-        if let Some(blocks) = &mut self.blocks {
-            flush_block(blocks, &mut self.file, &mut self.pos, &self.name)?;
-        }
-        self.header.data_end = self.pos;
-        let io_err = |e| FormatError::new(self.name.as_str(), 0, FormatErrorKind::Io(e));
-        self.file.flush().map_err(io_err)?;
-        let file = self.file.get_mut();
-        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        file.write_all(&self.header.to_bytes()).map_err(io_err)?;
-        fs::rename(&self.temp_path, &self.path).map_err(io_err)?;
-        self.finished = true;
-        Ok(self.header.clone())
-    }
-}
-
-impl Drop for LogWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            // An abandoned or failed log must not leave a partial file.
-            let _ = fs::remove_file(&self.temp_path);
-        }
-    }
-}
-
-/// Compresses and writes the block being filled, if it holds anything.
-fn flush_block(
-    blocks: &mut BlockWriter,
-    file: &mut BufWriter<File>,
-    pos: &mut u64,
-    name: &str,
-) -> FormatResult<()> {
-    if blocks.buf.is_empty() {
-        return Ok(());
-    }
-    let err = |kind| FormatError::new(name, *pos, kind);
-    match &mut blocks.codec {
-        BlockCodec::Snappy(encoder) => {
-            blocks
-                .out
-                .resize(snap::raw::max_compress_len(blocks.buf.len()), 0);
-            let len = encoder
-                .compress(&blocks.buf, &mut blocks.out)
-                .map_err(|e| {
-                    err(FormatErrorKind::Decompress {
-                        codec: "snappy",
-                        message: e.to_string(),
-                    })
-                })?;
-            blocks.out.truncate(len);
-        }
-        BlockCodec::Zstd(compressor) => {
-            blocks.out.clear();
-            blocks
-                .out
-                .reserve(zstd::zstd_safe::compress_bound(blocks.buf.len()));
-            compressor
-                .compress_to_buffer(&blocks.buf, &mut blocks.out)
-                .map_err(|e| err(FormatErrorKind::Io(e)))?;
-        }
-    }
-    blocks.prefix.clear();
-    write_vlq(&mut blocks.prefix, blocks.out.len() as u64);
-    file.write_all(&blocks.prefix)
-        .and_then(|()| file.write_all(&blocks.out))
-        .map_err(|e| err(FormatErrorKind::Io(e)))?;
-    *pos += (blocks.prefix.len() + blocks.out.len()) as u64;
-    blocks.buf.clear();
-    blocks.entries = 0;
-    Ok(())
-}
-
+pub(super) const DELETE_BIT: u64 = 1 << 63;
 /// Writes the index for an existing log, as libsparkey's `writehash` does
 /// (hash size chosen by capacity).
 pub fn write_index(log: &Path, index: &Path) -> FormatResult<IndexHeader> {
@@ -417,7 +88,7 @@ pub fn write_index_seeded(
     build_and_write_index(&log, pending, hash_size, index)
 }
 
-fn auto_hash_size(num_puts: u64) -> HashSize {
+pub(super) fn auto_hash_size(num_puts: u64) -> HashSize {
     if capacity_for(num_puts) >= HASH64_CAPACITY {
         HashSize::Bits64
     } else {
@@ -435,7 +106,7 @@ fn capacity_for(num_puts: u64) -> u64 {
 // What the index needs, remembered per entry
 
 /// Per log entry, in log order: its hash(es) and location.
-struct PendingIndex {
+pub(super) struct PendingIndex {
     seed: u32,
     /// Kept while the final hash size may still be 32 bits.
     hashes32: Option<Vec<u32>>,
@@ -445,7 +116,7 @@ struct PendingIndex {
 }
 
 impl PendingIndex {
-    fn new(seed: u32, both: bool) -> PendingIndex {
+    pub(super) fn new(seed: u32, both: bool) -> PendingIndex {
         PendingIndex {
             seed,
             hashes32: both.then(Vec::new),
@@ -460,7 +131,7 @@ impl PendingIndex {
         self.hashes64 = (size == HashSize::Bits64).then(Vec::new);
     }
 
-    fn has(&self, size: HashSize) -> bool {
+    pub(super) fn has(&self, size: HashSize) -> bool {
         match size {
             HashSize::Bits32 => self.hashes32.is_some(),
             HashSize::Bits64 => self.hashes64.is_some(),
@@ -468,7 +139,7 @@ impl PendingIndex {
     }
 
     #[inline]
-    fn record(&mut self, key: &[u8], location: u64, puts_so_far: u64) {
+    pub(super) fn record(&mut self, key: &[u8], location: u64, puts_so_far: u64) {
         if let Some(hashes) = &mut self.hashes32 {
             hashes.push(super::hash::murmur3_32(key, self.seed));
         }
@@ -501,7 +172,7 @@ impl PendingIndex {
 
     /// Turns block offsets into addresses: entries sharing a block offset
     /// are consecutive, numbered from 0 in log order.
-    fn resolve_block_ordinals(&mut self, bits: u32) {
+    pub(super) fn resolve_block_ordinals(&mut self, bits: u32) {
         let mut current = u64::MAX;
         let mut ordinal = 0u64;
         for location in &mut self.locations {
@@ -739,7 +410,7 @@ fn fill_table<'a>(log: &'a LogFile, entries: &[HomedEntry]) -> FormatResult<Tabl
 
 /// Builds the table from `pending` (addresses resolved) and writes the
 /// index file.
-fn build_and_write_index(
+pub(super) fn build_and_write_index(
     log: &LogFile,
     pending: PendingIndex,
     hash_size: HashSize,
@@ -829,30 +500,10 @@ fn write_index_file(index: &Path, header: &IndexHeader, slots: &[Slot]) -> Forma
     debug_assert_eq!(INDEX_HEADER_SIZE, header.to_bytes().len() as u64);
     Ok(())
 }
-
-/// `NAME.tmp-PID-N` next to `path`: unique per process and call, and never
-/// mistaken for a table by its extension.
-fn temp_name(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// A random u32 for file identifiers and hash seeds (std's per-process
-/// random hasher keys, mixed with the clock; no cryptographic need).
-fn random_u32() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mixed = RandomState::new().hash_one(nanos);
-    (mixed ^ (mixed >> 32)) as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::sparkey::{Compression, LogWriter};
 
     #[test]
     fn capacity_matches_libsparkey() {
@@ -966,14 +617,5 @@ mod tests {
             prop_assert_eq!(by_log.num_entries, by_home.num_entries);
             prop_assert_eq!(by_log.garbage_size, by_home.garbage_size);
         });
-    }
-
-    #[test]
-    fn block_size_outside_the_accepted_range_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.spl");
-        assert!(LogWriter::create(&path, Compression::Snappy, 8).is_err());
-        assert!(LogWriter::create(&path, Compression::Snappy, MAX_BLOCK_SIZE + 1).is_err());
-        assert!(!path.exists());
     }
 }
