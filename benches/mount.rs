@@ -204,33 +204,50 @@ fn rss_with_many_keys(keys: u64) {
     /// Fixed-width keys `k000000000`.. in one buffer (10 bytes each), values
     /// computed on the fly.
     struct Computed(u64, Vec<u8>);
+    use sequinsfs::catalog::{LookupError, ValueRef};
     impl sequinsfs::catalog::VersionData for Computed {
-        fn get(
-            &self,
-            key: &[u8],
-        ) -> Result<Option<std::borrow::Cow<'_, [u8]>>, sequinsfs::catalog::LookupError> {
+        fn locate(&self, key: &[u8]) -> Result<Option<ValueRef>, LookupError> {
             let ordinal = std::str::from_utf8(key)
                 .ok()
                 .and_then(|k| k.strip_prefix('k'))
                 .and_then(|n| n.parse::<u64>().ok())
                 .filter(|&n| n < self.0 && key.len() == 10);
-            Ok(ordinal.map(|_| std::borrow::Cow::Owned(vec![b'v'; VALUE_LEN])))
+            ordinal.map(|o| self.locate_ordinal(o)).transpose()
+        }
+        fn locate_ordinal(&self, ordinal: u64) -> Result<ValueRef, LookupError> {
+            Ok(ValueRef {
+                table: 0,
+                address: ordinal,
+                len: VALUE_LEN as u64,
+            })
+        }
+        fn read_value<'a>(
+            &'a self,
+            value: &ValueRef,
+            offset: u64,
+            len: usize,
+            scratch: &mut Vec<u8>,
+        ) -> Result<Option<&'a [u8]>, LookupError> {
+            let n = (value.len.saturating_sub(offset) as usize).min(len);
+            scratch.clear();
+            scratch.resize(n, b'v');
+            Ok(None)
         }
         fn key_count(&self) -> u64 {
             self.0
         }
-        fn key_at(&self, ordinal: u64) -> Result<&[u8], sequinsfs::catalog::LookupError> {
+        fn key_at(&self, ordinal: u64) -> Result<&[u8], LookupError> {
             let start = usize::try_from(ordinal)
                 .unwrap_or(usize::MAX)
                 .saturating_mul(10);
             self.1
                 .get(start..start.saturating_add(10))
-                .ok_or_else(|| sequinsfs::catalog::LookupError::new("ordinal out of range"))
+                .ok_or_else(|| LookupError::new("ordinal out of range"))
         }
-        fn value_len_at(&self, _ordinal: u64) -> Result<u64, sequinsfs::catalog::LookupError> {
+        fn value_len_at(&self, _ordinal: u64) -> Result<u64, LookupError> {
             Ok(VALUE_LEN as u64)
         }
-        fn lower_bound(&self, key: &[u8]) -> Result<u64, sequinsfs::catalog::LookupError> {
+        fn lower_bound(&self, key: &[u8]) -> Result<u64, LookupError> {
             let (mut lo, mut hi) = (0, self.0);
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;

@@ -30,10 +30,26 @@ use arc_swap::ArcSwapOption;
 /// keys in a sorted index so that the mount can list them in order and find
 /// the keys under a prefix in logarithmic time (see `docs/NAMING.md`).
 /// Ordinals are positions in that sorted order, `0..key_count()`.
+///
+/// Values are read in two steps: find where a value is ([`ValueRef`]), by
+/// key or by ordinal, then read any range of it. A large value is read in
+/// chunks (FUSE reads, HTTP bodies) without looking its key up again and
+/// without decoding more of it than each chunk covers.
 pub trait VersionData: Send + Sync + 'static {
-    /// The value stored under `key`, borrowed from the mapping where the data
-    /// is stored uncompressed.
-    fn get(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError>;
+    /// Where the value of `key` is, if `key` is in the version.
+    fn locate(&self, key: &[u8]) -> Result<Option<ValueRef>, LookupError>;
+    /// Where the value of the key at `ordinal` is.
+    fn locate_ordinal(&self, ordinal: u64) -> Result<ValueRef, LookupError>;
+    /// Bytes `[offset, offset + len)` of a value (clipped to its end):
+    /// borrowed from the data where it is stored as is (`Some`), else
+    /// decoded into `scratch` (`None`).
+    fn read_value<'a>(
+        &'a self,
+        value: &ValueRef,
+        offset: u64,
+        len: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>, LookupError>;
     /// Number of distinct keys.
     fn key_count(&self) -> u64;
     /// The key at `ordinal` in ascending byte order.
@@ -48,6 +64,15 @@ pub trait VersionData: Send + Sync + 'static {
     fn local_dir(&self) -> Option<(std::path::PathBuf, u64)> {
         None
     }
+}
+
+/// Where a value is in a version's data: which table, where in it, and how
+/// long the value is. Only meaningful to the data that handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueRef {
+    pub table: u32,
+    pub address: u64,
+    pub len: u64,
 }
 
 /// A lookup failed because the stored data is unreadable (for example a local
@@ -135,8 +160,47 @@ impl Version {
     }
 
     /// Looks a key up. `Ok(None)` means the key is not in this version.
+    ///
+    /// The whole value at once: for small values and tests. Large values
+    /// are read in ranges with [`Version::locate`] and
+    /// [`Version::read_value`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError> {
-        self.data.get(key).map_err(|e| self.context(e))
+        let Some(value) = self.locate(key)? else {
+            return Ok(None);
+        };
+        let len = usize::try_from(value.len).unwrap_or(usize::MAX);
+        let mut scratch = Vec::new();
+        Ok(Some(
+            match self.read_value(&value, 0, len, &mut scratch)? {
+                Some(bytes) => Cow::Borrowed(bytes),
+                None => Cow::Owned(scratch),
+            },
+        ))
+    }
+
+    /// Where the value of `key` is, if `key` is in this version.
+    pub fn locate(&self, key: &[u8]) -> Result<Option<ValueRef>, LookupError> {
+        self.data.locate(key).map_err(|e| self.context(e))
+    }
+
+    /// Where the value of the key at `ordinal` is.
+    pub fn locate_ordinal(&self, ordinal: u64) -> Result<ValueRef, LookupError> {
+        self.data
+            .locate_ordinal(ordinal)
+            .map_err(|e| self.context(e))
+    }
+
+    /// A range of a value; see [`VersionData::read_value`].
+    pub fn read_value<'a>(
+        &'a self,
+        value: &ValueRef,
+        offset: u64,
+        len: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>, LookupError> {
+        self.data
+            .read_value(value, offset, len, scratch)
+            .map_err(|e| self.context(e))
     }
 
     /// The sorted key index of this version.
@@ -687,12 +751,34 @@ impl InMemoryVersionData {
 }
 
 impl VersionData for InMemoryVersionData {
-    fn get(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError> {
-        Ok(self
+    fn locate(&self, key: &[u8]) -> Result<Option<ValueRef>, LookupError> {
+        match self.pairs.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+            Ok(i) => self.locate_ordinal(i as u64).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+    fn locate_ordinal(&self, ordinal: u64) -> Result<ValueRef, LookupError> {
+        Ok(ValueRef {
+            table: 0,
+            address: ordinal,
+            len: self.value_len_at(ordinal)?,
+        })
+    }
+    fn read_value<'a>(
+        &'a self,
+        value: &ValueRef,
+        offset: u64,
+        len: usize,
+        _scratch: &mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>, LookupError> {
+        let bytes = self
             .pairs
-            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-            .ok()
-            .map(|i| Cow::Borrowed(self.pairs[i].1.as_slice())))
+            .get(value.address as usize)
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| LookupError::new(format!("address {} out of range", value.address)))?;
+        let start = usize::try_from(offset).map_or(bytes.len(), |o| o.min(bytes.len()));
+        let end = start.saturating_add(len).min(bytes.len());
+        Ok(Some(&bytes[start..end]))
     }
     fn key_count(&self) -> u64 {
         self.pairs.len() as u64

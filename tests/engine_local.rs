@@ -830,3 +830,112 @@ fn write_sparkey_version(root: &Path, db: &str, version: &str, bytes: usize) {
     sparkey::framed::encode_file(&index, &dir.join("part-00000.spi.sz")).unwrap();
     std::fs::remove_file(&index).unwrap();
 }
+
+/// Every key's value, found by its position in the key index (as the
+/// mount's READ does) and by its key (as HTTP does), is the same value, for
+/// every kind of input and local compression; and ranges of it read as the
+/// same bytes.
+#[tokio::test]
+async fn values_are_found_by_position_and_by_key_alike() {
+    let mut cases: Vec<(&str, Option<&str>)> = vec![("none", None), ("snappy", None)];
+    let fixtures = common::fixtures_dir();
+    if fixtures.is_some() {
+        cases.push(("none", Some("sequins/sparkey")));
+    }
+    for (compression, sparkey_input) in cases {
+        let s = setup();
+        match (sparkey_input, &fixtures) {
+            (Some(dir), Some(fixtures)) => copy_dir(&fixtures.join(dir), &s.source.join("db/1")),
+            _ => {
+                let mut pairs = dataset("1", 3_000);
+                // Values that span many 4 KiB blocks.
+                pairs.push((b"big-a".to_vec(), pattern(3 << 20, 7)));
+                pairs.push((b"big-b".to_vec(), pattern(100_000, 13)));
+                pairs.push((b"empty".to_vec(), Vec::new()));
+                let files: Vec<_> = pairs.chunks(700).map(|c| c.to_vec()).collect();
+                write_seqfile_version(&s.source, "db", "1", &files);
+            }
+        }
+        let mut cfg = config(&s.source, &s.store);
+        cfg.storage.compression = match compression {
+            "snappy" => sequinsfs::config::StorageCompression::Snappy,
+            _ => sequinsfs::config::StorageCompression::None,
+        };
+        let engine = Engine::start(cfg).await.unwrap();
+        let v = engine.catalog().current("db").unwrap();
+        let keys = v.keys();
+        assert!(keys.key_count() > 0);
+        for i in 0..keys.key_count() {
+            let key = keys.key_at(i).unwrap();
+            let by_position = v.locate_ordinal(i).unwrap();
+            let by_key = v.locate(key).unwrap().unwrap();
+            assert_eq!(by_position, by_key, "{compression}: key {i}");
+            let whole = v.get(key).unwrap().unwrap().into_owned();
+            assert_eq!(whole.len() as u64, by_key.len);
+            // Ranges, including ones crossing block boundaries.
+            for (offset, len) in [(0, 1), (4095, 3), (5000, 70_000), (whole.len() as u64, 9)] {
+                let mut scratch = Vec::new();
+                let got = match v.read_value(&by_key, offset, len, &mut scratch).unwrap() {
+                    Some(mapped) => mapped.to_vec(),
+                    None => scratch,
+                };
+                let start = (offset as usize).min(whole.len());
+                let end = (start + len).min(whole.len());
+                assert_eq!(got, whole[start..end], "{compression}: key {i} at {offset}");
+            }
+        }
+        engine.shutdown().await;
+    }
+}
+
+/// Bytes that do not compress away, so compressed logs use many blocks.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A local store written by the first release (key index format 1, no
+/// value locations) is served as it is: nothing is loaded again, and every
+/// value reads back as in the source.
+#[tokio::test]
+async fn a_store_of_the_first_format_is_served_without_reloading() {
+    let s = setup();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+    copy_dir(&fixture.join("store"), &s.store);
+    copy_dir(&fixture.join("source"), &s.source);
+    let engine = Engine::start(config(&s.source, &s.store)).await.unwrap();
+    for db in ["baby-names", "colors", "big-values"] {
+        let status = status_of(&engine, db, "1");
+        assert_eq!(status.origin, Origin::Reused, "{db} was loaded again");
+        let v = engine.catalog().current(db).unwrap();
+        let source_files: Vec<PathBuf> = std::fs::read_dir(s.source.join(db).join("1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let mut expected = BTreeMap::new();
+        for file in source_files {
+            for (k, value) in read_seqfile_pairs(&file) {
+                expected.insert(k, value);
+            }
+        }
+        assert_eq!(v.keys().key_count(), expected.len() as u64, "{db}");
+        for (i, (key, value)) in expected.iter().enumerate() {
+            assert_eq!(v.keys().key_at(i as u64).unwrap(), key.as_slice());
+            let at = v.locate_ordinal(i as u64).unwrap();
+            let mut scratch = Vec::new();
+            let got = match v.read_value(&at, 0, usize::MAX, &mut scratch).unwrap() {
+                Some(mapped) => mapped.to_vec(),
+                None => scratch,
+            };
+            assert_eq!(&got, value, "{db} {:?}", String::from_utf8_lossy(key));
+        }
+    }
+    engine.shutdown().await;
+}

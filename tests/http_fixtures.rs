@@ -211,3 +211,51 @@ fn binary_keys_with_percent_escapes() {
     }
     assert!(checked > 10, "{checked}");
 }
+
+/// Values larger than a chunk are streamed, from logs stored compressed
+/// too: whole, and in ranges that cross chunk and block boundaries.
+#[test]
+fn large_values_stream_whole_and_in_ranges() {
+    let big: Vec<u8> = (0..(3usize << 20) + 12345)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    for compression in [
+        sequinsfs::config::StorageCompression::None,
+        sequinsfs::config::StorageCompression::Snappy,
+    ] {
+        let pairs = vec![
+            (b"big".to_vec(), big.clone()),
+            (b"small".to_vec(), b"s".to_vec()),
+        ];
+        let engine = TestEngine::start_with(
+            |root| common::data::write_seqfile_version(root, "db", "1", &[pairs]),
+            Duration::ZERO,
+            |config| config.storage.compression = compression,
+        );
+        let server = TestServer::start(Arc::clone(engine.engine().catalog()));
+        let whole = server.get("/db/big");
+        assert_eq!(whole.status, 200);
+        assert_eq!(
+            whole.header("content-length"),
+            Some(big.len().to_string().as_str())
+        );
+        assert!(whole.body == big, "{compression:?}: whole value differs");
+        for (start, end) in [
+            (0usize, 10usize),
+            (262_100, 262_200),
+            (1 << 20, (2 << 20) + 7),
+            (big.len() - 5, big.len() - 1),
+        ] {
+            let range = format!("bytes={start}-{end}");
+            let part = server.request("GET", "/db/big", &[("range", &range)]);
+            assert_eq!(part.status, 206, "{range}");
+            assert!(part.body == big[start..=end], "{compression:?}: {range}");
+        }
+        let head = server.request("HEAD", "/db/big", &[]);
+        assert_eq!(
+            head.header("content-length"),
+            Some(big.len().to_string().as_str())
+        );
+        assert_eq!(server.get("/db/small").body, b"s");
+    }
+}

@@ -52,14 +52,12 @@ fn fixture_binary_keys_through_a_real_mount() {
         return;
     }
     let catalog = Catalog::new();
-    let data = InMemoryVersionData::new(pairs.clone());
-    let expected: Vec<(Vec<u8>, Vec<u8>)> = (0..sequinsfs::catalog::VersionData::key_count(&data))
-        .map(|i| {
-            use sequinsfs::catalog::VersionData;
-            let key = data.key_at(i).unwrap().to_vec();
-            let value = data.get(&key).unwrap().unwrap().into_owned();
-            (key, value)
-        })
+    // Sorted, and the last of duplicate keys wins, as in a version.
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .iter()
+        .cloned()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
         .collect();
     publish_version(
         &catalog,

@@ -78,6 +78,12 @@ pub struct FsCore {
     changed_at: Mutex<SystemTime>,
 }
 
+thread_local! {
+    /// Where a READ of a compressed value is decoded: one buffer per session
+    /// thread, reused (at most one READ's size plus a block).
+    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Offsets of the fixed entries of every directory listing.
 const DOT_ENTRIES: u64 = 2;
 
@@ -393,6 +399,22 @@ impl FsCore {
         size: u32,
         reply: impl FnOnce(&[u8]) -> R,
     ) -> FsResult<R> {
+        let inode = decode(ino)?;
+        if let Inode::Key {
+            generation,
+            ordinal,
+        } = inode
+        {
+            // Straight from the ordinal to the value, and only the requested
+            // range of it: a large compressed value is read block by block,
+            // never decoded whole per READ.
+            let version = self.version(generation, ino)?;
+            let value = version.locate_ordinal(ordinal)?;
+            return READ_SCRATCH.with_borrow_mut(|scratch| {
+                let mapped = version.read_value(&value, offset, size as usize, scratch)?;
+                Ok(reply(mapped.unwrap_or(scratch.as_slice())))
+            });
+        }
         let slice = |bytes: &[u8]| -> R {
             let start = usize::try_from(offset)
                 .unwrap_or(usize::MAX)
@@ -400,23 +422,7 @@ impl FsCore {
             let end = start.saturating_add(size as usize).min(bytes.len());
             reply(bytes.get(start..end).unwrap_or_default())
         };
-        match decode(ino)? {
-            Inode::Key {
-                generation,
-                ordinal,
-            } => {
-                let version = self.version(generation, ino)?;
-                let keys = version.keys();
-                let key = keys.key_at(ordinal).map_err(|e| version.context(e))?;
-                let value = version.get(key)?.ok_or_else(|| {
-                    FsError::damaged(format!(
-                        "{} version {}: key at ordinal {ordinal} has no value",
-                        version.db(),
-                        version.name()
-                    ))
-                })?;
-                Ok(slice(&value))
-            }
+        match inode {
             Inode::VersionFile { generation } => {
                 let version = self.version(generation, ino)?;
                 Ok(slice(control::version_file(&version).as_bytes()))

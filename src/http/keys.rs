@@ -25,14 +25,16 @@
 //! `Last-Modified` is when the version was created on the source (sequins
 //! uses when the node loaded it, which changes on every restart).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
+use super::body::{CHUNK, ValueStream};
 use super::{Body, empty};
-use crate::catalog::{Catalog, Version};
+use crate::catalog::{Catalog, ValueRef, Version};
 
 /// sequins' header naming the version that answered.
 pub const X_SEQUINS_VERSION: HeaderName = HeaderName::from_static("x-sequins-version");
@@ -61,7 +63,7 @@ pub(crate) fn answer(
             StatusCode::NOT_FOUND
         });
     };
-    let value = match version.get(key) {
+    let value = match version.locate(key) {
         Ok(Some(value)) => value,
         Ok(None) => {
             let mut r = empty(StatusCode::NOT_FOUND);
@@ -96,7 +98,7 @@ pub(crate) fn answer(
 
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CONTENT_TYPE, content_type.clone());
-    let len = value.len() as u64;
+    let len = value.len;
     let (status, range) = match requested_range(request, &etag, last_modified, len) {
         RangeAnswer::Whole => (StatusCode::OK, 0..len),
         RangeAnswer::Part(range) => {
@@ -120,23 +122,53 @@ pub(crate) fn answer(
             return r;
         }
     };
-    // The range is within 0..len by construction; `get` keeps that a
-    // checked fact rather than an assumption.
-    let body = usize::try_from(range.start)
-        .ok()
-        .zip(usize::try_from(range.end).ok())
-        .and_then(|(start, end)| value.get(start..end))
-        .unwrap_or_default();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(range.end - range.start),
+    );
     let mut r = if head {
         empty(status)
     } else {
-        let mut r = Response::new(Body::new(Bytes::copy_from_slice(body)));
-        *r.status_mut() = status;
-        r
+        match body(&version, &value, range) {
+            Ok(body) => {
+                let mut r = Response::new(body);
+                *r.status_mut() = status;
+                r
+            }
+            Err(err) => {
+                tracing::error!(
+                    "http: reading a value failed: {}",
+                    crate::error_chain::ErrorChain(&err)
+                );
+                return empty(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        }
     };
     *r.headers_mut() = headers;
     r
+}
+
+/// The body for `range` of a value: read at once if it fits in a chunk,
+/// else streamed (see [`super::body`]).
+fn body(
+    version: &Arc<Version>,
+    value: &ValueRef,
+    range: std::ops::Range<u64>,
+) -> Result<Body, crate::catalog::LookupError> {
+    let len = range.end - range.start;
+    if len > CHUNK as u64 {
+        return Ok(Body::Value(ValueStream::new(
+            Arc::clone(version),
+            *value,
+            range,
+        )));
+    }
+    let mut scratch = Vec::new();
+    let bytes = match version.read_value(value, range.start, len as usize, &mut scratch)? {
+        Some(mapped) => Bytes::copy_from_slice(mapped),
+        None => Bytes::from(scratch),
+    };
+    Ok(Body::new(bytes))
 }
 
 /// The version name as a header value. Version names are directory names;

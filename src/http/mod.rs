@@ -40,6 +40,7 @@
 //! mount is running.
 
 pub mod accept;
+pub mod body;
 mod idle;
 pub mod keys;
 pub mod log;
@@ -55,7 +56,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -66,8 +66,7 @@ use tokio::net::TcpListener;
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
 
-/// The body type of every response: one contiguous buffer.
-pub type Body = Full<Bytes>;
+pub use body::Body;
 
 /// `Content-Type` of values when none is configured: values are opaque
 /// bytes. (sequins sets none and lets Go sniff one from the first bytes.)
@@ -417,7 +416,7 @@ pub(crate) fn with_body(
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         r
     } else {
-        let mut r = Response::new(Full::new(body));
+        let mut r = Response::new(Body::new(body));
         *r.status_mut() = status;
         r
     };

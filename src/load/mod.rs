@@ -286,6 +286,37 @@ pub(crate) async fn write_key_index(
     Ok(num_keys)
 }
 
+/// For runs whose entries recorded the writer's positions (a block offset
+/// and an ordinal in it) in table `p` = run `p`: the locations the key index
+/// records, given each table's entry block bits. `None` (a key index without
+/// locations, whose reads find values by key) if some address would not fit
+/// in 64 bits, which only logs of many terabytes could reach.
+pub(crate) fn positions_to_addresses<'a>(
+    runs: impl Iterator<Item = &'a SortedRun>,
+    bits: &[u32],
+) -> Option<Arc<Locate>> {
+    for (run, &bits) in runs.zip(bits) {
+        let (block_offset, ordinal) = run.largest_position();
+        let largest = sparkey_format::EntryPosition {
+            block_offset,
+            ordinal,
+        };
+        largest.address(bits)?;
+    }
+    let bits = bits.to_vec();
+    Some(Arc::new(
+        move |table: u32, block_offset: u64, ordinal: u32| {
+            let at = sparkey_format::EntryPosition {
+                block_offset,
+                ordinal,
+            };
+            let bits = bits.get(table as usize).copied().unwrap_or(0);
+            // Checked above for every table.
+            (table, at.address(bits).unwrap_or(u64::MAX))
+        },
+    ))
+}
+
 fn block_name(partition: u32, block: u32) -> String {
     format!("part-{partition:05}-{block:03}")
 }

@@ -37,6 +37,8 @@ const PROGRESS_EVERY: u64 = 4096;
 
 /// One partition being written: its log and the keys seen so far.
 struct PartitionSink {
+    /// The partition, which is also its table's position in the version.
+    partition: u32,
     writer: sparkey::LogWriter,
     run: SortedRun,
 }
@@ -59,6 +61,7 @@ pub(crate) async fn load(
                         options.block_size,
                     )?;
                     Ok(Mutex::new(PartitionSink {
+                        partition: p,
                         writer,
                         run: SortedRun::new(),
                     }))
@@ -104,9 +107,14 @@ pub(crate) async fn load(
     let mut sorts = tokio::task::JoinSet::new();
     let mut indexes = tokio::task::JoinSet::new();
     let mut writers = Vec::with_capacity(sinks.len());
+    // Every entry is written: each log's entry block bits are final, and
+    // with them the index address of every value the runs recorded.
+    let mut bits = Vec::with_capacity(sinks.len());
     for (p, sink) in sinks.into_iter().enumerate() {
-        let PartitionSink { writer, mut run } =
-            sink.into_inner().unwrap_or_else(|e| e.into_inner());
+        let PartitionSink {
+            writer, mut run, ..
+        } = sink.into_inner().unwrap_or_else(|e| e.into_inner());
+        bits.push(writer.entry_block_bits());
         sorts.spawn(ctx.cpu_job(move || {
             run.finish().map_err(|d| {
                 LoadErrorKind::Internal(format!("duplicate origin for {:?}", d.key))
@@ -143,8 +151,9 @@ pub(crate) async fn load(
             source_file: None,
         })
         .collect();
+    let locate = super::positions_to_addresses(runs.iter().map(|(_, r)| r), &bits);
     let num_keys =
-        super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect(), None).await?;
+        super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect(), locate).await?;
     while let Some(result) = indexes.join_next().await {
         joined(result)?;
     }
@@ -220,7 +229,11 @@ fn flush_batch(sink: &Mutex<PartitionSink>, batch: &mut Vec<u8>) -> Result<(), L
         return Ok(());
     }
     let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
-    let PartitionSink { writer, run } = &mut *sink;
+    let PartitionSink {
+        partition,
+        writer,
+        run,
+    } = &mut *sink;
     let mut rest = batch.as_slice();
     // The batch was written above by this process; its framing is trusted.
     while rest.len() >= 16 {
@@ -228,8 +241,8 @@ fn flush_batch(sink: &Mutex<PartitionSink>, batch: &mut Vec<u8>) -> Result<(), L
         let vlen = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes")) as usize;
         let key = &rest[16..16 + klen];
         let value = &rest[16 + klen..16 + klen + vlen];
-        writer.put(key, value)?;
-        run.put(key, vlen as u64, 0, 0, 0);
+        let at = writer.put(key, value)?;
+        run.put(key, vlen as u64, *partition, at.block_offset, at.ordinal);
         rest = &rest[16 + klen + vlen..];
     }
     batch.clear();

@@ -141,6 +141,14 @@ impl SortedRun {
         self.entries.is_empty()
     }
 
+    /// The largest position and the largest ordinal any entry recorded (a
+    /// bound for checking that every location fits).
+    pub fn largest_position(&self) -> (u64, u32) {
+        self.entries
+            .iter()
+            .fold((0, 0), |(p, o), e| (p.max(e.position), o.max(e.ordinal)))
+    }
+
     fn key(&self, i: usize) -> &[u8] {
         self.key_of(&self.entries[i])
     }

@@ -1,17 +1,20 @@
-//! A published version opened for serving: its Sparkey blocks and its key
+//! A published version opened for serving: its Sparkey tables and its key
 //! index, all memory-mapped. This is what every lookup of the mount and the
 //! HTTP sidecar ends in.
 //!
-//! A lookup hashes the key with sequins' partition function, probes that
-//! partition's block(s), then the alternate partition's where sequins would
-//! (keys near the hash wrap-around written by Cascading). Uncompressed values
-//! are returned as slices of the mapping, without a copy.
+//! A lookup by key hashes it with sequins' partition function, probes that
+//! partition's tables, then the alternate partition's where sequins would
+//! (keys near the hash wrap-around written by Cascading). A lookup by
+//! ordinal (the mount's inodes are ordinals) reads the value's table and
+//! address from the key index where it records them (format 2), and only
+//! falls back to the key for indexes written before (format 1). Values are
+//! then read by range: uncompressed ones as slices of the mapping, without
+//! a copy; compressed ones block by block.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::catalog::{LookupError, VersionData};
+use crate::catalog::{LookupError, ValueRef, VersionData};
 use crate::format::sparkey;
 use crate::partition;
 
@@ -24,8 +27,11 @@ pub struct LocalVersion {
     /// Inode of `dir` when opened; see `VersionData::local_dir`.
     dir_inode: u64,
     manifest: Manifest,
-    /// Blocks of each partition, indexed by partition number.
-    partitions: Vec<Vec<sparkey::Reader>>,
+    /// One reader per table, in the manifest's block order (a value's
+    /// `table` is a position here).
+    tables: Vec<sparkey::Reader>,
+    /// Positions in `tables` of each partition's tables, by partition.
+    partitions: Vec<Vec<u32>>,
     keys: KeyIndex,
 }
 
@@ -36,9 +42,10 @@ impl LocalVersion {
         let dir_inode = std::fs::metadata(dir).map_err(super::io_err(dir))?.ino();
         let manifest = Manifest::read(dir)?;
         debug_assert_eq!(manifest.format, MANIFEST_FORMAT);
-        let mut partitions: Vec<Vec<sparkey::Reader>> =
+        let mut partitions: Vec<Vec<u32>> =
             (0..manifest.num_partitions).map(|_| Vec::new()).collect();
-        for block in &manifest.blocks {
+        let mut tables = Vec::with_capacity(manifest.blocks.len());
+        for (position, block) in manifest.blocks.iter().enumerate() {
             let slot = partitions
                 .get_mut(block.partition as usize)
                 .ok_or_else(|| {
@@ -54,7 +61,8 @@ impl LocalVersion {
             let index = dir.join(format!("{}.spi", block.name));
             let reader = sparkey::Reader::open(&log, &index)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            slot.push(reader);
+            slot.push(position as u32);
+            tables.push(reader);
         }
         let keys = KeyIndex::open(&dir.join("keys.idx"))
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -70,6 +78,7 @@ impl LocalVersion {
             dir: dir.to_path_buf(),
             dir_inode,
             manifest,
+            tables,
             partitions,
             keys,
         })
@@ -88,21 +97,35 @@ impl LocalVersion {
         UNIX_EPOCH + Duration::from_secs(self.manifest.created_at.max(0) as u64)
     }
 
-    fn probe(&self, partition: u32, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError> {
-        let Some(blocks) = self.partitions.get(partition as usize) else {
+    fn probe(&self, partition: u32, key: &[u8]) -> Result<Option<ValueRef>, LookupError> {
+        let Some(tables) = self.partitions.get(partition as usize) else {
             return Ok(None);
         };
-        for block in blocks {
-            if let Some(value) = block.get(key).map_err(LookupError::new)? {
-                return Ok(Some(value));
+        for &table in tables {
+            if let Some(found) = self.table(table)?.locate(key).map_err(LookupError::new)? {
+                return Ok(Some(ValueRef {
+                    table,
+                    address: found.address,
+                    len: found.len,
+                }));
             }
         }
         Ok(None)
     }
+
+    fn table(&self, table: u32) -> Result<&sparkey::Reader, LookupError> {
+        self.tables.get(table as usize).ok_or_else(|| {
+            LookupError::new(format!(
+                "{}: table {table} of {}",
+                self.dir.display(),
+                self.tables.len()
+            ))
+        })
+    }
 }
 
 impl VersionData for LocalVersion {
-    fn get(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, LookupError> {
+    fn locate(&self, key: &[u8]) -> Result<Option<ValueRef>, LookupError> {
         let n = self.manifest.num_partitions;
         if n == 0 {
             return Ok(None);
@@ -115,6 +138,39 @@ impl VersionData for LocalVersion {
             return self.probe(alternate, key);
         }
         Ok(None)
+    }
+
+    fn locate_ordinal(&self, ordinal: u64) -> Result<ValueRef, LookupError> {
+        let len = self.value_len_at(ordinal)?;
+        match self.keys.location(ordinal).map_err(LookupError::new)? {
+            Some((table, address)) => Ok(ValueRef {
+                table,
+                address,
+                len,
+            }),
+            // A key index of format 1: find the value by its key.
+            None => {
+                let key = self.key_at(ordinal)?;
+                self.locate(key)?.ok_or_else(|| {
+                    LookupError::new(format!(
+                        "{}: the key at ordinal {ordinal} has no value",
+                        self.dir.display()
+                    ))
+                })
+            }
+        }
+    }
+
+    fn read_value<'a>(
+        &'a self,
+        value: &ValueRef,
+        offset: u64,
+        len: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>, LookupError> {
+        self.table(value.table)?
+            .read_value_into(value.address, offset, len, scratch)
+            .map_err(LookupError::new)
     }
 
     fn key_count(&self) -> u64 {

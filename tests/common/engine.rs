@@ -18,17 +18,27 @@ impl TestEngine {
     /// Fills a fresh source root with `fill`, starts an engine on it with
     /// the given grace period, and waits until everything is loaded.
     pub fn start(fill: impl FnOnce(&Path), grace: Duration) -> TestEngine {
+        Self::start_with(fill, grace, |_| {})
+    }
+
+    /// [`TestEngine::start`] with the config adjusted by `adjust`.
+    pub fn start_with(
+        fill: impl FnOnce(&Path),
+        grace: Duration,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestEngine {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("source");
         std::fs::create_dir_all(&source).unwrap();
         fill(&source);
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let config = Config {
+        let mut config = Config {
             source: source.display().to_string(),
             local_store: dir.path().join("store"),
             version_grace_period: grace,
             ..Config::default()
         };
+        adjust(&mut config);
         let engine = runtime.block_on(async {
             let engine = Engine::start(config).await.unwrap();
             engine.refresh_now().await;

@@ -288,6 +288,14 @@ impl LogWriter {
         Ok(position)
     }
 
+    /// The `entry_block_bits` the finished log will have, as of the entries
+    /// put so far: final once no more entries are put, so positions
+    /// ([`EntryPosition::address`]) can be resolved before the log is
+    /// finished.
+    pub fn entry_block_bits(&self) -> u32 {
+        self.header.entry_block_bits()
+    }
+
     /// Completes the log: flushes the last block, writes the header and
     /// renames the file into place.
     pub fn finish(mut self) -> FormatResult<LogHeader> {

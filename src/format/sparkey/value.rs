@@ -72,14 +72,31 @@ impl Reader {
         len: usize,
         scratch: &'a mut Vec<u8>,
     ) -> FormatResult<&'a [u8]> {
+        match self.read_value_into(address, offset, len, scratch)? {
+            Some(mapped) => Ok(mapped),
+            None => Ok(scratch.as_slice()),
+        }
+    }
+
+    /// [`Reader::read_value`] for callers that keep the bytes longer than
+    /// the scratch buffer's borrow: an uncompressed value's bytes are
+    /// borrowed from the mapping for as long as the reader lives (`Some`);
+    /// a compressed value's are decoded into `scratch` (`None`).
+    pub fn read_value_into<'a>(
+        &'a self,
+        address: u64,
+        offset: u64,
+        len: usize,
+        scratch: &mut Vec<u8>,
+    ) -> FormatResult<Option<&'a [u8]>> {
         if self.log.header.compression == CompressionType::None {
             let (_, value) = self.plain_entry(address, false)?;
             let start = usize::try_from(offset).map_or(value.len(), |o| o.min(value.len()));
             let end = start + len.min(value.len() - start);
-            return Ok(value.get(start..end).unwrap_or_default());
+            return Ok(Some(value.get(start..end).unwrap_or_default()));
         }
         with_scratch(|s| self.read_block_value(s, address, offset, len, scratch))?;
-        Ok(scratch.as_slice())
+        Ok(None)
     }
 
     /// The length of the value of the Put entry at `address` (validating it
