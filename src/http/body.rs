@@ -48,6 +48,8 @@ pub struct ValueStream {
     value: ValueRef,
     next: u64,
     end: u64,
+    /// Reused while the value is read from a mapping; a decoded chunk
+    /// leaves with its buffer.
     scratch: Vec<u8>,
 }
 
@@ -64,12 +66,18 @@ impl ValueStream {
 
     fn next_chunk(&mut self) -> Result<Bytes, LookupError> {
         let len = (self.end - self.next).min(CHUNK as u64) as usize;
+        // A decoded chunk is handed to hyper as it is (no copy); the next
+        // one gets a buffer of its own.
+        let mut decoded = std::mem::take(&mut self.scratch);
         let bytes = match self
             .version
-            .read_value(&self.value, self.next, len, &mut self.scratch)?
+            .read_value(&self.value, self.next, len, &mut decoded)?
         {
-            Some(mapped) => Bytes::copy_from_slice(mapped),
-            None => Bytes::copy_from_slice(&self.scratch),
+            Some(mapped) => {
+                self.scratch = decoded;
+                Bytes::copy_from_slice(mapped)
+            }
+            None => Bytes::from(decoded),
         };
         if bytes.is_empty() {
             // The data ended before its recorded length: stop rather than
