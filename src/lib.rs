@@ -15,6 +15,7 @@
 //! | [`refresh`] | refresh triggers, planning and load scheduling |
 //! | [`engine`] | the running core: store + catalog + refresh loop |
 //! | [`config`] | the TOML config file (sequins' keys) and defaults |
+//! | [`cluster`] | cluster mode: ZooKeeper coordination, partition assignment |
 //! | [`naming`] | key bytes <-> file names |
 //! | [`error_chain`] | one line for an error and its causes |
 //! | [`fs`] | the FUSE mount: a filesystem core and a thin fuser adapter |
@@ -25,6 +26,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error_chain;
