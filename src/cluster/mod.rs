@@ -6,8 +6,16 @@
 //! |---|---|
 //! | [`config`] | `[sharding]` / `[zk]`: defaults, validation, when cluster mode is on |
 //! | [`assignment`] | pure functions: partition assignment, shard ID choice |
+//! | [`coordinator`] | the [`Coordinator`] trait the engine uses, and its value types |
+//! | [`memory`] | [`MemoryCluster`]: the trait in one process, for tests of cluster logic |
 
 pub mod assignment;
 pub mod config;
+pub mod coordinator;
+pub mod memory;
 
 pub use config::ClusterConfig;
+pub use coordinator::{
+    Coordinator, CoordinatorError, CoordinatorStatus, PartitionHolders, Peer, SessionState,
+};
+pub use memory::{MemoryCluster, MemoryCoordinator};
