@@ -7,15 +7,18 @@
 //! | [`config`] | `[sharding]` / `[zk]`: defaults, validation, when cluster mode is on |
 //! | [`assignment`] | pure functions: partition assignment, shard ID choice |
 //! | [`coordinator`] | the [`Coordinator`] trait the engine uses, and its value types |
+//! | [`zk`] | [`ZkCoordinator`]: the trait over a ZooKeeper session that survives outages |
 //! | [`memory`] | [`MemoryCluster`]: the trait in one process, for tests of cluster logic |
 
 pub mod assignment;
 pub mod config;
 pub mod coordinator;
 pub mod memory;
+pub mod zk;
 
 pub use config::ClusterConfig;
 pub use coordinator::{
     Coordinator, CoordinatorError, CoordinatorStatus, PartitionHolders, Peer, SessionState,
 };
 pub use memory::{MemoryCluster, MemoryCoordinator};
+pub use zk::ZkCoordinator;
