@@ -7,6 +7,7 @@ pub mod engine;
 pub mod http;
 pub mod mount;
 pub mod s3;
+pub mod zk;
 
 #[allow(unused_imports)]
 pub use http::*;
