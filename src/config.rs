@@ -4,15 +4,18 @@
 //! Command-line flags override the file; both end up in one [`Config`].
 //! Unknown keys are rejected with a message naming them, because a typo in a
 //! config file should stop the daemon at startup, not be silently ignored.
-//! sequins keys for features sequinsfs does not have yet (sharding,
-//! ZooKeeper, statsd, the debug server) are accepted and reported at startup
-//! by [`Config::unsupported_keys`].
+//! sequins keys for features sequinsfs does not have yet (statsd, the debug
+//! server) are accepted and reported at startup by
+//! [`Config::unsupported_keys`]. The cluster sections (`[sharding]`, `[zk]`)
+//! are typed in [`crate::cluster::config`] and resolved by [`Config::cluster`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::cluster::config::{ClusterConfig, ShardingSection, ZkSection};
 
 /// Everything the daemon needs to know, after the file and flags are merged.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,9 +62,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub s3: S3Config,
     pub debug: DebugConfig,
-    /// sequins' distributed-mode sections: accepted, not yet used.
-    pub sharding: Option<toml::Table>,
-    pub zk: Option<toml::Table>,
+    /// Cluster mode (sequins' distributed mode); see [`Config::cluster`].
+    pub sharding: ShardingSection,
+    pub zk: ZkSection,
     pub datadog: Option<toml::Table>,
     pub test: Option<toml::Table>,
     pub goforit_flag_json_path: Option<String>,
@@ -85,8 +88,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             s3: S3Config::default(),
             debug: DebugConfig::default(),
-            sharding: None,
-            zk: None,
+            sharding: ShardingSection::default(),
+            zk: ZkSection::default(),
             datadog: None,
             test: None,
             goforit_flag_json_path: None,
@@ -255,18 +258,26 @@ impl Config {
                 "[storage] block_size must be > 0".into(),
             ));
         }
+        self.cluster()?;
         Ok(())
+    }
+
+    /// The cluster configuration, or `None` in single-node mode (the
+    /// default; see [`crate::cluster::config::resolve`] for what switches
+    /// cluster mode on).
+    pub fn cluster(&self) -> Result<Option<ClusterConfig>, ConfigError> {
+        crate::cluster::config::resolve(&self.sharding, &self.zk)
     }
 
     /// sequins keys present in the file that sequinsfs accepts but does not
     /// act on yet, for a startup warning.
     pub fn unsupported_keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        if self.sharding.is_some() {
-            keys.push("[sharding]");
-        }
-        if self.zk.is_some() {
-            keys.push("[zk]");
+        // The cluster sections are understood, but the engine does not run
+        // in cluster mode yet: asking for it is reported, a section that
+        // leaves cluster mode off is not.
+        if matches!(self.cluster(), Ok(Some(_))) {
+            keys.push("[sharding]/[zk] (cluster mode)");
         }
         if self.datadog.is_some() {
             keys.push("[datadog]");
@@ -354,8 +365,14 @@ request_log_enable = true
         assert_eq!(cfg.storage.block_size, 8192);
         assert_eq!(cfg.s3.region, "us-west-2");
         assert!(cfg.debug.request_log_enable);
-        assert_eq!(cfg.unsupported_keys(), vec!["[sharding]", "[zk]"]);
+        // `enabled = false`: the cluster sections are read and leave the
+        // daemon single-node, so there is nothing to warn about.
+        assert_eq!(cfg.cluster().unwrap(), None);
+        assert!(cfg.unsupported_keys().is_empty());
         cfg.validate().unwrap();
+        let mut cfg = cfg;
+        cfg.sharding.enabled = Some(true);
+        assert_eq!(cfg.unsupported_keys(), ["[sharding]/[zk] (cluster mode)"]);
     }
 
     #[test]

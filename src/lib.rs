@@ -15,6 +15,7 @@
 //! | [`refresh`] | refresh triggers, planning and load scheduling |
 //! | [`engine`] | the running core: store + catalog + refresh loop |
 //! | [`config`] | the TOML config file (sequins' keys) and defaults |
+//! | [`cluster`] | cluster mode: ZooKeeper coordination, partition assignment |
 //! | [`naming`] | key bytes <-> file names |
 //! | [`error_chain`] | one line for an error and its causes |
 //! | [`status_json`] | JSON pieces shared by `.status` and the HTTP status page |

@@ -1,4 +1,26 @@
-//! Cluster mode: nodes coordinated by ZooKeeper that split and replicate
-//! partitions and ask each other for the rest.
+//! Cluster mode: several sequinsfs nodes share the partitions of every
+//! version and find each other through ZooKeeper, in sequins' layout so the
+//! same ZooKeeper tree reads the same to both.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | `[sharding]` / `[zk]`: defaults, validation, when cluster mode is on |
+//! | [`assignment`] | pure functions: partition assignment, shard ID choice |
+//! | [`coordinator`] | the [`Coordinator`] trait the engine uses, and its value types |
+//! | [`zk`] | [`ZkCoordinator`]: the trait over a ZooKeeper session that survives outages |
+//! | [`memory`] | [`MemoryCluster`]: the trait in one process, for tests of cluster logic |
+//! | [`proxy`] | asking the peers that hold a partition, with backup requests |
 
+pub mod assignment;
+pub mod config;
+pub mod coordinator;
+pub mod memory;
 pub mod proxy;
+pub mod zk;
+
+pub use config::ClusterConfig;
+pub use coordinator::{
+    Coordinator, CoordinatorError, CoordinatorStatus, PartitionHolders, Peer, SessionState,
+};
+pub use memory::{MemoryCluster, MemoryCoordinator};
+pub use zk::ZkCoordinator;

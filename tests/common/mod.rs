@@ -8,6 +8,7 @@ pub mod http;
 pub mod mount;
 pub mod mutate;
 pub mod s3;
+pub mod zk;
 
 #[allow(unused_imports)]
 pub use http::*;
