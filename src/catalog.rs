@@ -738,6 +738,26 @@ pub struct InMemoryVersionData {
 }
 
 impl InMemoryVersionData {
+    /// A whole version of these pairs, created at `created_at`, with one
+    /// partition and the source path `mem://<db>/<name>`: for tests,
+    /// examples and benchmarks. Later pairs win over earlier ones with the
+    /// same key.
+    pub fn version(
+        db: &str,
+        name: &str,
+        created_at: SystemTime,
+        pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Arc<Version> {
+        Version::new(
+            db,
+            name,
+            created_at,
+            format!("mem://{db}/{name}"),
+            1,
+            Box::new(InMemoryVersionData::new(pairs)),
+        )
+    }
+
     /// Later pairs win over earlier ones with the same key.
     pub fn new(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
         let mut map = BTreeMap::new();

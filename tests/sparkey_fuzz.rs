@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::mutate;
+
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
@@ -57,81 +59,6 @@ fn tables() -> &'static [Table] {
     })
 }
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit {
-        at: usize,
-        bit: u8,
-    },
-    Truncate {
-        len: usize,
-    },
-    Insert {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    Overwrite {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-    /// A length, count or offset field set to a huge value.
-    Huge {
-        at: usize,
-        width: usize,
-        value: u64,
-    },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    // Positions are taken modulo the file length when applied; low
-    // positions are favoured because the headers live there.
-    let at = prop_oneof![0usize..128, 0usize..1 << 20];
-    prop_oneof![
-        4 => (at.clone(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        1 => (0usize..1 << 20).prop_map(|len| Mutation::Truncate { len }),
-        1 => (at.clone(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        2 => (at.clone(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
-        2 => (at, prop::sample::select(vec![1usize, 2, 4, 8]),
-              prop::sample::select(vec![u64::MAX, u64::MAX / 2, 1 << 32, u32::MAX as u64, 0x7f, 0x80, 0]))
-            .prop_map(|(at, width, value)| Mutation::Huge { at, width, value }),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
-    let len = bytes.len().max(1);
-    match mutation {
-        Mutation::FlipBit { at, bit } => {
-            if let Some(b) = bytes.get_mut(at % len) {
-                *b ^= 1 << bit;
-            }
-        }
-        Mutation::Truncate { len: to } => bytes.truncate(to % len),
-        Mutation::Insert { at, bytes: new } => {
-            let at = at % len;
-            bytes.splice(
-                at.min(bytes.len())..at.min(bytes.len()),
-                new.iter().copied(),
-            );
-        }
-        Mutation::Overwrite { at, bytes: new } => {
-            for (i, &b) in new.iter().enumerate() {
-                if let Some(slot) = bytes.get_mut(at % len + i) {
-                    *slot = b;
-                }
-            }
-        }
-        Mutation::Huge { at, width, value } => {
-            for (i, b) in value.to_le_bytes()[..*width].iter().enumerate() {
-                if let Some(slot) = bytes.get_mut(at % len + i) {
-                    *slot = *b;
-                }
-            }
-        }
-    }
-}
-
 /// Drives every read path over a (possibly damaged) table. Iterations are
 /// bounded only by the data: each entry consumes at least one byte, so a
 /// hang would show up as a test timeout.
@@ -170,7 +97,7 @@ fn exercise(log: Vec<u8>, index: Vec<u8>, keys: &[Vec<u8>]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200),
+        cases: mutate::cases(200),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -178,8 +105,8 @@ proptest! {
     #[test]
     fn damaged_tables_never_panic(
         table in any::<prop::sample::Index>(),
-        log_mutations in prop::collection::vec(mutation(), 0..4),
-        index_mutations in prop::collection::vec(mutation(), 0..4),
+        log_mutations in prop::collection::vec(mutate::binary(mutate::little_endian_patches()), 0..4),
+        index_mutations in prop::collection::vec(mutate::binary(mutate::little_endian_patches()), 0..4),
     ) {
         let tables = tables();
         if tables.is_empty() {
@@ -188,19 +115,15 @@ proptest! {
         let table = &tables[table.index(tables.len())];
         let mut log = table.log.clone();
         let mut index = table.index.clone();
-        for m in &log_mutations {
-            apply(&mut log, m);
-        }
-        for m in &index_mutations {
-            apply(&mut index, m);
-        }
+        mutate::apply_all(&mut log, &log_mutations);
+        mutate::apply_all(&mut index, &index_mutations);
         exercise(log, index, &table.keys);
     }
 
     #[test]
     fn damaged_framed_indexes_never_panic(
         table in any::<prop::sample::Index>(),
-        mutations in prop::collection::vec(mutation(), 1..4),
+        mutations in prop::collection::vec(mutate::binary(mutate::little_endian_patches()), 1..4),
     ) {
         let tables = tables();
         if tables.is_empty() {
@@ -208,9 +131,7 @@ proptest! {
         }
         let table = &tables[table.index(tables.len())];
         let mut framed_index = table.framed_index.clone();
-        for m in &mutations {
-            apply(&mut framed_index, m);
-        }
+        mutate::apply_all(&mut framed_index, &mutations);
         let mut decoded = Vec::new();
         if framed::decode(&framed_index[..], &mut decoded, "i.spi.sz").is_ok() {
             exercise(table.log.clone(), decoded, &table.keys);
@@ -284,7 +205,7 @@ fn address() -> impl Strategy<Value = Address> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200),
+        cases: mutate::cases(200),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -296,15 +217,13 @@ proptest! {
     #[test]
     fn reads_at_hostile_addresses_never_panic(
         table in any::<prop::sample::Index>(),
-        log_mutations in prop::collection::vec(mutation(), 0..3),
+        log_mutations in prop::collection::vec(mutate::binary(mutate::little_endian_patches()), 0..3),
         reads in prop::collection::vec((address(), any::<u64>(), 0usize..20_000), 1..8),
     ) {
         let tables = spilling_tables();
         let table = &tables[table.index(tables.len())];
         let mut log = table.log.clone();
-        for m in &log_mutations {
-            apply(&mut log, m);
-        }
+        mutate::apply_all(&mut log, &log_mutations);
         let Ok(reader) = Reader::from_bytes("l.spl", log, "i.spi", table.index.clone()) else {
             return Ok(());
         };

@@ -2,6 +2,8 @@
 //! compression, empty to a million entries, and against an in-memory model
 //! over random puts and deletes.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -235,7 +237,7 @@ fn check_reader(reader: &Reader, ops: &[Op]) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(96)
+        common::mutate::cases(96)
     ))]
 
     /// Writer + reader agree with a BTreeMap over random puts and deletes,
@@ -311,7 +313,7 @@ fn patterned(seed: u64, len: usize) -> Vec<u8> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48)
+        common::mutate::cases(48)
     ))]
 
     /// Every put's position, turned into an address with the finished log's

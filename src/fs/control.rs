@@ -256,15 +256,8 @@ mod tests {
     fn status_shows_origin_and_source_problems() {
         use crate::catalog::{InMemoryVersionData, Progress};
         let catalog = Catalog::new();
-        let data = InMemoryVersionData::new([(b"k".to_vec(), b"v".to_vec())]);
-        let v = Version::new(
-            "db",
-            "1",
-            SystemTime::UNIX_EPOCH,
-            "/src/db/1",
-            1,
-            Box::new(data),
-        );
+        let pairs = [(b"k".to_vec(), b"v".to_vec())];
+        let v = InMemoryVersionData::version("db", "1", SystemTime::UNIX_EPOCH, pairs);
         let progress = Progress {
             files_done: 2,
             files_total: 2,

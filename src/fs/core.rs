@@ -789,8 +789,8 @@ mod tests {
     use std::time::Instant;
 
     fn version(db: &str, name: &str, pairs: &[(&[u8], &[u8])]) -> Arc<Version> {
-        let data = InMemoryVersionData::new(pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
-        Version::new(db, name, SystemTime::UNIX_EPOCH, "test", 1, Box::new(data))
+        let pairs = pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec()));
+        InMemoryVersionData::version(db, name, SystemTime::UNIX_EPOCH, pairs)
     }
 
     fn owner() -> CoreOptions {
@@ -1126,9 +1126,7 @@ mod tests {
         let catalog = Catalog::new();
         let core = FsCore::new(Arc::clone(&catalog), || {}, owner());
         for n in 0..=inode::MAX_GENERATION + 16 {
-            let data = InMemoryVersionData::new([(b"k".to_vec(), b"v".to_vec())]);
-            let name = n.to_string();
-            let v = Version::new("db", name, SystemTime::UNIX_EPOCH, "", 1, Box::new(data));
+            let v = version("db", &n.to_string(), &[(b"k", b"v")]);
             catalog.publish(v, String::new(), Duration::ZERO);
             let link = core
                 .lookup(inode::ROOT, b"db")

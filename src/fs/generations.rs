@@ -178,15 +178,8 @@ mod tests {
     use std::time::SystemTime;
 
     fn version(name: &str) -> Arc<Version> {
-        let data = InMemoryVersionData::new([(b"k".to_vec(), b"v".to_vec())]);
-        Version::new(
-            "db",
-            name,
-            SystemTime::UNIX_EPOCH,
-            "test",
-            1,
-            Box::new(data),
-        )
+        let pairs = [(b"k".to_vec(), b"v".to_vec())];
+        InMemoryVersionData::version("db", name, SystemTime::UNIX_EPOCH, pairs)
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
 
-use crate::catalog::{Catalog, InMemoryVersionData, Version};
+use crate::catalog::{Catalog, InMemoryVersionData};
 use crate::fs::attr::{CoreOptions, FileKind};
 use crate::fs::core::{DirEntry, Entry, FsCore};
 use crate::fs::generations::Generations;
@@ -333,14 +333,11 @@ impl Harness {
                     .iter()
                     .map(|k| (k.clone(), value_of(&name, k)))
                     .collect();
-                let data = InMemoryVersionData::new(pairs.clone());
-                let version = Version::new(
-                    db_name(*db),
+                let version = InMemoryVersionData::version(
+                    &db_name(*db),
                     &name,
                     SystemTime::UNIX_EPOCH,
-                    "model",
-                    1,
-                    Box::new(data),
+                    pairs.clone(),
                 );
                 self.catalog.publish(version, String::new(), Duration::ZERO);
                 self.versions.push(ModelVersion {

@@ -27,14 +27,8 @@ pub fn can_mount() -> bool {
 
 /// A version of `db` named `name` holding `pairs`.
 pub fn version(db: &str, name: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Arc<Version> {
-    Version::new(
-        db,
-        name,
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        format!("mem://{db}/{name}"),
-        1,
-        Box::new(InMemoryVersionData::new(pairs)),
-    )
+    let created = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    InMemoryVersionData::version(db, name, created, pairs)
 }
 
 /// A mounted catalog in a temporary directory; unmounts on drop.

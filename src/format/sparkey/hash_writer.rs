@@ -561,11 +561,7 @@ mod tests {
     fn home_slot_order_builds_the_log_order_table() {
         use proptest::prelude::*;
         let ops = proptest::collection::vec((0u16..300, 0u8..4), 1..600);
-        // Few cases by default, for CI; PROPTEST_CASES raises them.
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(48);
+        let cases = crate::test_support::proptest_cases(48);
         proptest!(ProptestConfig::with_cases(cases), |(ops in ops, size in prop_oneof![Just(HashSize::Bits32), Just(HashSize::Bits64)])| {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("t.spl");
