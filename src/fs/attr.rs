@@ -1,4 +1,4 @@
-//! Attributes: what `stat` shows for each kind of inode (NAMING,
+//! Attributes: what `stat` shows for each kind of inode (`docs/NAMING.md`,
 //! "Attributes"), and how long the kernel may cache entries and attributes.
 //!
 //! Kept apart from the dispatch in `fs::core` because the lifetimes here are
@@ -47,7 +47,7 @@ pub enum FileKind {
     Symlink,
 }
 
-/// The attributes the mount reports (NAMING, "Attributes").
+/// The attributes the mount reports (`docs/NAMING.md`, "Attributes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,

@@ -1,7 +1,7 @@
 //! Names inside a version directory: lookup of one name and the listing of
 //! a (nested) directory, over the version's sorted key index.
 //!
-//! This is where NAMING's placement rules live (`naming` only transforms
+//! This is where the placement rules of `docs/NAMING.md` live (`naming` only transforms
 //! bytes). A directory stands for a key prefix `P` (empty at the version
 //! root, always ending in `/` below it). Its listing walks the keys that start
 //! with `P` in ascending order and shows, exactly once each:
@@ -65,7 +65,7 @@ pub struct Listed {
     pub next: Cursor,
 }
 
-/// Resolves a decoded name in the directory for `prefix` (NAMING, decoding
+/// Resolves a decoded name in the directory for `prefix` (`docs/NAMING.md`, decoding
 /// rule 3): the exact key wins, else a directory if some key continues with
 /// `/`, else nothing.
 pub fn lookup(

@@ -3,7 +3,7 @@
 //! Split by concept so the kernel-facing part stays thin:
 //! - [`inode`]: stateless inode numbers (version generation + key ordinal);
 //! - [`generations`]: which 20-bit generation numbers which version;
-//! - [`listing`]: NAMING's placement rules over a version's sorted keys;
+//! - [`listing`]: the placement rules of `docs/NAMING.md` over a version's sorted keys;
 //! - [`core`]: every operation as a plain function over the catalog, which
 //!   tests drive without a kernel, with [`attr`] (attributes and cache
 //!   lifetimes), [`pins`] (the kernel's references to versions), [`control`]

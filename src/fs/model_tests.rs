@@ -273,7 +273,7 @@ impl Harness {
         held
     }
 
-    /// NAMING's decoding rules, written out plainly.
+    /// The decoding rules of `docs/NAMING.md`, written out plainly.
     fn expect(&self, v: usize, prefix: &[u8], name: &[u8]) -> Expected {
         if prefix.is_empty() && name == naming::VERSION_FILE.as_bytes() {
             return Expected::VersionFile;
