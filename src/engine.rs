@@ -45,6 +45,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     stop: Arc<Notify>,
     task: Option<JoinHandle<()>>,
+    /// Databases whose first load the start-up refresh began.
+    first_loads: Vec<String>,
 }
 
 impl Engine {
@@ -66,6 +68,16 @@ impl Engine {
         config: Config,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, EngineError> {
+        let engine = Engine::launch(config, metrics).await?;
+        engine.ready().await;
+        Ok(engine)
+    }
+
+    /// [`Engine::start_with_metrics`] without waiting for the first loads:
+    /// the daemon races [`Engine::ready`] against its stop signals, so that
+    /// a SIGTERM during a long first load stops it (and the process) at once
+    /// instead of after the load.
+    pub async fn launch(config: Config, metrics: Arc<Metrics>) -> Result<Engine, EngineError> {
         config.validate()?;
         for key in config.unsupported_keys() {
             tracing::warn!("config: {key} is accepted for compatibility with sequins but not used");
@@ -125,13 +137,11 @@ impl Engine {
                 crate::error_chain::ErrorChain(&e)
             );
         }
-        refresher.wait_for(&report.first_loads).await;
-
         let refresh = refresher.handle.clone();
         let stop = Arc::new(Notify::new());
         let task =
             tokio::spawn(Arc::clone(&refresher).run_loop(config.refresh_period, Arc::clone(&stop)));
-        metrics.set_local_store_bytes(refresher.store.disk_usage());
+        refresher.update_disk_usage().await;
         Ok(Engine {
             catalog,
             refresh,
@@ -139,7 +149,14 @@ impl Engine {
             metrics,
             stop,
             task: Some(task),
+            first_loads: report.first_loads,
         })
+    }
+
+    /// Waits until the first load of every database that had no version
+    /// served at start-up has ended (served, or failed).
+    pub async fn ready(&self) {
+        self.refresher.wait_for(&self.first_loads).await;
     }
 
     /// What the front ends read.

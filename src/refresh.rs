@@ -435,7 +435,7 @@ impl Refresher {
         }
     }
 
-    async fn update_disk_usage(&self) {
+    pub(crate) async fn update_disk_usage(&self) {
         let store = Arc::clone(&self.store);
         if let Ok(bytes) = tokio::task::spawn_blocking(move || store.disk_usage()).await {
             self.metrics.set_local_store_bytes(bytes);

@@ -184,3 +184,48 @@ fn an_invalid_content_type_is_a_startup_error() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("invalid content type"), "{stderr}");
 }
+
+/// SIGTERM during a long first load stops the load and the process at once,
+/// instead of after the load.
+#[test]
+fn sigterm_during_the_first_load_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..5_000)
+        .map(|i| (format!("k{i}").into_bytes(), b"v".to_vec()))
+        .collect();
+    common::data::write_seqfile_version(&source, "slow", "1", &[pairs]);
+    let config = dir.path().join("sequins.conf");
+    // 5,000 records at 20 ms each: a first load of 100 s.
+    std::fs::write(&config, "throttle_loads = \"20ms\"\n").unwrap();
+    let mut child = sequinsfs()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .arg("--local-store")
+        .arg(dir.path().join("store"))
+        .arg(&source)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (loading_tx, loading) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("loading version") {
+                let _ = loading_tx.send(());
+            }
+        }
+    });
+    loading
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("serve never started loading");
+    let started = std::time::Instant::now();
+    // SAFETY: kill sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0), "exit after SIGTERM");
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(!dir.path().join("store/data/slow").exists());
+}

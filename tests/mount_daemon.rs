@@ -209,6 +209,63 @@ fn mount_takes_the_source_from_the_config_file() {
     stop_daemon(&mnt);
 }
 
+/// SIGTERM to the daemon during a long first load stops it at once; the
+/// `mount` command reports it and exits 1, nothing mounted.
+#[test]
+fn sigterm_during_the_first_load_stops_the_mount() {
+    if !common::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..5_000)
+        .map(|i| (format!("k{i}").into_bytes(), b"v".to_vec()))
+        .collect();
+    common::data::write_seqfile_version(&source, "slow", "1", &[pairs]);
+    let config = dir.path().join("sequins.conf");
+    // 5,000 records at 20 ms each: a first load of 100 s.
+    std::fs::write(&config, "throttle_loads = \"20ms\"\n").unwrap();
+    let log = dir.path().join("daemon.log");
+    let parent = Command::new(bin())
+        .arg("mount")
+        .arg(&source)
+        .arg(&mnt)
+        .arg("--config")
+        .arg(&config)
+        .arg("--local-store")
+        .arg(dir.path().join("store"))
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("loading version")) {
+        assert!(std::time::Instant::now() < deadline, "no load started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The daemon is the `mount` command's child (the command waits for it).
+    let daemon = child_of(parent.id()).expect("daemon running");
+    let started = std::time::Instant::now();
+    // SAFETY: kill sends a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(daemon, libc::SIGTERM) }, 0);
+    let out = parent.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "sequinsfs: stopped by SIGTERM while loading\n"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
 /// A mount point with files in it is refused unless `--nonempty`.
 #[test]
 fn a_nonempty_mount_point_needs_nonempty() {
@@ -318,6 +375,28 @@ fn wait_for_daemon_exit(mnt: &Path, stop: impl FnOnce()) {
     assert_eq!(ready, 1, "daemon exited");
     // SAFETY: closing the fd pidfd_open gave us.
     unsafe { libc::close(pidfd) };
+}
+
+/// A process whose parent is `parent`.
+fn child_of(parent: u32) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()? {
+        let entry = entry.ok()?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command name, in parentheses: state, then the parent.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 fn find_daemon(mnt: &Path) -> Option<i32> {

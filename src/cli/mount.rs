@@ -245,7 +245,15 @@ fn serve(
             },
             None => None,
         };
-        let started = Engine::start_with_metrics(config, std::sync::Arc::clone(&metrics)).await;
+        // Signals first, so a SIGTERM during a long first load stops it.
+        let mut signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                report(&format!("error: {err:#}"));
+                return Err(err);
+            }
+        };
+        let started = Engine::launch(config, std::sync::Arc::clone(&metrics)).await;
         let engine = match started {
             Ok(engine) => engine,
             Err(err) => {
@@ -253,6 +261,14 @@ fn serve(
                 return Err(err.into());
             }
         };
+        tokio::select! {
+            () = engine.ready() => {}
+            signal = signals.stop() => {
+                report(&format!("error: stopped by {signal} while loading"));
+                engine.shutdown().await;
+                return Ok(());
+            }
+        }
         let options = MountOptions {
             uid: args.uid,
             gid: args.gid,
@@ -308,7 +324,7 @@ fn serve(
             }
         };
         report("ok");
-        let outcome = run_until_stopped(&engine, &handle).await;
+        let outcome = run_until_stopped(&engine, &handle, &mut signals).await;
         if let Err(err) = handle.unmount() {
             tracing::error!("{err}");
         }
@@ -326,21 +342,47 @@ fn serve(
     })
 }
 
+/// The signals the daemon acts on.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT, by name.
+    async fn stop(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
 /// Waits for SIGTERM/SIGINT (clean unmount) or an external unmount, and
 /// turns SIGHUP into a refresh.
-async fn run_until_stopped(engine: &Engine, handle: &MountHandle) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+async fn run_until_stopped(
+    engine: &Engine,
+    handle: &MountHandle,
+    signals: &mut Signals,
+) -> anyhow::Result<()> {
     // How often to notice an unmount done from outside (`fusermount3 -u`,
     // `umount`): the session ends and so should the daemon.
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::warn!("SIGTERM: unmounting"); return Ok(()); }
-            _ = interrupt.recv() => { tracing::warn!("SIGINT: unmounting"); return Ok(()); }
-            _ = hangup.recv() => {
+            _ = signals.terminate.recv() => { tracing::info!("SIGTERM: unmounting"); return Ok(()); }
+            _ = signals.interrupt.recv() => { tracing::info!("SIGINT: unmounting"); return Ok(()); }
+            _ = signals.hangup.recv() => {
                 tracing::info!("SIGHUP: refresh requested");
                 engine.refresh_handle().trigger();
             }

@@ -86,11 +86,27 @@ async fn serve(config: Config, options: HttpOptions, metrics: Arc<Metrics>) -> a
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    tokio::pin!(shutdown);
+
     let bind = config.bind.clone();
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    let engine = Engine::start_with_metrics(config, Arc::clone(&metrics)).await?;
+    let engine = Engine::launch(config, Arc::clone(&metrics)).await?;
+    // A stop signal during the first loads stops them at once.
+    tokio::select! {
+        () = engine.ready() => {}
+        () = &mut shutdown => {
+            engine.shutdown().await;
+            return Ok(());
+        }
+    }
     tracing::info!("serving HTTP on {}", listener.local_addr()?);
 
     let refresh = engine.refresh_handle();
@@ -100,12 +116,6 @@ async fn serve(config: Config, options: HttpOptions, metrics: Arc<Metrics>) -> a
             refresh.trigger();
         }
     });
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-    };
     // The sidecar runs on a runtime of its own (see `HttpOptions::threads`);
     // this one waits for the signals and runs the engine.
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
