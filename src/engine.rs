@@ -96,16 +96,16 @@ impl Engine {
         };
         let store = Arc::new(store);
         let catalog = Catalog::new();
-        let loader = Loader {
-            store: Arc::clone(&store),
-            source: Arc::clone(&source),
-            workers: Arc::new(Semaphore::new(config.parallel_loads())),
-            options: LoadOptions {
+        let loader = Loader::new(
+            Arc::clone(&store),
+            Arc::clone(&source),
+            Arc::new(Semaphore::new(config.parallel_loads())),
+            LoadOptions {
                 compression: config.storage.compression,
                 block_size: config.storage.block_size,
                 throttle: config.throttle_loads,
             },
-        };
+        );
         let refresher = Refresher::new(
             Arc::clone(&source),
             store,

@@ -334,10 +334,12 @@ impl Refresher {
             .await;
     }
 
-    /// Waits until no build is in flight.
+    /// Waits until no build is in flight and what failed builds left in
+    /// the local store is removed.
     pub async fn wait_idle(&self) {
         let mut rx = self.in_flight.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
+        self.loader.discarded().await;
     }
 
     /// Loads `db`/`version` and switches to it, or records the error.
@@ -548,12 +550,12 @@ mod tests {
             .unwrap(),
         );
         let store = Arc::new(LocalStore::open(store_dir).unwrap());
-        let loader = Loader {
-            store: Arc::clone(&store),
-            source: Arc::clone(&source),
-            workers: Arc::new(tokio::sync::Semaphore::new(2)),
-            options: LoadOptions::default(),
-        };
+        let loader = Loader::new(
+            Arc::clone(&store),
+            Arc::clone(&source),
+            Arc::new(tokio::sync::Semaphore::new(2)),
+            LoadOptions::default(),
+        );
         Refresher::new(
             source,
             store,

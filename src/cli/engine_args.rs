@@ -110,6 +110,20 @@ impl EngineArgs {
     }
 }
 
+/// Stops a command's runtime once the engine has shut down. The engine's
+/// shutdown ends every load's tasks at once, but a thread of a cancelled
+/// load may still be inside one system call (a write the kernel throttles
+/// while it flushes gigabytes): the process does not wait for it. What it
+/// was writing is in a staging directory, which the next start removes.
+pub fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(STRAGGLER_WAIT);
+}
+
+/// How long a stopping daemon waits for threads of cancelled loads to
+/// notice: long enough for one more batch, short enough that SIGTERM is
+/// prompt.
+const STRAGGLER_WAIT: Duration = Duration::from_millis(200);
+
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("{}", path.display()))
 }

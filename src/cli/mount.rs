@@ -210,7 +210,7 @@ fn serve(
         .thread_name("sequinsfs-engine")
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         for key in config.unsupported_keys() {
             tracing::warn!("config key {key} is accepted but not supported yet");
         }
@@ -339,7 +339,9 @@ fn serve(
         }
         engine.shutdown().await;
         outcome
-    })
+    });
+    super::engine_args::stop_runtime(runtime);
+    outcome
 }
 
 /// The signals the daemon acts on.

@@ -76,7 +76,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(poll) = &idle_poll {
         metrics.add_source(poll.metrics_source());
     }
-    runtime.block_on(serve(config, options, metrics))
+    let outcome = runtime.block_on(serve(config, options, metrics));
+    super::engine_args::stop_runtime(runtime);
+    outcome
 }
 
 async fn serve(config: Config, options: HttpOptions, metrics: Arc<Metrics>) -> anyhow::Result<()> {

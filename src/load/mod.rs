@@ -83,6 +83,8 @@ pub struct Loader {
     /// File-level workers shared by all loads (`max_parallel_loads`).
     pub workers: Arc<Semaphore>,
     pub options: LoadOptions,
+    /// Staging directories of failed loads still being removed.
+    discards: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// What the stages of a load produced.
@@ -95,6 +97,29 @@ pub(crate) struct Built {
 }
 
 impl Loader {
+    pub fn new(
+        store: Arc<LocalStore>,
+        source: Arc<Source>,
+        workers: Arc<Semaphore>,
+        options: LoadOptions,
+    ) -> Loader {
+        Loader {
+            store,
+            source,
+            workers,
+            options,
+            discards: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// Waits until the staging directories of failed loads are removed
+    /// (they are removed in the background; see
+    /// [`LocalStore::discard_in_background`]).
+    pub async fn discarded(&self) {
+        let mut rx = self.discards.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
     /// Loads and publishes `db`/`version` from its data files, reporting
     /// into `progress`; returns the published directory. Stops with
     /// [`LoadErrorKind::Cancelled`] soon after `cancel` fires.
@@ -162,14 +187,10 @@ impl Loader {
         match published {
             Ok(dir) => Ok(dir),
             Err(kind) => {
-                let store = Arc::clone(&self.store);
-                // Removing a large staging directory takes a while: off the
-                // runtime's threads.
-                let _ = blocking(move || {
-                    store.discard(&staging);
-                    Ok(())
-                })
-                .await;
+                let discards = Arc::clone(&self.discards);
+                discards.send_modify(|n| *n += 1);
+                self.store
+                    .discard_in_background(staging, move || discards.send_modify(|n| *n -= 1));
                 Err(fail(kind))
             }
         }

@@ -55,11 +55,13 @@ pub(crate) async fn load(
             (0..n)
                 .map(|p| {
                     let path = staging.join(format!("{}.spl", block_name(p, 0)));
-                    let writer = sparkey::LogWriter::create(
+                    let mut writer = sparkey::LogWriter::create(
                         &path,
                         sparkey_compression(options.compression),
                         options.block_size,
                     )?;
+                    // A failed load discards the whole staging directory.
+                    writer.leave_file_on_drop();
                     Ok(Mutex::new(PartitionSink {
                         partition: p,
                         writer,

@@ -229,10 +229,45 @@ impl LocalStore {
         }
     }
 
-    /// Removes a staging directory of a failed build.
-    pub fn discard(&self, staging: &Path) {
-        if let Err(e) = self.remove_dir(staging) {
-            tracing::warn!("cannot remove failed build {}: {e}", staging.display());
+    /// Removes a staging directory of a failed or cancelled build on a
+    /// thread of its own, without waiting: deleting gigabytes of freshly
+    /// written data can take seconds (the kernel drops its cached pages),
+    /// which neither a shutdown nor the next load should wait for. If the
+    /// process exits first, the next start removes what is left (every
+    /// staging directory lives under `tmp/`). `done` runs when the removal
+    /// has ended, or could not start.
+    pub fn discard_in_background(&self, staging: PathBuf, done: impl FnOnce() + Send + 'static) {
+        /// Runs its function when dropped: at the end of the thread, or at
+        /// once if the thread could not be started (the closure holding it
+        /// is dropped then).
+        struct OnDrop<F: FnOnce()>(Option<F>);
+        impl<F: FnOnce()> Drop for OnDrop<F> {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f();
+                }
+            }
+        }
+        let done = OnDrop(Some(done));
+        let spawned = std::thread::Builder::new()
+            .name("sequinsfs-discard".into())
+            .spawn(move || {
+                let _done = done;
+                let removing = std::time::Instant::now();
+                match fs::remove_dir_all(&staging) {
+                    Ok(()) => tracing::debug!(
+                        seconds = removing.elapsed().as_secs_f64(),
+                        path = %staging.display(),
+                        "removed a discarded build"
+                    ),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!("cannot remove failed build {}: {e}", staging.display())
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start removing a failed build: {e}");
         }
     }
 

@@ -90,6 +90,8 @@ pub struct LogWriter {
     /// Scratch for an entry's two header varints.
     head: Vec<u8>,
     finished: bool,
+    /// See [`LogWriter::leave_file_on_drop`].
+    leave_file_on_drop: bool,
 }
 
 struct BlockWriter {
@@ -188,6 +190,7 @@ impl LogWriter {
             pending: PendingIndex::new(random_u32(), true),
             head: Vec::with_capacity(20),
             finished: false,
+            leave_file_on_drop: false,
         })
     }
 
@@ -288,6 +291,14 @@ impl LogWriter {
         Ok(position)
     }
 
+    /// Dropping this writer unfinished will leave its partial file for the
+    /// owner to remove (a loader discarding its whole staging directory),
+    /// instead of removing it there and then: deleting gigabytes of freshly
+    /// written data takes seconds, which a shutdown should not wait for.
+    pub fn leave_file_on_drop(&mut self) {
+        self.leave_file_on_drop = true;
+    }
+
     /// The `entry_block_bits` the finished log will have, as of the entries
     /// put so far: final once no more entries are put, so positions
     /// ([`EntryPosition::address`]) can be resolved before the log is
@@ -351,7 +362,7 @@ impl LogWriter {
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.finished && !self.leave_file_on_drop {
             // An abandoned or failed log must not leave a partial file.
             let _ = fs::remove_file(&self.temp_path);
         }
