@@ -195,8 +195,8 @@ impl Engine {
     }
 
     /// Stops the refresh loop and cancels builds in flight, waiting for
-    /// both. A cancelled build's staging directory is removed (or, if the
-    /// process dies first, at the next start).
+    /// both. A cancelled build's staging directory is left under the local
+    /// store's `tmp/`, which the next start clears.
     pub async fn shutdown(mut self) {
         self.stop.notify_one();
         if let Some(task) = self.task.take() {

@@ -339,7 +339,8 @@ impl Refresher {
     pub async fn wait_idle(&self) {
         let mut rx = self.in_flight.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
-        self.loader.discarded().await;
+        let store = Arc::clone(&self.store);
+        let _ = tokio::task::spawn_blocking(move || store.wait_for_removals()).await;
     }
 
     /// Loads `db`/`version` and switches to it, or records the error.

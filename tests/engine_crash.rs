@@ -122,7 +122,7 @@ fn sigkill_during_loads_never_exposes_a_partial_version() {
             drop(current);
             engine.shutdown().await;
         });
-        let _ = LocalStore::open(&store).unwrap();
+        LocalStore::open(&store).unwrap().wait_for_removals();
         assert_eq!(
             std::fs::read_dir(store.join("tmp")).unwrap().count(),
             0,

@@ -800,16 +800,15 @@ async fn shutdown_during_background_load(
     fill(&s.source);
     engine.refresh_handle().trigger();
     wait_until_loading(&engine, db).await;
-    let started = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(10), engine.shutdown())
         .await
         .expect("shutdown waited for the load to finish");
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    // Cancelled, not finished: nothing was published.
     assert!(!s.store.join("data").join(db).exists());
-    // The staging directory is removed in the background, or at the next
-    // start if the process exits first.
-    drop(sequinsfs::store::LocalStore::open(&s.store).unwrap());
+    // The staging directory is left for the next start to remove.
+    sequinsfs::store::LocalStore::open(&s.store)
+        .unwrap()
+        .wait_for_removals();
     let leftovers = std::fs::read_dir(s.store.join("tmp"))
         .map(|d| d.count())
         .unwrap_or(0);

@@ -12,7 +12,7 @@
 //! - One [`CancellationToken`] per load. Waiting for a permit, downloading
 //!   and listing race it; blocking loops poll it at every batch. A cancelled
 //!   load ends with [`LoadErrorKind::Cancelled`] and its staging directory is
-//!   discarded (or, if the process dies first, removed at the next start).
+//!   left for the next start to remove.
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -22,8 +22,9 @@
 //! ```
 //!
 //! Everything is written into a staging directory and published by the
-//! store only when complete; any error (or cancellation) discards the
-//! staging directory, so a version in `data/` is always whole.
+//! store only when complete; an error discards the staging directory, and a
+//! cancellation (the daemon stopping) leaves it for the next start to
+//! remove, so a version in `data/` is always whole.
 
 mod error;
 mod jobs;
@@ -83,8 +84,6 @@ pub struct Loader {
     /// File-level workers shared by all loads (`max_parallel_loads`).
     pub workers: Arc<Semaphore>,
     pub options: LoadOptions,
-    /// Staging directories of failed loads still being removed.
-    discards: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// What the stages of a load produced.
@@ -108,16 +107,7 @@ impl Loader {
             source,
             workers,
             options,
-            discards: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
-    }
-
-    /// Waits until the staging directories of failed loads are removed
-    /// (they are removed in the background; see
-    /// [`LocalStore::discard_in_background`]).
-    pub async fn discarded(&self) {
-        let mut rx = self.discards.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Loads and publishes `db`/`version` from its data files, reporting
@@ -186,11 +176,14 @@ impl Loader {
         };
         match published {
             Ok(dir) => Ok(dir),
+            // Loads are cancelled only when the daemon stops. Its staging
+            // directory stays for the next start to remove: the files are
+            // still open in threads that are finishing a write, and the last
+            // close of an unlinked file drops its cached pages there and
+            // then, which for gigabytes takes seconds of the exit.
+            Err(LoadErrorKind::Cancelled) => Err(fail(LoadErrorKind::Cancelled)),
             Err(kind) => {
-                let discards = Arc::clone(&self.discards);
-                discards.send_modify(|n| *n += 1);
-                self.store
-                    .discard_in_background(staging, move || discards.send_modify(|n| *n -= 1));
+                self.store.discard(staging);
                 Err(fail(kind))
             }
         }

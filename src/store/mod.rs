@@ -16,8 +16,14 @@
 //! the fsyncs run in parallel, so publishing mostly waits for what is
 //! already on its way to the disk.
 //! A version directory under `data/` is therefore always complete; whatever
-//! a crash leaves under `tmp/` is removed at the next start. Deleting a
-//! version is the same in reverse: rename it into `tmp/`, then remove it.
+//! a crash, a failed build or a stop leaves under `tmp/` is removed at the
+//! next start. Deleting a version is the same in reverse: rename it into
+//! `tmp/`, then remove it.
+//!
+//! Removing gigabytes of freshly written data takes seconds (the kernel
+//! drops their cached pages as it goes), so leftovers and failed builds are
+//! removed on a background thread: neither a start, nor a stop, nor the
+//! next load waits for it.
 
 pub mod keyindex;
 pub mod manifest;
@@ -28,6 +34,7 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 pub use manifest::Manifest;
 pub use version::LocalVersion;
@@ -35,6 +42,11 @@ pub use version::LocalVersion;
 const LOCK_FILE: &str = "sequinsfs.lock";
 const DATA_DIR: &str = "data";
 const TMP_DIR: &str = "tmp";
+/// Prefix under `tmp/` of what an earlier process left, renamed at start so
+/// that no new staging directory (`build.<db>.<version>.<pid>.<n>`, where
+/// an old pid may come back after a reboot) can take an old one's name
+/// while it is being removed.
+const LEFTOVER_PREFIX: &str = "leftover.";
 
 /// An error of the local store, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +78,21 @@ pub struct LocalStore {
     /// a stale lock behind.
     _lock: File,
     next_staging: AtomicU64,
+    /// Directories being removed in the background.
+    removals: Arc<Removals>,
+}
+
+/// A count of background removals in progress, to wait for.
+#[derive(Debug, Default)]
+struct Removals {
+    running: Mutex<usize>,
+    ended: Condvar,
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) and locks the store at `root`, and removes
-    /// leftovers of builds and deletions interrupted by a crash.
+    /// Opens (creating if needed) and locks the store at `root`, and starts
+    /// removing leftovers of builds and deletions that an earlier process
+    /// did not finish (see [`LocalStore::wait_for_removals`]).
     pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
         fs::create_dir_all(root).map_err(io_err(root))?;
         let lock_path = root.join(LOCK_FILE);
@@ -113,6 +135,7 @@ impl LocalStore {
             root: root.to_path_buf(),
             _lock: lock,
             next_staging: AtomicU64::new(0),
+            removals: Arc::default(),
         };
         store.clear_tmp()?;
         Ok(store)
@@ -229,45 +252,50 @@ impl LocalStore {
         }
     }
 
-    /// Removes a staging directory of a failed or cancelled build on a
-    /// thread of its own, without waiting: deleting gigabytes of freshly
-    /// written data can take seconds (the kernel drops its cached pages),
-    /// which neither a shutdown nor the next load should wait for. If the
-    /// process exits first, the next start removes what is left (every
-    /// staging directory lives under `tmp/`). `done` runs when the removal
-    /// has ended, or could not start.
-    pub fn discard_in_background(&self, staging: PathBuf, done: impl FnOnce() + Send + 'static) {
-        /// Runs its function when dropped: at the end of the thread, or at
-        /// once if the thread could not be started (the closure holding it
-        /// is dropped then).
-        struct OnDrop<F: FnOnce()>(Option<F>);
-        impl<F: FnOnce()> Drop for OnDrop<F> {
+    /// Removes a staging directory of a failed build on a thread of its
+    /// own, without waiting (see the module comment). If the process exits
+    /// first, the next start removes what is left.
+    pub fn discard(&self, staging: PathBuf) {
+        self.remove_in_background(staging);
+    }
+
+    /// Waits until every background removal has ended.
+    pub fn wait_for_removals(&self) {
+        let mut running = self.removals.running.lock().unwrap();
+        while *running > 0 {
+            running = self.removals.ended.wait(running).unwrap();
+        }
+    }
+
+    fn remove_in_background(&self, dir: PathBuf) {
+        /// Counts one removal for as long as it lives: dropped at the end of
+        /// the thread, or at once if the thread could not be started.
+        struct Running(Arc<Removals>);
+        impl Drop for Running {
             fn drop(&mut self) {
-                if let Some(f) = self.0.take() {
-                    f();
-                }
+                *self.0.running.lock().unwrap() -= 1;
+                self.0.ended.notify_all();
             }
         }
-        let done = OnDrop(Some(done));
+        *self.removals.running.lock().unwrap() += 1;
+        let running = Running(Arc::clone(&self.removals));
         let spawned = std::thread::Builder::new()
-            .name("sequinsfs-discard".into())
+            .name("sequinsfs-remove".into())
             .spawn(move || {
-                let _done = done;
-                let removing = std::time::Instant::now();
-                match fs::remove_dir_all(&staging) {
+                let _running = running;
+                let started = std::time::Instant::now();
+                match fs::remove_dir_all(&dir) {
                     Ok(()) => tracing::debug!(
-                        seconds = removing.elapsed().as_secs_f64(),
-                        path = %staging.display(),
-                        "removed a discarded build"
+                        seconds = started.elapsed().as_secs_f64(),
+                        path = %dir.display(),
+                        "removed"
                     ),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!("cannot remove failed build {}: {e}", staging.display())
-                    }
+                    Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
                 }
             });
         if let Err(e) = spawned {
-            tracing::warn!("cannot start removing a failed build: {e}");
+            tracing::warn!("cannot start removing under {}: {e}", self.root.display());
         }
     }
 
@@ -289,11 +317,21 @@ impl LocalStore {
         walk(&self.root.join(DATA_DIR))
     }
 
+    /// Renames what earlier processes left under `tmp/` out of the way of
+    /// new builds, and removes it in the background.
     fn clear_tmp(&self) -> Result<(), StoreError> {
         let tmp = self.root.join(TMP_DIR);
         for name in sorted_dir_names(&tmp)? {
-            tracing::info!(path = %tmp.join(&name).display(), "removing leftover of an interrupted build");
-            self.remove_dir(&tmp.join(name))?;
+            let path = tmp.join(&name);
+            let leftover = if name.starts_with(LEFTOVER_PREFIX) {
+                path
+            } else {
+                let renamed = tmp.join(format!("{LEFTOVER_PREFIX}{name}"));
+                fs::rename(&path, &renamed).map_err(io_err(&path))?;
+                renamed
+            };
+            tracing::info!(path = %leftover.display(), "removing leftover of an interrupted build");
+            self.remove_in_background(leftover);
         }
         Ok(())
     }
@@ -393,6 +431,28 @@ mod tests {
     }
 
     #[test]
+    fn a_new_build_never_takes_the_name_of_a_leftover_being_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        // What this process will name its first build was left by an
+        // earlier process of the same pid (pids come back after a reboot).
+        let name = store.staging_dir("db", "2").unwrap();
+        fs::write(name.join("part-00000-000.spl"), b"old").unwrap();
+        drop(store);
+        let store = LocalStore::open(dir.path()).unwrap();
+        let staging = store.staging_dir("db", "2").unwrap();
+        assert_eq!(staging, name);
+        fs::write(staging.join("manifest.json"), b"{}").unwrap();
+        store.wait_for_removals();
+        let left: Vec<_> = fs::read_dir(&staging)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec!["manifest.json"]);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1);
+    }
+
+    #[test]
     fn publish_delete_and_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
@@ -407,6 +467,7 @@ mod tests {
         fs::create_dir_all(store.version_dir("db", "3")).unwrap();
         drop(store);
         let store = LocalStore::open(dir.path()).unwrap();
+        store.wait_for_removals();
         assert!(!half.exists());
         assert_eq!(store.published().unwrap(), vec![("db".into(), "1".into())]);
         assert!(!store.version_dir("db", "3").exists());
