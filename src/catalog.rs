@@ -113,7 +113,18 @@ pub struct Version {
     created_at: SystemTime,
     source_path: String,
     num_partitions: u32,
+    /// By partition, whether this node holds it; `None`: all of them (a
+    /// node of a cluster holds its own and asks peers for the others).
+    held: Option<Vec<bool>>,
     data: Box<dyn VersionData>,
+}
+
+/// Where a key that this node does not hold lives: its partition and, for
+/// the keys sequins routes two ways, the alternate one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteKey {
+    pub partition: u32,
+    pub alternate: Option<u32>,
 }
 
 impl Version {
@@ -135,7 +146,68 @@ impl Version {
             created_at,
             source_path: source_path.into(),
             num_partitions,
+            held: None,
             data,
+        })
+    }
+
+    /// A version of which this node holds only the partitions `held` (a
+    /// node of a cluster); `data` answers for those.
+    pub fn partial(
+        db: impl Into<String>,
+        name: impl Into<String>,
+        created_at: SystemTime,
+        source_path: impl Into<String>,
+        num_partitions: u32,
+        held: &[u32],
+        data: Box<dyn VersionData>,
+    ) -> Arc<Self> {
+        let mut flags = vec![false; num_partitions as usize];
+        for &p in held {
+            if let Some(flag) = flags.get_mut(p as usize) {
+                *flag = true;
+            }
+        }
+        Arc::new(Version {
+            db: db.into(),
+            name: name.into(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            created_at,
+            source_path: source_path.into(),
+            num_partitions,
+            held: Some(flags),
+            data,
+        })
+    }
+
+    /// The partitions this node holds, when not all of them.
+    pub fn held_partitions(&self) -> Option<Vec<u32>> {
+        self.held.as_ref().map(|flags| {
+            (0..flags.len() as u32)
+                .filter(|&p| flags[p as usize])
+                .collect()
+        })
+    }
+
+    /// Whether this node holds `partition`.
+    pub fn holds(&self, partition: u32) -> bool {
+        self.held
+            .as_ref()
+            .is_none_or(|flags| flags.get(partition as usize).copied().unwrap_or(false))
+    }
+
+    /// `None` when this node answers for `key` itself (it holds the key's
+    /// partition or its alternate); else where the key lives, for asking a
+    /// peer.
+    pub fn remote(&self, key: &[u8]) -> Option<RemoteKey> {
+        self.held.as_ref()?;
+        let (normal, alternate) = crate::partition::partitions(key, self.num_partitions);
+        if self.holds(normal) || self.holds(alternate) {
+            return None;
+        }
+        Some(RemoteKey {
+            partition: normal,
+            alternate: (alternate != normal).then_some(alternate),
         })
     }
 
@@ -233,6 +305,9 @@ impl std::fmt::Debug for Version {
 pub enum VersionState {
     /// Being downloaded and indexed.
     Building,
+    /// Built (this node's partitions of it, in a cluster) and answering
+    /// peers, waiting for the cluster to agree before it is served.
+    Available,
     /// The version being served.
     Active,
     /// Superseded (or its database is gone); deleted once the grace period
@@ -246,6 +321,7 @@ impl std::fmt::Display for VersionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             VersionState::Building => "BUILDING",
+            VersionState::Available => "AVAILABLE",
             VersionState::Active => "ACTIVE",
             VersionState::Removing => "REMOVING",
             VersionState::Error => "ERROR",
@@ -402,6 +478,9 @@ struct DatabaseInner {
     /// Superseded versions kept for their grace period, with the instant it
     /// ends.
     retired: Vec<(Arc<Version>, Instant)>,
+    /// A version built and waiting for the cluster to agree on it (see
+    /// [`Catalog::prepare`]).
+    prepared: Option<Arc<Version>>,
 }
 
 /// The set of databases; see the module docs.
@@ -442,6 +521,7 @@ impl Catalog {
         let mut held: Vec<Arc<Version>> = database.current.load_full().into_iter().collect();
         let inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
         held.extend(inner.retired.iter().map(|(v, _)| Arc::clone(v)));
+        held.extend(inner.prepared.iter().cloned());
         held.sort_by(|a, b| a.name.cmp(&b.name));
         held.dedup_by(|a, b| a.name == b.name);
         held
@@ -568,9 +648,35 @@ impl Catalog {
         if let Some(database) = self.database(db) {
             let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.loading.remove(version);
-            if inner.versions.get(version).map(|s| s.state) == Some(VersionState::Building) {
+            if inner.prepared.as_ref().is_some_and(|v| v.name == version) {
+                inner.prepared = None;
+            }
+            if matches!(
+                inner.versions.get(version).map(|s| s.state),
+                Some(VersionState::Building | VersionState::Available)
+            ) {
                 inner.versions.remove(version);
             }
+        }
+    }
+
+    /// Holds a built version that is not served yet (state AVAILABLE): a
+    /// node of a cluster answers peers' requests naming it (`?proxy=`)
+    /// while it waits for every partition to have enough replicas.
+    /// [`Catalog::publish`] then serves it; a newer prepared version
+    /// replaces it.
+    pub fn prepare(&self, version: Arc<Version>) {
+        let database = self.database_or_insert(&version.db);
+        let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(status) = inner.versions.get_mut(&version.name) {
+            status.state = VersionState::Available;
+            status.num_partitions = version.num_partitions;
+        }
+        if let Some(old) = inner.prepared.replace(version)
+            && let Some(status) = inner.versions.get_mut(&old.name)
+            && status.state == VersionState::Available
+        {
+            inner.versions.remove(&old.name.clone());
         }
     }
 
@@ -603,6 +709,13 @@ impl Catalog {
         {
             let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
             let now = SystemTime::now();
+            if inner
+                .prepared
+                .as_ref()
+                .is_some_and(|p| p.name == version.name)
+            {
+                inner.prepared = None;
+            }
             let previous = database.current.swap(Some(Arc::clone(&version)));
             if let Some(prev) = previous {
                 if let Some(s) = inner.versions.get_mut(&prev.name) {

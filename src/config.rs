@@ -273,12 +273,6 @@ impl Config {
     /// act on yet, for a startup warning.
     pub fn unsupported_keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        // The cluster sections are understood, but the engine does not run
-        // in cluster mode yet: asking for it is reported, a section that
-        // leaves cluster mode off is not.
-        if matches!(self.cluster(), Ok(Some(_))) {
-            keys.push("[sharding]/[zk] (cluster mode)");
-        }
         if self.datadog.is_some() {
             keys.push("[datadog]");
         }
@@ -372,7 +366,8 @@ request_log_enable = true
         cfg.validate().unwrap();
         let mut cfg = cfg;
         cfg.sharding.enabled = Some(true);
-        assert_eq!(cfg.unsupported_keys(), ["[sharding]/[zk] (cluster mode)"]);
+        assert!(cfg.cluster().unwrap().is_some());
+        assert!(cfg.unsupported_keys().is_empty());
     }
 
     #[test]

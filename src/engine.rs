@@ -9,6 +9,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
+use crate::cluster::ClusterNode;
 use crate::config::{Config, ConfigError};
 use crate::load::{LoadOptions, Loader};
 use crate::metrics::Metrics;
@@ -78,6 +79,17 @@ impl Engine {
     /// a SIGTERM during a long first load stops it (and the process) at once
     /// instead of after the load.
     pub async fn launch(config: Config, metrics: Arc<Metrics>) -> Result<Engine, EngineError> {
+        Engine::launch_in(config, metrics, None).await
+    }
+
+    /// [`Engine::launch`] as a node of a cluster (`Some`), which builds
+    /// only its partitions of each version and serves a version once the
+    /// cluster agrees on it; see [`crate::cluster`].
+    pub async fn launch_in(
+        config: Config,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<ClusterNode>>,
+    ) -> Result<Engine, EngineError> {
         config.validate()?;
         for key in config.unsupported_keys() {
             tracing::warn!("config: {key} is accepted for compatibility with sequins but not used");
@@ -114,6 +126,9 @@ impl Engine {
             config.version_grace_period,
             Arc::clone(&metrics),
         );
+        if let Some(node) = cluster {
+            let _ = refresher.cluster.set(node);
+        }
         let restored = {
             let r = Arc::clone(&refresher);
             tokio::task::spawn_blocking(move || r.restore())
@@ -189,6 +204,11 @@ impl Engine {
         self.refresher.collect_garbage().await
     }
 
+    /// This node's cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<ClusterNode>> {
+        self.refresher.cluster.get()
+    }
+
     /// Bytes used by the local store's published versions.
     pub fn local_store_bytes(&self) -> u64 {
         self.refresher.store.disk_usage()
@@ -196,13 +216,17 @@ impl Engine {
 
     /// Stops the refresh loop and cancels builds in flight, waiting for
     /// both. A cancelled build's staging directory is left under the local
-    /// store's `tmp/`, which the next start clears.
+    /// store's `tmp/`, which the next start clears. A node of a cluster
+    /// then leaves it: its entries disappear for the peers at once.
     pub async fn shutdown(mut self) {
         self.stop.notify_one();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
         self.refresher.stop_builds().await;
+        if let Some(node) = self.refresher.cluster.get() {
+            node.close().await;
+        }
     }
 }
 

@@ -424,6 +424,7 @@ fn render_catalog(out: &mut String, catalog: &Catalog) {
     for db in &status {
         for state in [
             VersionState::Building,
+            VersionState::Available,
             VersionState::Active,
             VersionState::Removing,
             VersionState::Error,
@@ -499,6 +500,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 fn state_name(state: VersionState) -> &'static str {
     match state {
         VersionState::Building => "BUILDING",
+        VersionState::Available => "AVAILABLE",
         VersionState::Active => "ACTIVE",
         VersionState::Removing => "REMOVING",
         VersionState::Error => "ERROR",

@@ -26,6 +26,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, LoadCounters, Progress, Version};
+use crate::cluster::ClusterNode;
 use crate::error_chain::ErrorChain;
 use crate::load::{LoadError, LoadErrorKind, Loader};
 use crate::metrics::Metrics;
@@ -92,6 +93,9 @@ pub struct Refresher {
     pub(crate) handle: RefreshHandle,
     /// Cancelled at shutdown; every load runs under a child of it.
     shutdown: CancellationToken,
+    /// This node's cluster, in cluster mode: loads build only this node's
+    /// partitions, and a version is served once the cluster agrees.
+    pub(crate) cluster: std::sync::OnceLock<Arc<ClusterNode>>,
 }
 
 /// What one refresh run did, for logs, metrics and tests.
@@ -130,6 +134,7 @@ impl Refresher {
             skipped_while_building: Mutex::new(HashSet::new()),
             handle: RefreshHandle::new(),
             shutdown: CancellationToken::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -155,6 +160,14 @@ impl Refresher {
                 Ok(local) => {
                     let progress = manifest_progress(local.manifest());
                     let v = wrap(&db, &version, local);
+                    if let Some(node) = self.cluster.get() {
+                        let held = v
+                            .held_partitions()
+                            .unwrap_or_else(|| (0..v.num_partitions()).collect());
+                        if let Err(e) = node.advertise(&db, &version, &held) {
+                            tracing::warn!(db, version, "cannot advertise: {e}");
+                        }
+                    }
                     tracing::info!(db, version, "serving version from the local store");
                     self.catalog.publish_reused(v, self.grace, progress);
                     restored += 1;
@@ -360,13 +373,28 @@ impl Refresher {
                     files.map_err(|e| LoadError::new(db, version, e))?
                 }
             };
+            let fail = |kind: LoadErrorKind| LoadError::new(db, version, kind);
+            let only = match self.cluster.get() {
+                Some(node) => {
+                    let n = Loader::partition_count(&files).map_err(fail)?;
+                    let only = node
+                        .assign(db, version, n)
+                        .map_err(|e| fail(e.into()))?;
+                    tracing::info!(db, version, partitions = ?only, of = n, "building this node's partitions");
+                    Some(only)
+                }
+                None => None,
+            };
             let dir = self
                 .loader
-                .load(db, version, files, &counters, &cancel)
+                .load(db, version, files, only, &counters, &cancel)
                 .await?;
-            open_blocking(dir)
-                .await
-                .map_err(|kind| LoadError::new(db, version, kind))
+            let local = open_blocking(dir).await.map_err(fail)?;
+            let v = wrap(db, version, local);
+            if let Some(node) = self.cluster.get() {
+                self.agree(node, &v, &cancel).await.map_err(fail)?;
+            }
+            Ok(v)
         }
         .await;
         let done = counters.snapshot();
@@ -379,10 +407,9 @@ impl Refresher {
             loaded.is_ok(),
         );
         match loaded {
-            Ok(local) => {
-                let keys = local.manifest().num_keys;
-                let bytes = local.manifest().source_bytes;
-                let v = wrap(db, version, local);
+            Ok(v) => {
+                let keys = v.keys().key_count();
+                let bytes = done.bytes_done;
                 let previous = self.catalog.current(db).map(|p| p.name().to_string());
                 self.catalog.publish(v, path, self.grace);
                 self.update_disk_usage().await;
@@ -404,6 +431,31 @@ impl Refresher {
                 tracing::error!(db, version, "load failed: {}", ErrorChain(&e));
                 self.catalog.load_failed(db, version, path, Arc::new(e));
             }
+        }
+    }
+
+    /// A node of a cluster: advertises the partitions of `version` it
+    /// built, answers peers for it, and waits until every partition has
+    /// `min_replication` replicas (sequins' upgrade agreement).
+    async fn agree(
+        &self,
+        node: &ClusterNode,
+        version: &Arc<Version>,
+        cancel: &CancellationToken,
+    ) -> Result<(), LoadErrorKind> {
+        let (db, name) = (version.db(), version.name());
+        let held = version
+            .held_partitions()
+            .unwrap_or_else(|| (0..version.num_partitions()).collect());
+        node.advertise(db, name, &held)?;
+        self.catalog.prepare(Arc::clone(version));
+        if node
+            .wait_ready(db, name, version.num_partitions(), &held, cancel)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(LoadErrorKind::Cancelled)
         }
     }
 
@@ -432,6 +484,9 @@ impl Refresher {
                     }
                     Err(e) => tracing::warn!(db, version = name, "deletion task failed: {e}"),
                 }
+            }
+            if let Some(node) = self.cluster.get() {
+                node.forget(&db, &name);
             }
             self.catalog.deleted(&db, &name);
             self.update_disk_usage().await;
@@ -477,7 +532,10 @@ fn wrap(db: &str, version: &str, local: LocalVersion) -> Arc<Version> {
     let created = local.created_at();
     let path = local.manifest().source_path.clone();
     let n = local.manifest().num_partitions;
-    Version::new(db, version, created, path, n, Box::new(local))
+    match local.manifest().held_partitions.clone() {
+        Some(held) => Version::partial(db, version, created, path, n, &held, Box::new(local)),
+        None => Version::new(db, version, created, path, n, Box::new(local)),
+    }
 }
 
 async fn open_blocking(dir: PathBuf) -> Result<LocalVersion, LoadErrorKind> {

@@ -110,6 +110,37 @@ impl EngineArgs {
     }
 }
 
+/// The `host:port` a node of a cluster advertises to its peers: the
+/// configured `advertised_hostname` (else the bound address when it is a
+/// specific IP, else this machine's host name) with the bound port.
+pub fn advertised_address(
+    hostname: Option<&str>,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    let host = match hostname {
+        Some(host) => host.to_string(),
+        None if !bound.ip().is_unspecified() => bound.ip().to_string(),
+        None => {
+            let mut name = [0u8; 256];
+            // SAFETY: gethostname writes at most `name.len()` bytes into the
+            // buffer we own and pass with its length.
+            let rc = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("cannot read the host name to advertise; set advertised_hostname");
+            }
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            String::from_utf8_lossy(&name[..end]).into_owned()
+        }
+    };
+    Ok(match bound.ip() {
+        std::net::IpAddr::V6(_) if hostname.is_none() && !bound.ip().is_unspecified() => {
+            format!("[{host}]:{}", bound.port())
+        }
+        _ => format!("{host}:{}", bound.port()),
+    })
+}
+
 /// Stops a command's runtime once the engine has shut down. The engine's
 /// shutdown ends every load's tasks at once, but a thread of a cancelled
 /// load may still be inside one system call (a write the kernel throttles

@@ -194,6 +194,12 @@ fn build_config(args: &MountArgs) -> anyhow::Result<Config> {
         config.bind = addr.to_string();
     }
     config.validate()?;
+    if config.cluster()?.is_some() {
+        anyhow::bail!(
+            "cluster mode ([sharding]/[zk]) runs under `sequinsfs serve` only for now: \
+             the mount cannot answer for other nodes' partitions yet"
+        );
+    }
     Ok(config)
 }
 

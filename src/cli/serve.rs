@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::cluster::{ClusterNode, ZkCoordinator};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::http::{self, HttpOptions, RequestLogTarget};
@@ -81,7 +82,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     outcome
 }
 
-async fn serve(config: Config, options: HttpOptions, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    mut options: HttpOptions,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     // Signals first, so a SIGTERM during a slow startup is not lost.
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut terminate =
@@ -100,7 +105,24 @@ async fn serve(config: Config, options: HttpOptions, metrics: Arc<Metrics>) -> a
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    let engine = Engine::launch(config, Arc::clone(&metrics)).await?;
+    let cluster = match config.cluster()? {
+        Some(cluster_config) => {
+            let address = super::engine_args::advertised_address(
+                cluster_config.advertised_hostname.as_deref(),
+                listener.local_addr()?,
+            )?;
+            let coordinator = Arc::new(ZkCoordinator::start(cluster_config.clone(), &address));
+            // Choosing a shard ID waits for ZooKeeper: a stop signal ends it.
+            let joined = tokio::select! {
+                joined = ClusterNode::join(coordinator, cluster_config, &config.local_store) => joined,
+                () = &mut shutdown => return Ok(()),
+            };
+            Some(joined.context("joining the cluster")?)
+        }
+        None => None,
+    };
+    options.cluster = cluster.clone();
+    let engine = Engine::launch_in(config, Arc::clone(&metrics), cluster).await?;
     // A stop signal during the first loads stops them at once.
     tokio::select! {
         () = engine.ready() => {}

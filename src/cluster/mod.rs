@@ -10,11 +10,13 @@
 //! | [`zk`] | [`ZkCoordinator`]: the trait over a ZooKeeper session that survives outages |
 //! | [`memory`] | [`MemoryCluster`]: the trait in one process, for tests of cluster logic |
 //! | [`proxy`] | asking the peers that hold a partition, with backup requests |
+//! | [`node`] | [`ClusterNode`]: this node's shard ID, assignment, readiness, proxying |
 
 pub mod assignment;
 pub mod config;
 pub mod coordinator;
 pub mod memory;
+pub mod node;
 pub mod proxy;
 pub mod zk;
 
@@ -23,4 +25,5 @@ pub use coordinator::{
     Coordinator, CoordinatorError, CoordinatorStatus, PartitionHolders, Peer, SessionState,
 };
 pub use memory::{MemoryCluster, MemoryCoordinator};
+pub use node::ClusterNode;
 pub use zk::ZkCoordinator;

@@ -28,6 +28,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A range of a value, read a chunk at a time.
     Value(ValueStream),
+    /// A peer's answer to a proxied request, relayed as it arrives.
+    Peer(hyper::body::Incoming),
 }
 
 impl Default for Body {
@@ -102,9 +104,17 @@ impl hyper::body::Body for Body {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
+            Body::Peer(incoming) => Pin::new(incoming).poll_frame(cx).map(|frame| {
+                frame.map(|r| {
+                    r.map_err(|e| {
+                        tracing::warn!("http: a peer's answer broke off: {e}");
+                        LookupError::new(e)
+                    })
+                })
+            }),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Value(stream) => {
                 if stream.next >= stream.end {
@@ -126,6 +136,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(bytes) => bytes.is_none(),
             Body::Value(stream) => stream.next >= stream.end,
+            Body::Peer(incoming) => incoming.is_end_stream(),
         }
     }
 
@@ -133,6 +144,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Value(stream) => SizeHint::with_exact(stream.end.saturating_sub(stream.next)),
+            Body::Peer(incoming) => incoming.size_hint(),
         }
     }
 }

@@ -34,10 +34,20 @@ use hyper::{Response, StatusCode};
 
 use super::body::{CHUNK, ValueStream};
 use super::{Body, empty};
-use crate::catalog::{Catalog, ValueRef, Version};
+use crate::catalog::{Catalog, RemoteKey, ValueRef, Version};
 
 /// sequins' header naming the version that answered.
 pub const X_SEQUINS_VERSION: HeaderName = HeaderName::from_static("x-sequins-version");
+
+/// What a value request needs: an answer now, or asking a peer (cluster
+/// mode, a key of a partition this node does not hold).
+pub(crate) enum Answer {
+    Now(Response<Body>),
+    Remote {
+        version: Arc<Version>,
+        key: RemoteKey,
+    },
+}
 
 /// Answers a value request for `key` in `db` (`None` if the name is not
 /// UTF-8, hence not a database).
@@ -49,13 +59,51 @@ pub(crate) fn answer(
     request: &HeaderMap,
     content_type: &HeaderValue,
     head: bool,
-) -> Response<Body> {
+) -> Answer {
     let version = db.and_then(|db| match proxy {
         Some(pinned) => catalog
             .held_version(db, pinned)
             .or_else(|| catalog.current(db)),
         None => catalog.current(db),
     });
+    if let Some(version) = &version
+        && version.num_partitions() > 0
+        && let Some(remote) = version.remote(key)
+    {
+        if proxy.is_some() {
+            // sequins: a proxied request is never proxied again.
+            tracing::warn!(
+                db = version.db(),
+                version = version.name(),
+                partition = remote.partition,
+                "http: a peer asked for a partition this node does not have"
+            );
+            return Answer::Now(empty(StatusCode::INTERNAL_SERVER_ERROR));
+        }
+        return Answer::Remote {
+            version: Arc::clone(version),
+            key: remote,
+        };
+    }
+    Answer::Now(local_answer(
+        version,
+        key,
+        proxy,
+        request,
+        content_type,
+        head,
+    ))
+}
+
+/// [`answer`] from this node's data.
+fn local_answer(
+    version: Option<Arc<Version>>,
+    key: &[u8],
+    proxy: Option<&str>,
+    request: &HeaderMap,
+    content_type: &HeaderValue,
+    head: bool,
+) -> Response<Body> {
     let Some(version) = version else {
         return empty(if proxy.is_some() {
             StatusCode::NOT_IMPLEMENTED

@@ -41,6 +41,7 @@
 
 pub mod accept;
 pub mod body;
+mod cluster;
 mod idle;
 pub mod keys;
 pub mod log;
@@ -99,6 +100,8 @@ pub struct HttpOptions {
     pub threads: usize,
     /// Told of every request, for `--idle-poll` (see [`crate::wakeup`]).
     pub activity: Option<crate::wakeup::Activity>,
+    /// This node's cluster, in cluster mode (see [`cluster`]).
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl Default for HttpOptions {
@@ -120,6 +123,7 @@ impl Default for HttpOptions {
             // is not enough.
             threads: 1,
             activity: None,
+            cluster: None,
         }
     }
 }
@@ -219,7 +223,13 @@ async fn run(
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let now = tokio::time::Instant::now();
             arrivals.request_arrived(now);
-            std::future::ready(Ok::<_, Infallible>(sidecar.handle(&req, now.into_std())))
+            let handled = sidecar.handle(&req, now.into_std());
+            async move {
+                Ok::<_, Infallible>(match handled {
+                    Handled::Now(response) => response,
+                    Handled::Later(answer) => answer.await,
+                })
+            }
         });
         let conn = http.serve_connection(TokioIo::new(activity.track(stream)), service);
         let conn = graceful.watch(conn);
@@ -258,6 +268,15 @@ pub(crate) struct Sidecar {
     content_types: BTreeMap<String, HeaderValue>,
     request_log: Option<log::RequestLog>,
     activity: Option<crate::wakeup::Activity>,
+    /// This node's cluster, in cluster mode: keys of partitions it does not
+    /// hold are asked of peers.
+    cluster: Option<Arc<crate::cluster::ClusterNode>>,
+}
+
+/// A request's answer: ready now, or once a peer has answered.
+enum Handled {
+    Now(Response<Body>),
+    Later(std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
 }
 
 impl Sidecar {
@@ -295,17 +314,48 @@ impl Sidecar {
             content_types,
             request_log,
             activity: options.activity.clone(),
+            cluster: options.cluster.clone(),
         })
     }
 
     /// Answers one request that arrived at `started`, records it in the
-    /// metrics and the request log.
-    fn handle(&self, req: &Request<Incoming>, started: Instant) -> Response<Body> {
+    /// metrics and the request log. Answered at once, unless a peer must be
+    /// asked (cluster mode).
+    fn handle(self: &Arc<Self>, req: &Request<Incoming>, started: Instant) -> Handled {
         if let Some(activity) = &self.activity {
             activity.touch();
         }
-        let (response, logged_path) = self.route(req);
-        let body_len = if req.method() == Method::HEAD {
+        let head = req.method() == Method::HEAD;
+        let (answer, logged_path) = self.route(req);
+        match answer {
+            keys::Answer::Now(response) => {
+                Handled::Now(self.finish(response, head, started, logged_path))
+            }
+            keys::Answer::Remote { version, key } => {
+                let Some(node) = self.cluster.clone() else {
+                    // Partial versions exist only in cluster mode.
+                    let response = empty(StatusCode::INTERNAL_SERVER_ERROR);
+                    return Handled::Now(self.finish(response, head, started, logged_path));
+                };
+                let this = Arc::clone(self);
+                let path = req.uri().path().to_string();
+                Handled::Later(Box::pin(async move {
+                    let response = cluster::proxied(&node, &version, &path, key, head).await;
+                    this.finish(response, head, started, logged_path)
+                }))
+            }
+        }
+    }
+
+    /// Records a response in the metrics and the request log.
+    fn finish(
+        &self,
+        response: Response<Body>,
+        head: bool,
+        started: Instant,
+        logged_path: Option<Vec<u8>>,
+    ) -> Response<Body> {
+        let body_len = if head {
             0
         } else {
             hyper::body::Body::size_hint(response.body())
@@ -322,7 +372,8 @@ impl Sidecar {
 
     /// sequins' handler order. Returns the response and, for requests that
     /// sequins logs (those naming a key, `/<db>/...`), the decoded path.
-    fn route(&self, req: &Request<Incoming>) -> (Response<Body>, Option<Vec<u8>>) {
+    fn route(&self, req: &Request<Incoming>) -> (keys::Answer, Option<Vec<u8>>) {
+        use keys::Answer::Now;
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -332,32 +383,37 @@ impl Sidecar {
                 let mut r = empty(StatusCode::METHOD_NOT_ALLOWED);
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                return (r, None);
+                return (Now(r), None);
             }
         };
         let raw_path = req.uri().path();
         match raw_path {
-            "/" => return (status::global(&self.catalog, req.headers(), head), None),
-            "/healthz" => return (status::healthz(&self.catalog, head), None),
+            "/" => {
+                return (
+                    Now(status::global(&self.catalog, req.headers(), head)),
+                    None,
+                );
+            }
+            "/healthz" => return (Now(status::healthz(&self.catalog, head)), None),
             "/metrics" => {
                 let text = self.metrics.render(&self.catalog);
                 return (
-                    with_body(
+                    Now(with_body(
                         StatusCode::OK,
                         "text/plain; version=0.0.4; charset=utf-8",
                         text.into(),
                         head,
-                    ),
+                    )),
                     None,
                 );
             }
             _ => {}
         }
         let Ok(decoded) = path::percent_decode(raw_path) else {
-            return (empty(StatusCode::BAD_REQUEST), None);
+            return (Now(empty(StatusCode::BAD_REQUEST)), None);
         };
         let Some(route) = path::split(&decoded) else {
-            return (empty(StatusCode::BAD_REQUEST), None);
+            return (Now(empty(StatusCode::BAD_REQUEST)), None);
         };
         let proxy = path::proxy_param(req.uri().query());
         let logged = match (route.key, &proxy, &self.request_log) {
@@ -365,7 +421,7 @@ impl Sidecar {
             _ => None,
         };
         if route.db.is_empty() {
-            return (empty(StatusCode::BAD_REQUEST), logged);
+            return (Now(empty(StatusCode::BAD_REQUEST)), logged);
         }
         // A name that is not UTF-8 cannot be a database.
         let db = std::str::from_utf8(route.db).ok();
@@ -387,9 +443,9 @@ impl Sidecar {
             // `/<db>` and `/<db>/`: the database's status page.
             _ => match db {
                 Some(db) if self.catalog.database_names().iter().any(|n| n == db) => {
-                    status::database(&self.catalog, db, req.headers(), head)
+                    Now(status::database(&self.catalog, db, req.headers(), head))
                 }
-                _ => empty(StatusCode::NOT_FOUND),
+                _ => Now(empty(StatusCode::NOT_FOUND)),
             },
         };
         (response, logged)

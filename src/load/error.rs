@@ -95,12 +95,23 @@ pub enum LoadErrorKind {
     /// Two partitions hold the same key.
     #[error("key {key:?} is stored in two partitions")]
     KeyInTwoPartitions { key: String },
+    /// The cluster's coordination refused a change (an invalid name).
+    #[error(transparent)]
+    Cluster(Box<crate::cluster::CoordinatorError>),
     /// The load was stopped: the daemon is shutting down.
     #[error("load cancelled: shutting down")]
     Cancelled,
     /// A thread of the load panicked; the version is not served.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::cluster::CoordinatorError> for LoadErrorKind {
+    fn from(e: crate::cluster::CoordinatorError) -> Self {
+        // Boxed: ZooKeeper's errors are large, and every load result
+        // carries this type.
+        LoadErrorKind::Cluster(Box::new(e))
+    }
 }
 
 impl LoadErrorKind {

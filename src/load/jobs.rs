@@ -14,6 +14,7 @@
 //!   load ends with [`LoadErrorKind::Cancelled`] and its staging directory is
 //!   left for the next start to remove.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub(crate) struct LoadContext {
     workers: Arc<Semaphore>,
     /// This load's one-job-per-core limit.
     cores: Arc<Semaphore>,
+    /// The partitions to build; `None` builds them all. A node of a cluster
+    /// builds only its own (see [`crate::cluster`]).
+    pub only: Option<Arc<BTreeSet<u32>>>,
 }
 
 impl LoadContext {
@@ -57,7 +61,15 @@ impl LoadContext {
             cancel,
             workers,
             cores: Arc::new(Semaphore::new(cores())),
+            only: None,
         }
+    }
+
+    /// Whether this load builds `partition`.
+    pub fn builds(&self, partition: u32) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.contains(&partition))
     }
 
     /// Fails with `Cancelled` once the load is cancelled.

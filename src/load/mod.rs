@@ -32,6 +32,7 @@ mod plan;
 mod sequencefile;
 mod sparkey;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -110,14 +111,27 @@ impl Loader {
         }
     }
 
+    /// The number of partitions of a version made of `files`, as sequins
+    /// counts them: what a cluster assigns before loading.
+    pub fn partition_count(files: &[SourceFile]) -> Result<u32, LoadErrorKind> {
+        let plan = plan::classify(files)?;
+        Ok(match plan {
+            Plan::Empty => 0,
+            Plan::SequenceFiles(inputs) => inputs.len() as u32,
+            Plan::Sparkey(_, n) => n,
+        })
+    }
+
     /// Loads and publishes `db`/`version` from its data files, reporting
-    /// into `progress`; returns the published directory. Stops with
-    /// [`LoadErrorKind::Cancelled`] soon after `cancel` fires.
+    /// into `progress`; returns the published directory. Builds only the
+    /// partitions in `only` when given (a node of a cluster), else all.
+    /// Stops with [`LoadErrorKind::Cancelled`] soon after `cancel` fires.
     pub async fn load(
         &self,
         db: &str,
         version: &str,
         files: Vec<SourceFile>,
+        only: Option<BTreeSet<u32>>,
         progress: &Arc<LoadCounters>,
         cancel: &CancellationToken,
     ) -> Result<PathBuf, LoadError> {
@@ -138,7 +152,8 @@ impl Loader {
                 .await
                 .map_err(fail)?
         };
-        let ctx = LoadContext::new(
+        let held_partitions = only.as_ref().map(|only| only.iter().copied().collect());
+        let mut ctx = LoadContext::new(
             Arc::clone(&self.source),
             self.options.clone(),
             staging.clone(),
@@ -146,6 +161,7 @@ impl Loader {
             cancel.clone(),
             Arc::clone(&self.workers),
         );
+        ctx.only = only.map(Arc::new);
         let result = match plan {
             Plan::Empty => write_key_index(&ctx, Vec::new(), None)
                 .await
@@ -169,7 +185,9 @@ impl Loader {
         };
         let published = match result {
             Ok((input, built)) => {
-                let manifest = self.manifest(db, version, &files, input, built, progress, started);
+                let mut manifest =
+                    self.manifest(db, version, &files, input, built, progress, started);
+                manifest.held_partitions = held_partitions;
                 self.publish(&staging, manifest).await
             }
             Err(e) => Err(e),
@@ -234,6 +252,7 @@ impl Loader {
             created_at,
             loaded_at: now,
             load_seconds: started.elapsed().as_secs_f64(),
+            held_partitions: None,
         }
     }
 

@@ -2,7 +2,9 @@
 //! partition under sequins' partition function, then each partition's keys
 //! are sorted and its hash index built.
 //!
-//! The number of partitions N is the number of files. Files are read in
+//! The number of partitions N is the number of files. A node of a cluster
+//! reads every file and keeps only the records of its partitions (the
+//! other partitions' logs stay empty and are not served). Files are read in
 //! parallel, one worker per file. Workers batch records per partition and
 //! append a batch under that partition's lock, so different partitions are
 //! written concurrently and a lock is taken once per batch, not per record.
@@ -200,14 +202,17 @@ fn load_file(
             break;
         };
         let (p, _) = partition::partitions(key, n);
-        let batch = &mut batches[p as usize];
-        batch.extend_from_slice(&(key.len() as u64).to_le_bytes());
-        batch.extend_from_slice(&(value.len() as u64).to_le_bytes());
-        batch.extend_from_slice(key);
-        batch.extend_from_slice(value);
         records += 1;
-        if batch.len() >= batch_limit {
-            flush_batch(&sinks[p as usize], batch)?;
+        // A node of a cluster reads past other nodes' partitions.
+        if ctx.builds(p) {
+            let batch = &mut batches[p as usize];
+            batch.extend_from_slice(&(key.len() as u64).to_le_bytes());
+            batch.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            batch.extend_from_slice(key);
+            batch.extend_from_slice(value);
+            if batch.len() >= batch_limit {
+                flush_batch(&sinks[p as usize], batch)?;
+            }
         }
         if records % PROGRESS_EVERY == 0 {
             progress

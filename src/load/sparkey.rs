@@ -25,6 +25,10 @@ pub(crate) async fn load(
     let mut tasks = tokio::task::JoinSet::new();
     let mut next_block = vec![0u32; n as usize];
     for table in tables {
+        if !ctx.builds(table.partition) {
+            // Another node's partition (cluster mode): not downloaded.
+            continue;
+        }
         let block = next_block[table.partition as usize];
         next_block[table.partition as usize] += 1;
         let name = block_name(table.partition, block);

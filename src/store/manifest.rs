@@ -38,6 +38,11 @@ pub struct Manifest {
     /// When the load finished; unix seconds.
     pub loaded_at: i64,
     pub load_seconds: f64,
+    /// The partitions built, when not all of them: a node of a cluster
+    /// builds its own and asks peers for the others. Absent means every
+    /// partition is here (older manifests never have it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_partitions: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,0 +1,407 @@
+//! This node's part in a cluster, as the engine and the HTTP sidecar see
+//! it: its shard ID, which partitions of a new version it builds, when a
+//! version may be served, and asking peers for the partitions it does not
+//! hold. Everything here goes through the [`Coordinator`] trait, so the
+//! same code runs over ZooKeeper and over [`super::MemoryCluster`] in tests.
+//!
+//! The rules are sequins' (reference sections 5.3 to 5.6):
+//! - a version's partitions are assigned once, when this node starts
+//!   building it, from the peers it knows at that moment;
+//! - each partition built is advertised; a version becomes current once
+//!   every partition has at least `min_replication` replicas counting this
+//!   node's and the peers' advertisements;
+//! - a request for a key of a partition this node does not hold is proxied
+//!   to the peers advertising it, and to the peers of the key's alternate
+//!   partition when those answer 404.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::ClusterConfig;
+use super::assignment::{apply_max_replication, assign_partitions};
+use super::coordinator::{Coordinator, CoordinatorError, PartitionHolders, Peer};
+use super::proxy::{Proxy, ProxyOutcome};
+use crate::catalog::RemoteKey;
+
+/// Where a node keeps the shard ID it chose for itself, in its local store
+/// (sequins' file name), so a restart rejoins under the same ID.
+pub const SELF_ASSIGNED_ID_FILE: &str = "self_assigned_id";
+
+/// This node in its cluster.
+pub struct ClusterNode {
+    coordinator: Arc<dyn Coordinator>,
+    config: ClusterConfig,
+    shard_id: String,
+    proxy: Proxy,
+    /// Partition holders of the versions this node builds or serves, one
+    /// watch each.
+    holders: Mutex<HashMap<(String, String), watch::Receiver<PartitionHolders>>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("shard_id", &self.shard_id)
+            .field("address", &self.address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a node could not join.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+    #[error("{path}: {source}")]
+    ShardIdFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ClusterNode {
+    /// Joins the cluster under the configured shard ID, else the one this
+    /// node chose at an earlier start (kept in the local store), else a new
+    /// one chosen under the cluster's lock (which waits for the service,
+    /// as in sequins), then waits for the peer list to settle, at most
+    /// twice `time_to_converge`: a node whose service is down starts
+    /// serving its local store rather than waiting for it.
+    pub async fn join(
+        coordinator: Arc<dyn Coordinator>,
+        config: ClusterConfig,
+        local_store: &Path,
+    ) -> Result<Arc<ClusterNode>, JoinError> {
+        let id_file = local_store.join(SELF_ASSIGNED_ID_FILE);
+        let remembered = match std::fs::read_to_string(&id_file) {
+            Ok(id) if !id.trim().is_empty() => Some(id.trim().to_string()),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(JoinError::ShardIdFile {
+                    path: id_file,
+                    source,
+                });
+            }
+        };
+        let wanted = config.shard_id.clone().or(remembered.clone());
+        let shard_id = coordinator.join(wanted.as_deref()).await?;
+        if wanted.is_none() {
+            write_id_file(&id_file, &shard_id).map_err(|source| JoinError::ShardIdFile {
+                path: id_file.clone(),
+                source,
+            })?;
+        }
+        tracing::info!(
+            shard_id,
+            address = coordinator.address(),
+            "joined the cluster"
+        );
+        let bound = config.time_to_converge * 2;
+        match tokio::time::timeout(bound, coordinator.converge()).await {
+            Ok(peers) => tracing::info!(peers = peers.len(), "cluster membership converged"),
+            Err(_) => tracing::warn!(
+                "cluster membership did not settle within {bound:?}; going on with what is known"
+            ),
+        }
+        let proxy = Proxy::new(config.proxy_timeout, config.proxy_stage_timeout);
+        Ok(Arc::new(ClusterNode {
+            coordinator,
+            config,
+            shard_id,
+            proxy,
+            holders: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// This node's `host:port`, as peers reach it.
+    pub fn address(&self) -> &str {
+        self.coordinator.address()
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The other nodes, as known now.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.coordinator.peers().borrow().clone()
+    }
+
+    /// The session with the coordination service, now.
+    pub fn session(&self) -> super::CoordinatorStatus {
+        *self.coordinator.status().borrow()
+    }
+
+    /// Peers that failed lately and are tried last.
+    pub fn unhealthy_peers(&self) -> Vec<String> {
+        self.proxy.unhealthy_peers()
+    }
+
+    /// The partitions of `db`/`version` (of `num_partitions`) this node
+    /// builds: sequins' assignment over the peers known now, less those
+    /// that already have `max_replication` replicas elsewhere.
+    pub fn assign(
+        &self,
+        db: &str,
+        version: &str,
+        num_partitions: u32,
+    ) -> Result<BTreeSet<u32>, CoordinatorError> {
+        let peers = self.peers();
+        let selected = assign_partitions(
+            num_partitions,
+            self.config.replication,
+            peers.iter().map(|p| p.shard_id.as_str()),
+            &self.shard_id,
+        );
+        let Some(max) = self.config.effective_max_replication() else {
+            return Ok(selected);
+        };
+        let holders = self.holders(db, version)?.borrow().clone();
+        let remote: BTreeMap<u32, usize> = holders
+            .iter()
+            .map(|(&p, addresses)| (p, addresses.len()))
+            .collect();
+        Ok(apply_max_replication(
+            selected,
+            &remote,
+            self.config.replication,
+            max,
+        ))
+    }
+
+    /// Advertises the partitions of `db`/`version` this node holds.
+    pub fn advertise(
+        &self,
+        db: &str,
+        version: &str,
+        partitions: &[u32],
+    ) -> Result<(), CoordinatorError> {
+        for &p in partitions {
+            self.coordinator.advertise(db, version, p)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every partition of `db`/`version` has `min_replication`
+    /// replicas, counting `held` (this node's) and the peers'. Returns
+    /// `false` if `cancel` fires first.
+    pub async fn wait_ready(
+        &self,
+        db: &str,
+        version: &str,
+        num_partitions: u32,
+        held: &[u32],
+        cancel: &CancellationToken,
+    ) -> Result<bool, CoordinatorError> {
+        let held: BTreeSet<u32> = held.iter().copied().collect();
+        let min = self.config.min_replication.max(1);
+        let mut rx = self.holders(db, version)?;
+        let ready = |holders: &PartitionHolders| {
+            (0..num_partitions).all(|p| {
+                let remote = holders.get(&p).map_or(0, Vec::len);
+                remote + usize::from(held.contains(&p)) >= min
+            })
+        };
+        let mut logged = false;
+        loop {
+            if ready(&rx.borrow_and_update()) {
+                return Ok(true);
+            }
+            if !logged {
+                tracing::info!(
+                    db,
+                    version,
+                    min_replication = min,
+                    "waiting for every partition to have enough replicas"
+                );
+                logged = true;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(false),
+                changed = rx.changed() => if changed.is_err() {
+                    // The watch was dropped (the version was forgotten).
+                    return Ok(false);
+                },
+            }
+        }
+    }
+
+    /// Stops advertising and watching `db`/`version` (deleted locally).
+    pub fn forget(&self, db: &str, version: &str) {
+        if let Err(e) = self.coordinator.withdraw_version(db, version) {
+            tracing::warn!(db, version, "cannot withdraw: {e}");
+        }
+        let removed = self
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(db.to_string(), version.to_string()));
+        if removed.is_some() {
+            self.coordinator.unwatch_partitions(db, version);
+        }
+    }
+
+    /// Asks the peers holding `key`'s partition of `db`/`version` for it:
+    /// `GET <path>?proxy=<version>` where `path` is the request's path as
+    /// it arrived (percent-encoded). A 404 from the partition's peers is
+    /// retried with the alternate partition's peers, if the key has one.
+    pub async fn fetch(&self, db: &str, version: &str, path: &str, key: RemoteKey) -> ProxyOutcome {
+        let path_and_query = format!("{path}?proxy={}", query_escape(version));
+        let peers = self.peers_of(db, version, key.partition);
+        let outcome = self.proxy.fetch(&peers, &path_and_query).await;
+        let Some(alternate) = key.alternate else {
+            return outcome;
+        };
+        match &outcome {
+            ProxyOutcome::Answered { response, .. }
+                if response.status() == hyper::StatusCode::NOT_FOUND =>
+            {
+                let peers = self.peers_of(db, version, alternate);
+                self.proxy.fetch(&peers, &path_and_query).await
+            }
+            _ => outcome,
+        }
+    }
+
+    /// Leaves the cluster: this node's entries disappear at once.
+    pub async fn close(&self) {
+        self.coordinator.close().await;
+    }
+
+    fn peers_of(&self, db: &str, version: &str, partition: u32) -> Vec<String> {
+        match self.holders(db, version) {
+            Ok(rx) => rx.borrow().get(&partition).cloned().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn holders(
+        &self,
+        db: &str,
+        version: &str,
+    ) -> Result<watch::Receiver<PartitionHolders>, CoordinatorError> {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (db.to_string(), version.to_string());
+        if let Some(rx) = holders.get(&key) {
+            return Ok(rx.clone());
+        }
+        let rx = self.coordinator.watch_partitions(db, version)?;
+        holders.insert(key, rx.clone());
+        Ok(rx)
+    }
+}
+
+/// Writes the chosen shard ID durably: a temporary file renamed into place.
+fn write_id_file(path: &Path, id: &str) -> std::io::Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, format!("{id}\n"))?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+/// Percent-encodes a version name for a query string (everything but
+/// RFC 3986's unreserved characters).
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::MemoryCluster;
+    use std::time::Duration;
+
+    fn config() -> ClusterConfig {
+        let mut config = ClusterConfig::with_servers(vec!["memory".into()]);
+        config.time_to_converge = Duration::from_millis(50);
+        config.replication = 2;
+        config.min_replication = 2;
+        config
+    }
+
+    #[tokio::test]
+    async fn assignment_readiness_and_the_shard_id_file() {
+        let cluster = MemoryCluster::new(Duration::from_millis(50));
+        let stores: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut nodes = Vec::new();
+        for (i, store) in stores.iter().enumerate() {
+            let coordinator = Arc::new(cluster.start_node(&format!("127.0.0.1:{}", 9000 + i)));
+            nodes.push(
+                ClusterNode::join(coordinator, config(), store.path())
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Shard IDs were chosen 1, 2, 3 and kept in each local store.
+        for (i, (node, store)) in nodes.iter().zip(&stores).enumerate() {
+            assert_eq!(node.shard_id(), (i + 1).to_string());
+            let kept = std::fs::read_to_string(store.path().join(SELF_ASSIGNED_ID_FILE)).unwrap();
+            assert_eq!(kept.trim(), node.shard_id());
+        }
+        // 4 partitions, R=2, 3 nodes: sequins' vector.
+        let sets: Vec<BTreeSet<u32>> = nodes
+            .iter()
+            .map(|n| n.assign("db", "1", 4).unwrap())
+            .collect();
+        assert_eq!(
+            sets,
+            vec![
+                BTreeSet::from([0, 1, 3]),
+                BTreeSet::from([0, 2, 3]),
+                BTreeSet::from([1, 2])
+            ]
+        );
+        // Not ready until every partition has two replicas.
+        let cancel = CancellationToken::new();
+        let held0: Vec<u32> = sets[0].iter().copied().collect();
+        nodes[0].advertise("db", "1", &held0).unwrap();
+        let waiting = {
+            let node = Arc::clone(&nodes[0]);
+            let cancel = cancel.clone();
+            tokio::spawn(async move { node.wait_ready("db", "1", 4, &held0, &cancel).await })
+        };
+        let held1: Vec<u32> = sets[1].iter().copied().collect();
+        nodes[1].advertise("db", "1", &held1).unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "partition 1 has one replica");
+        let held2: Vec<u32> = sets[2].iter().copied().collect();
+        nodes[2].advertise("db", "1", &held2).unwrap();
+        let ready = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(ready);
+        // Cancelling a wait that cannot end returns false.
+        cancel.cancel();
+        assert!(
+            !nodes[0]
+                .wait_ready("db", "2", 4, &[0], &cancel)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn versions_are_escaped_in_the_query() {
+        assert_eq!(query_escape("2024-01-01T00:00"), "2024-01-01T00%3A00");
+        assert_eq!(query_escape("v 1&x"), "v%201%26x");
+    }
+}

@@ -1,0 +1,241 @@
+//! Cluster mode end to end: real `sequinsfs serve` processes on loopback
+//! addresses, coordinated by a private ZooKeeper. Each node builds only its
+//! partitions (sequins' assignment), a version is served once every
+//! partition has `min_replication` replicas, and every node answers every
+//! key over HTTP, proxying what it does not hold.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::data::write_seqfile_version;
+use common::http::{Conn, free_port};
+use common::zk::ZkServer;
+
+/// Bound of every wait for a node's event.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One `sequinsfs serve` process, stopped with SIGTERM on drop.
+struct Node {
+    child: Option<Child>,
+    addr: std::net::SocketAddr,
+    store: PathBuf,
+    serving: mpsc::Receiver<()>,
+}
+
+impl Node {
+    fn start(dir: &Path, zk: &ZkServer, source: &Path, shard_id: &str, extra: &str) -> Node {
+        let port = free_port();
+        let store = dir.join(format!("store-{shard_id}"));
+        let config = dir.join(format!("node-{shard_id}.conf"));
+        std::fs::write(
+            &config,
+            format!(
+                "[zk]\nservers = [\"{}\"]\ncluster_name = \"nodes-test\"\n\
+                 time_to_converge = \"1s\"\n\
+                 [sharding]\nshard_id = \"{shard_id}\"\nreplication = 2\n\
+                 proxy_timeout = \"2s\"\nproxy_stage_timeout = \"500ms\"\n{extra}",
+                zk.address()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--local-store")
+            .arg(&store)
+            .arg(source)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, serving) = mpsc::channel();
+        let name = format!("node {shard_id}");
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                eprintln!("{name}: {line}");
+                if line.contains("serving HTTP") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        Node {
+            child: Some(child),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            store,
+            serving,
+        }
+    }
+
+    fn wait_serving(&self) {
+        self.serving
+            .recv_timeout(WAIT)
+            .expect("the node never started serving");
+    }
+
+    /// The partitions this node built of `db`/`version`, from its manifest.
+    fn held(&self, db: &str, version: &str) -> Vec<u64> {
+        let manifest = self
+            .store
+            .join("data")
+            .join(db)
+            .join(version)
+            .join("manifest.json");
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+        json["held_partitions"]
+            .as_array()
+            .expect("a partial version lists its partitions")
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill sends a signal to the child this test started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().unwrap();
+            assert_eq!(status.code(), Some(0), "exit after SIGTERM");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// 6 SequenceFiles (so 6 partitions) of 100 keys each.
+fn dataset() -> BTreeMap<Vec<u8>, Vec<u8>> {
+    (0..600)
+        .map(|i| {
+            (
+                format!("key-{i:04}").into_bytes(),
+                format!("value of {i} ").repeat(i % 7 + 1).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn write_source(root: &Path, pairs: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let mut files: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 6];
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        files[i % 6].push((k.clone(), v.clone()));
+    }
+    write_seqfile_version(root, "words", "1", &files);
+}
+
+#[test]
+fn three_nodes_split_partitions_and_answer_every_key() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let pairs = dataset();
+    write_source(&source, &pairs);
+
+    // Started together: each waits one quiet second for the others to
+    // appear, so all three assign over the same membership.
+    let mut nodes: Vec<Node> = ["1", "2", "3"]
+        .iter()
+        .map(|id| Node::start(dir.path(), &zk, &source, id, "min_replication = 2\n"))
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+
+    // sequins' assignment of 6 partitions, R=2, over shard IDs 1, 2, 3.
+    assert_eq!(nodes[0].held("words", "1"), [0, 1, 3, 4]);
+    assert_eq!(nodes[1].held("words", "1"), [0, 2, 3, 5]);
+    assert_eq!(nodes[2].held("words", "1"), [1, 2, 4, 5]);
+
+    for node in &nodes {
+        let mut conn = Conn::connect(node.addr);
+        let mut proxied = 0;
+        for (key, value) in &pairs {
+            let key = std::str::from_utf8(key).unwrap();
+            let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
+            assert_eq!(reply.status, 200, "{key} from {}", node.addr);
+            assert_eq!(&reply.body, value, "{key} from {}", node.addr);
+            assert_eq!(reply.header("x-sequins-version"), Some("1"));
+            if reply.header("x-sequins-proxied-to").is_some() {
+                proxied += 1;
+            }
+        }
+        // About a third of the keys live on partitions this node lacks.
+        assert!(proxied > 0 && proxied < pairs.len(), "{proxied} proxied");
+        // A missing key is a 404 with the version, local or proxied.
+        for key in ["no-such-key", "missing-0", "missing-1", "missing-2"] {
+            let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
+            assert_eq!(reply.status, 404, "{key}");
+            assert_eq!(reply.header("x-sequins-version"), Some("1"));
+        }
+    }
+
+    // One node stops (R=2): the others still answer every key.
+    nodes[2].stop();
+    for node in &nodes[..2] {
+        let mut conn = Conn::connect(node.addr);
+        for (key, value) in &pairs {
+            let key = std::str::from_utf8(key).unwrap();
+            let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
+            assert_eq!(reply.status, 200, "{key} from {} after a stop", node.addr);
+            assert_eq!(&reply.body, value);
+        }
+    }
+    for node in &mut nodes {
+        node.stop();
+    }
+}
+
+/// A peer that asks for a partition this node does not hold gets 500, as
+/// in sequins (a proxied request is never proxied again).
+#[test]
+fn a_proxied_request_is_not_proxied_again() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let pairs = dataset();
+    write_source(&source, &pairs);
+    let mut nodes: Vec<Node> = ["1", "2", "3"]
+        .iter()
+        .map(|id| Node::start(dir.path(), &zk, &source, id, ""))
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    let mut conn = Conn::connect(nodes[0].addr);
+    let (mut local, mut refused) = (0, 0);
+    for key in pairs.keys() {
+        let key = std::str::from_utf8(key).unwrap();
+        let reply = conn
+            .request("GET", &format!("/words/{key}?proxy=1"), &[])
+            .unwrap();
+        match reply.status {
+            200 => local += 1,
+            500 => refused += 1,
+            other => panic!("{key}: {other}"),
+        }
+        assert!(reply.header("x-sequins-proxied-to").is_none());
+    }
+    assert!(local > 0 && refused > 0, "{local} local, {refused} refused");
+    for node in &mut nodes {
+        node.stop();
+    }
+}
