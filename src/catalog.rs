@@ -397,6 +397,8 @@ pub struct VersionStatus {
     /// Where the version lives in the source root.
     pub path: String,
     pub num_partitions: u32,
+    /// The partitions this node holds, when not all of them (cluster mode).
+    pub held_partitions: Option<Vec<u32>>,
     /// When the version was created on the source.
     pub created_at: SystemTime,
     /// When it became the served version, if it has.
@@ -421,6 +423,7 @@ impl VersionStatus {
             state,
             path,
             num_partitions: 0,
+            held_partitions: None,
             created_at: SystemTime::now(),
             active_at: None,
             current: false,
@@ -671,6 +674,7 @@ impl Catalog {
         if let Some(status) = inner.versions.get_mut(&version.name) {
             status.state = VersionState::Available;
             status.num_partitions = version.num_partitions;
+            status.held_partitions = version.held_partitions();
         }
         if let Some(old) = inner.prepared.replace(version)
             && let Some(status) = inner.versions.get_mut(&old.name)
@@ -736,6 +740,7 @@ impl Catalog {
             }
             status.path = path;
             status.num_partitions = version.num_partitions;
+            status.held_partitions = version.held_partitions();
             status.created_at = version.created_at;
             status.state = VersionState::Active;
             status.active_at = Some(now);

@@ -163,6 +163,30 @@ fn three_nodes_split_partitions_and_answer_every_key() {
     assert_eq!(nodes[1].held("words", "1"), [0, 2, 3, 5]);
     assert_eq!(nodes[2].held("words", "1"), [1, 2, 4, 5]);
 
+    // /healthz and the status document name the node and its partitions.
+    let mut conn = Conn::connect(nodes[0].addr);
+    let health = conn.request("GET", "/healthz", &[]).unwrap().json();
+    let me = nodes[0].addr.to_string();
+    assert_eq!(health["words"]["1"]["shard_id"], "1");
+    assert_eq!(health["words"]["1"]["name"], me.as_str());
+    assert_eq!(
+        health["words"]["1"]["partitions"],
+        serde_json::json!([0, 1, 3, 4])
+    );
+    let status = conn
+        .request("GET", "/", &[("accept", "application/json")])
+        .unwrap()
+        .json();
+    assert_eq!(status["shard_id"], "1");
+    assert_eq!(status["cluster"]["session"], "connected");
+    let peers: Vec<&str> = status["cluster"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["shard_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(peers, ["2", "3"]);
+
     for node in &nodes {
         let mut conn = Conn::connect(node.addr);
         let mut proxied = 0;

@@ -390,11 +390,25 @@ impl Sidecar {
         match raw_path {
             "/" => {
                 return (
-                    Now(status::global(&self.catalog, req.headers(), head)),
+                    Now(status::global(
+                        &self.catalog,
+                        self.cluster.as_deref(),
+                        req.headers(),
+                        head,
+                    )),
                     None,
                 );
             }
-            "/healthz" => return (Now(status::healthz(&self.catalog, head)), None),
+            "/healthz" => {
+                return (
+                    Now(status::healthz(
+                        &self.catalog,
+                        self.cluster.as_deref(),
+                        head,
+                    )),
+                    None,
+                );
+            }
             "/metrics" => {
                 let text = self.metrics.render(&self.catalog);
                 return (
@@ -443,7 +457,13 @@ impl Sidecar {
             // `/<db>` and `/<db>/`: the database's status page.
             _ => match db {
                 Some(db) if self.catalog.database_names().iter().any(|n| n == db) => {
-                    Now(status::database(&self.catalog, db, req.headers(), head))
+                    Now(status::database(
+                        &self.catalog,
+                        self.cluster.as_deref(),
+                        db,
+                        req.headers(),
+                        head,
+                    ))
                 }
                 _ => Now(empty(StatusCode::NOT_FOUND)),
             },

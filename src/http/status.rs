@@ -4,6 +4,9 @@
 //! Global: `{"dbs": {<db>: {"versions": {<version>: VersionStatus}}},
 //! "shard_id": ""}`; per database: `{"versions": {...}}`. A version lists
 //! its nodes; standalone there is one, `localhost`, holding every partition.
+//! A node of a cluster names itself by its address and shard ID, lists the
+//! partitions it holds, and adds a `cluster` object to the global document
+//! (session, peers) that sequins does not have.
 //!
 //! Differences from sequins, on purpose: replication figures are those of a
 //! standalone node (target 1, so a healthy version is not reported as
@@ -25,6 +28,7 @@ use serde::Serialize;
 
 use super::{Body, accept, with_body};
 use crate::catalog::{Catalog, DatabaseStatus, VersionState, VersionStatus};
+use crate::cluster::ClusterNode;
 use crate::status_json::{ProgressJson, rfc3339};
 
 /// The one node of a standalone daemon, named as sequins names it.
@@ -33,21 +37,64 @@ const NODE_NAME: &str = "localhost";
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
 #[derive(Serialize)]
-struct GlobalStatus {
-    dbs: BTreeMap<String, DbStatusJson>,
-    shard_id: &'static str,
+struct GlobalStatus<'a> {
+    dbs: BTreeMap<String, DbStatusJson<'a>>,
+    shard_id: &'a str,
     /// What is wrong with the source root as a whole (not in sequins).
     #[serde(skip_serializing_if = "Option::is_none")]
     source_problem: Option<String>,
+    /// This node in its cluster (not in sequins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct DbStatusJson {
-    versions: BTreeMap<String, VersionJson>,
+struct ClusterJson<'a> {
+    shard_id: &'a str,
+    address: &'a str,
+    /// The coordination session: connected, disconnected, ...
+    session: &'static str,
+    peers: Vec<PeerJson>,
+    /// Peers that failed lately, tried last.
+    unhealthy_peers: Vec<String>,
 }
 
 #[derive(Serialize)]
-struct VersionJson {
+struct PeerJson {
+    shard_id: String,
+    address: String,
+}
+
+/// Who this node is on the status pages: `localhost` with no shard ID
+/// standalone, its address and shard ID in a cluster.
+#[derive(Clone, Copy)]
+struct Me<'a> {
+    name: &'a str,
+    shard_id: &'a str,
+}
+
+impl<'a> Me<'a> {
+    fn of(cluster: Option<&'a ClusterNode>) -> Me<'a> {
+        match cluster {
+            Some(node) => Me {
+                name: node.address(),
+                shard_id: node.shard_id(),
+            },
+            None => Me {
+                name: NODE_NAME,
+                shard_id: "",
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DbStatusJson<'a> {
+    versions: BTreeMap<String, VersionJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct VersionJson<'a> {
     path: String,
     num_partitions: u32,
     target_replication: u32,
@@ -56,18 +103,18 @@ struct VersionJson {
     missing_partitions: u32,
     underreplicated_partitions: u32,
     overreplicated_partitions: u32,
-    nodes: BTreeMap<&'static str, NodeJson>,
+    nodes: BTreeMap<&'a str, NodeJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct NodeJson {
-    name: &'static str,
+struct NodeJson<'a> {
+    name: &'a str,
     created_at: String,
     active_at: String,
     current: bool,
     state: String,
     partitions: Vec<u32>,
-    shard_id: &'static str,
+    shard_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     num_keys: Option<u64>,
     progress: ProgressJson,
@@ -75,22 +122,25 @@ struct NodeJson {
     error: Option<String>,
 }
 
-fn node(v: &VersionStatus) -> NodeJson {
+fn node<'a>(v: &VersionStatus, me: Me<'a>) -> NodeJson<'a> {
     NodeJson {
-        name: NODE_NAME,
+        name: me.name,
         created_at: rfc3339(v.created_at),
         active_at: v.active_at.map_or_else(|| NEVER.to_string(), rfc3339),
         current: v.current,
         state: v.state.to_string(),
-        partitions: (0..v.num_partitions).collect(),
-        shard_id: "",
+        partitions: v
+            .held_partitions
+            .clone()
+            .unwrap_or_else(|| (0..v.num_partitions).collect()),
+        shard_id: me.shard_id,
         num_keys: v.num_keys,
         progress: ProgressJson::from(&v.progress),
         error: v.error_text(),
     }
 }
 
-fn version_json(v: &VersionStatus) -> VersionJson {
+fn version_json<'a>(v: &VersionStatus, me: Me<'a>) -> VersionJson<'a> {
     // sequins counts replicas on nodes that are BUILDING, ACTIVE or
     // REMOVING; an ERROR node holds nothing usable.
     let holds = v.state != VersionState::Error;
@@ -108,31 +158,55 @@ fn version_json(v: &VersionStatus) -> VersionJson {
         missing_partitions: if holds { 0 } else { n },
         underreplicated_partitions: 0,
         overreplicated_partitions: 0,
-        nodes: BTreeMap::from([(NODE_NAME, node(v))]),
+        nodes: BTreeMap::from([(me.name, node(v, me))]),
     }
 }
 
-fn db_json(db: &DatabaseStatus) -> DbStatusJson {
+fn db_json<'a>(db: &DatabaseStatus, me: Me<'a>) -> DbStatusJson<'a> {
     DbStatusJson {
         versions: db
             .versions
             .iter()
-            .map(|v| (v.version.clone(), version_json(v)))
+            .map(|v| (v.version.clone(), version_json(v, me)))
             .collect(),
     }
 }
 
+fn cluster_json(node: &ClusterNode) -> ClusterJson<'_> {
+    ClusterJson {
+        shard_id: node.shard_id(),
+        address: node.address(),
+        session: node.session().state.as_str(),
+        peers: node
+            .peers()
+            .into_iter()
+            .map(|p| PeerJson {
+                shard_id: p.shard_id,
+                address: p.address,
+            })
+            .collect(),
+        unhealthy_peers: node.unhealthy_peers(),
+    }
+}
+
 /// `GET /`: every database.
-pub(crate) fn global(catalog: &Catalog, request: &HeaderMap, head: bool) -> Response<Body> {
+pub(crate) fn global(
+    catalog: &Catalog,
+    cluster: Option<&ClusterNode>,
+    request: &HeaderMap,
+    head: bool,
+) -> Response<Body> {
     let status = catalog.status();
+    let me = Me::of(cluster);
     if accept::prefers_json(request) {
         let doc = GlobalStatus {
             dbs: status
                 .iter()
-                .map(|db| (db.name.clone(), db_json(db)))
+                .map(|db| (db.name.clone(), db_json(db, me)))
                 .collect(),
-            shard_id: "",
+            shard_id: me.shard_id,
             source_problem: catalog.source_problem(),
+            cluster: cluster.map(cluster_json),
         };
         json(StatusCode::OK, &doc, head)
     } else {
@@ -143,6 +217,7 @@ pub(crate) fn global(catalog: &Catalog, request: &HeaderMap, head: bool) -> Resp
 /// `GET /<db>`: one database (known to the catalog).
 pub(crate) fn database(
     catalog: &Catalog,
+    cluster: Option<&ClusterNode>,
     db: &str,
     request: &HeaderMap,
     head: bool,
@@ -153,15 +228,20 @@ pub(crate) fn database(
         versions: Vec::new(),
     });
     if accept::prefers_json(request) {
-        json(StatusCode::OK, &db_json(&status), head)
+        json(StatusCode::OK, &db_json(&status, Me::of(cluster)), head)
     } else {
         html(&render_html(&format!("sequinsfs: {db}"), &[status]), head)
     }
 }
 
 /// `GET /healthz`.
-pub(crate) fn healthz(catalog: &Catalog, head: bool) -> Response<Body> {
+pub(crate) fn healthz(
+    catalog: &Catalog,
+    cluster: Option<&ClusterNode>,
+    head: bool,
+) -> Response<Body> {
     let status = catalog.status();
+    let me = Me::of(cluster);
     let healthy = status
         .iter()
         .flat_map(|db| &db.versions)
@@ -174,7 +254,7 @@ pub(crate) fn healthz(catalog: &Catalog, head: bool) -> Response<Body> {
                 db.name.as_str(),
                 db.versions
                     .iter()
-                    .map(|v| (v.version.as_str(), node(v)))
+                    .map(|v| (v.version.as_str(), node(v, me)))
                     .collect(),
             )
         })
