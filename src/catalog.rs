@@ -801,6 +801,24 @@ impl Catalog {
         expired
     }
 
+    /// Keeps a retired `db`/`version` for at least `keep` from now (a peer
+    /// of a cluster still asks for it). Returns whether it was retired.
+    pub fn extend_retirement(&self, db: &str, version: &str, keep: Duration) -> bool {
+        let Some(database) = self.database(db) else {
+            return false;
+        };
+        let until = Instant::now() + keep;
+        let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found = false;
+        for (retired, deadline) in inner.retired.iter_mut() {
+            if retired.name == version {
+                *deadline = (*deadline).max(until);
+                found = true;
+            }
+        }
+        found
+    }
+
     /// Announces that a version's local data was deleted, and forgets a
     /// database entry that has nothing left to report.
     pub fn deleted(&self, db: &str, version: &str) {
@@ -935,5 +953,58 @@ impl VersionData for InMemoryVersionData {
     }
     fn lower_bound(&self, key: &[u8]) -> Result<u64, LookupError> {
         Ok(self.pairs.partition_point(|(k, _)| k.as_slice() < key) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(name: &str) -> Arc<Version> {
+        InMemoryVersionData::version(
+            "db",
+            name,
+            SystemTime::UNIX_EPOCH,
+            [(b"k".to_vec(), name.as_bytes().to_vec())],
+        )
+    }
+
+    #[test]
+    fn a_prepared_version_answers_peers_before_it_is_served() {
+        let catalog = Catalog::new();
+        catalog.publish(version("1"), String::new(), Duration::ZERO);
+        catalog.start_load("db", "2", String::new(), Arc::default());
+        catalog.prepare(version("2"));
+        assert_eq!(catalog.current("db").unwrap().name(), "1");
+        assert!(catalog.held_version("db", "2").is_some());
+        let status = catalog.database_status("db").unwrap();
+        let two = status.versions.iter().find(|v| v.version == "2").unwrap();
+        assert_eq!(two.state, VersionState::Available);
+
+        catalog.publish(version("2"), String::new(), Duration::ZERO);
+        assert_eq!(catalog.current("db").unwrap().name(), "2");
+        // Cancelled while prepared: forgotten.
+        catalog.start_load("db", "3", String::new(), Arc::default());
+        catalog.prepare(version("3"));
+        catalog.load_cancelled("db", "3");
+        assert!(catalog.held_version("db", "3").is_none());
+    }
+
+    #[test]
+    fn a_peer_reading_a_retired_version_keeps_it() {
+        let catalog = Catalog::new();
+        catalog.publish(version("1"), String::new(), Duration::ZERO);
+        catalog.publish(version("2"), String::new(), Duration::ZERO);
+        assert!(catalog.extend_retirement("db", "1", Duration::from_secs(600)));
+        assert!(!catalog.extend_retirement("db", "2", Duration::from_secs(600)));
+        let now = Instant::now();
+        assert!(
+            catalog
+                .take_expired(now + Duration::from_secs(1))
+                .is_empty()
+        );
+        let expired = catalog.take_expired(now + Duration::from_secs(601));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].name(), "1");
     }
 }

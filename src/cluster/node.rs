@@ -31,6 +31,11 @@ use crate::catalog::RemoteKey;
 /// (sequins' file name), so a restart rejoins under the same ID.
 pub const SELF_ASSIGNED_ID_FILE: &str = "self_assigned_id";
 
+/// How long a superseded version stays after the last request a peer
+/// made for it (`?proxy=<version>`): sequins' ten minutes, so that a node
+/// that has not switched yet can still ask for it.
+pub const PEER_RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// This node in its cluster.
 pub struct ClusterNode {
     coordinator: Arc<dyn Coordinator>,

@@ -430,6 +430,13 @@ impl Sidecar {
             return (Now(empty(StatusCode::BAD_REQUEST)), None);
         };
         let proxy = path::proxy_param(req.uri().query());
+        if let (Some(pinned), Some(_), Some(db)) =
+            (&proxy, &self.cluster, std::str::from_utf8(route.db).ok())
+        {
+            // A peer still reads this version: keep it while it does.
+            self.catalog
+                .extend_retirement(db, pinned, crate::cluster::node::PEER_RETENTION);
+        }
         let logged = match (route.key, &proxy, &self.request_log) {
             (Some(_), None, Some(_)) => decoded.get(1..).map(<[u8]>::to_vec),
             _ => None,
