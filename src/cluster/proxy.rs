@@ -82,16 +82,21 @@ impl Proxy {
         if order.is_empty() {
             return ProxyOutcome::NoPeers;
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = tokio::time::sleep_until(now + self.timeout);
+        tokio::pin!(deadline);
         let mut attempts: FuturesUnordered<Attempt> = FuturesUnordered::new();
-        let mut next = 0;
-        // The first attempt starts at once.
-        let stage = tokio::time::sleep(Duration::ZERO);
+        // The first attempt starts here and now: not through a timer, whose
+        // resolution (a millisecond) would be most of a proxied request's
+        // time on a local network.
+        attempts.push(Box::pin(self.attempt(order[0].clone(), path_and_query)));
+        let mut next = 1;
+        let stage = tokio::time::sleep_until(now + self.stage_timeout);
         tokio::pin!(stage);
         loop {
             tokio::select! {
                 biased;
-                () = tokio::time::sleep_until(deadline) => {
+                () = &mut deadline => {
                     // Peers that did not answer in time are as suspect as
                     // peers that failed.
                     for peer in order.iter().take(next) {
