@@ -210,6 +210,27 @@ fn three_nodes_split_partitions_and_answer_every_key() {
         }
     }
 
+    // /metrics counts the proxied requests and shows the session.
+    let samples = common::http::scrape(&mut Conn::connect(nodes[0].addr));
+    let answered = common::http::sample(
+        &samples,
+        "sequinsfs_proxied_requests_total",
+        &[("outcome", "answered")],
+    );
+    assert!(answered.unwrap_or(0.0) > 0.0, "{answered:?}");
+    assert_eq!(
+        common::http::sample(
+            &samples,
+            "sequinsfs_cluster_session",
+            &[("state", "connected")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::http::sample(&samples, "sequinsfs_cluster_peers", &[]),
+        Some(2.0)
+    );
+
     // One node stops (R=2): the others still answer every key.
     nodes[2].stop();
     for node in &nodes[..2] {

@@ -121,6 +121,9 @@ async fn serve(
         }
         None => None,
     };
+    if let Some(node) = &cluster {
+        metrics.add_source(Arc::clone(node) as Arc<dyn crate::metrics::MetricsSource>);
+    }
     options.cluster = cluster.clone();
     let engine = Engine::launch_in(config, Arc::clone(&metrics), cluster).await?;
     // A stop signal during the first loads stops them at once.

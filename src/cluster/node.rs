@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ClusterConfig;
 use super::assignment::{apply_max_replication, assign_partitions};
-use super::coordinator::{Coordinator, CoordinatorError, PartitionHolders, Peer};
+use super::coordinator::{Coordinator, CoordinatorError, PartitionHolders, Peer, SessionState};
 use super::proxy::{Proxy, ProxyOutcome};
 use crate::catalog::RemoteKey;
 
@@ -45,6 +46,8 @@ pub struct ClusterNode {
     /// Partition holders of the versions this node builds or serves, one
     /// watch each.
     holders: Mutex<HashMap<(String, String), watch::Receiver<PartitionHolders>>>,
+    /// Proxied requests by outcome: answered, no peer, timed out.
+    proxied: [AtomicU64; 3],
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -120,6 +123,7 @@ impl ClusterNode {
             shard_id,
             proxy,
             holders: Mutex::new(HashMap::new()),
+            proxied: Default::default(),
         }))
     }
 
@@ -262,19 +266,21 @@ impl ClusterNode {
     pub async fn fetch(&self, db: &str, version: &str, path: &str, key: RemoteKey) -> ProxyOutcome {
         let path_and_query = format!("{path}?proxy={}", query_escape(version));
         let peers = self.peers_of(db, version, key.partition);
-        let outcome = self.proxy.fetch(&peers, &path_and_query).await;
-        let Some(alternate) = key.alternate else {
-            return outcome;
-        };
-        match &outcome {
-            ProxyOutcome::Answered { response, .. }
-                if response.status() == hyper::StatusCode::NOT_FOUND =>
-            {
-                let peers = self.peers_of(db, version, alternate);
-                self.proxy.fetch(&peers, &path_and_query).await
-            }
-            _ => outcome,
+        let mut outcome = self.proxy.fetch(&peers, &path_and_query).await;
+        if let (Some(alternate), ProxyOutcome::Answered { response, .. }) =
+            (key.alternate, &outcome)
+            && response.status() == hyper::StatusCode::NOT_FOUND
+        {
+            let peers = self.peers_of(db, version, alternate);
+            outcome = self.proxy.fetch(&peers, &path_and_query).await;
         }
+        let slot = match outcome {
+            ProxyOutcome::Answered { .. } => 0,
+            ProxyOutcome::NoPeers => 1,
+            ProxyOutcome::TimedOut => 2,
+        };
+        self.proxied[slot].fetch_add(1, Ordering::Relaxed);
+        outcome
     }
 
     /// Leaves the cluster: this node's entries disappear at once.
@@ -302,6 +308,55 @@ impl ClusterNode {
         let rx = self.coordinator.watch_partitions(db, version)?;
         holders.insert(key, rx.clone());
         Ok(rx)
+    }
+}
+
+impl crate::metrics::MetricsSource for ClusterNode {
+    fn write_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let status = self.session();
+        let _ = writeln!(
+            out,
+            "# HELP sequinsfs_cluster_session 1 for the coordination session's current state.\n\
+             # TYPE sequinsfs_cluster_session gauge"
+        );
+        for state in [
+            SessionState::NeverConnected,
+            SessionState::Connected,
+            SessionState::Disconnected,
+            SessionState::Recovering,
+            SessionState::Closed,
+        ] {
+            let _ = writeln!(
+                out,
+                "sequinsfs_cluster_session{{state=\"{state}\"}} {}",
+                u8::from(status.state == state)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sequinsfs_cluster_sessions_total Coordination sessions established (1 + recoveries after expiry).\n\
+             # TYPE sequinsfs_cluster_sessions_total counter\n\
+             sequinsfs_cluster_sessions_total {}\n\
+             # HELP sequinsfs_cluster_peers Other nodes of the cluster, as known now.\n\
+             # TYPE sequinsfs_cluster_peers gauge\n\
+             sequinsfs_cluster_peers {}\n\
+             # HELP sequinsfs_cluster_unhealthy_peers Peers that failed lately and are tried last.\n\
+             # TYPE sequinsfs_cluster_unhealthy_peers gauge\n\
+             sequinsfs_cluster_unhealthy_peers {}\n\
+             # HELP sequinsfs_proxied_requests_total Requests for keys held by peers, by outcome.\n\
+             # TYPE sequinsfs_proxied_requests_total counter",
+            status.sessions,
+            self.coordinator.peers().borrow().len(),
+            self.unhealthy_peers().len(),
+        );
+        for (slot, outcome) in ["answered", "no_peers", "timed_out"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "sequinsfs_proxied_requests_total{{outcome=\"{outcome}\"}} {}",
+                self.proxied[slot].load(Ordering::Relaxed)
+            );
+        }
     }
 }
 
