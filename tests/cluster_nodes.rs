@@ -7,116 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
 
+use common::cluster::Node;
 use common::data::write_seqfile_version;
-use common::http::{Conn, free_port};
+use common::http::Conn;
 use common::zk::ZkServer;
-
-/// Bound of every wait for a node's event.
-const WAIT: Duration = Duration::from_secs(60);
-
-/// One `sequinsfs serve` process, stopped with SIGTERM on drop.
-struct Node {
-    child: Option<Child>,
-    addr: std::net::SocketAddr,
-    store: PathBuf,
-    serving: mpsc::Receiver<()>,
-}
-
-impl Node {
-    fn start(dir: &Path, zk: &ZkServer, source: &Path, shard_id: &str, extra: &str) -> Node {
-        let port = free_port();
-        let store = dir.join(format!("store-{shard_id}"));
-        let config = dir.join(format!("node-{shard_id}.conf"));
-        std::fs::write(
-            &config,
-            format!(
-                "[zk]\nservers = [\"{}\"]\ncluster_name = \"nodes-test\"\n\
-                 time_to_converge = \"1s\"\n\
-                 [sharding]\nshard_id = \"{shard_id}\"\nreplication = 2\n\
-                 proxy_timeout = \"2s\"\nproxy_stage_timeout = \"500ms\"\n{extra}",
-                zk.address()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--local-store")
-            .arg(&store)
-            .arg(source)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, serving) = mpsc::channel();
-        let name = format!("node {shard_id}");
-        std::thread::spawn(move || {
-            for line in
-                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
-            {
-                eprintln!("{name}: {line}");
-                if line.contains("serving HTTP") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        Node {
-            child: Some(child),
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            store,
-            serving,
-        }
-    }
-
-    fn wait_serving(&self) {
-        self.serving
-            .recv_timeout(WAIT)
-            .expect("the node never started serving");
-    }
-
-    /// The partitions this node built of `db`/`version`, from its manifest.
-    fn held(&self, db: &str, version: &str) -> Vec<u64> {
-        let manifest = self
-            .store
-            .join("data")
-            .join(db)
-            .join(version)
-            .join("manifest.json");
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
-        json["held_partitions"]
-            .as_array()
-            .expect("a partial version lists its partitions")
-            .iter()
-            .map(|p| p.as_u64().unwrap())
-            .collect()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill sends a signal to the child this test started.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let status = child.wait().unwrap();
-            assert_eq!(status.code(), Some(0), "exit after SIGTERM");
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// 6 SequenceFiles (so 6 partitions) of 100 keys each.
 fn dataset() -> BTreeMap<Vec<u8>, Vec<u8>> {
