@@ -135,6 +135,23 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Internal(format!("restore task failed: {e}")))??
         };
+        // A node of a cluster serves its local store at once, but asks peers
+        // for the partitions it lacks: it needs their advertisements first.
+        if let Some(node) = refresher.cluster.get() {
+            for version in catalog.served() {
+                if version.held_partitions().is_some()
+                    && !node
+                        .wait_listed(version.db(), version.name(), node.config().time_to_converge)
+                        .await
+                {
+                    tracing::warn!(
+                        db = version.db(),
+                        version = version.name(),
+                        "peers' partitions not listed yet; keys of other partitions fail until they are"
+                    );
+                }
+            }
+        }
         // The startup refresh, in the foreground for databases seen for the
         // first time (so a fresh mount shows data at once, as sequins does
         // before it opens its port); newer versions of databases restored

@@ -27,11 +27,46 @@ fn dataset() -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn write_source(root: &Path, pairs: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    write_version(root, "1", pairs);
+}
+
+fn write_version(root: &Path, version: &str, pairs: &BTreeMap<Vec<u8>, Vec<u8>>) {
     let mut files: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 6];
     for (i, (k, v)) in pairs.iter().enumerate() {
         files[i % 6].push((k.clone(), v.clone()));
     }
-    write_seqfile_version(root, "words", "1", &files);
+    write_seqfile_version(root, "words", version, &files);
+}
+
+/// `pairs` with every value tagged by `version`.
+fn tagged(pairs: &BTreeMap<Vec<u8>, Vec<u8>>, version: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), [version.as_bytes(), b":", v].concat()))
+        .collect()
+}
+
+/// Reads every key from `node` and checks value and version.
+fn check_every_key(node: &Node, pairs: &BTreeMap<Vec<u8>, Vec<u8>>, version: &str) {
+    let mut conn = Conn::connect(node.addr);
+    for (key, value) in pairs {
+        let key = std::str::from_utf8(key).unwrap();
+        let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
+        assert_eq!(reply.status, 200, "{key} from {}", node.addr);
+        assert_eq!(&reply.body, value, "{key} from {}", node.addr);
+        assert_eq!(reply.header("x-sequins-version"), Some(version), "{key}");
+    }
+}
+
+/// Waits until `node` logs that it switched `words` to `version`.
+fn wait_switched(node: &Node, version: &str) {
+    let wanted = format!("version=\"{version}\"");
+    loop {
+        let line = node.wait_log("switched to new version");
+        if line.contains(&wanted) {
+            return;
+        }
+    }
 }
 
 #[test]
@@ -176,6 +211,88 @@ fn a_proxied_request_is_not_proxied_again() {
         assert!(reply.header("x-sequins-proxied-to").is_none());
     }
     assert!(local > 0 && refused > 0, "{local} local, {refused} refused");
+    for node in &mut nodes {
+        node.stop();
+    }
+}
+
+/// sequins' TestClusterUpgrading and TestClusterLateJoin: a new version
+/// reaches every node on a refresh, and a node that joins later builds its
+/// share of the current version (assigned over the four nodes it sees) and
+/// serves it at once.
+#[test]
+fn versions_roll_forward_and_a_late_node_joins() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let v1 = dataset();
+    write_source(&source, &v1);
+    let mut nodes: Vec<Node> = ["1", "2", "3"]
+        .iter()
+        .map(|id| Node::start(dir.path(), &zk, &source, id, "min_replication = 2\n"))
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+
+    let v2 = tagged(&v1, "2");
+    write_version(&source, "2", &v2);
+    for node in &nodes {
+        node.refresh();
+    }
+    for node in &nodes {
+        wait_switched(node, "2");
+    }
+    for node in &nodes {
+        check_every_key(node, &v2, "2");
+    }
+
+    let mut late = Node::start(dir.path(), &zk, &source, "4", "min_replication = 2\n");
+    late.wait_serving();
+    // 6 partitions, R=2 over shard IDs 1..4: the fourth ID gets 1, 3, 5.
+    assert_eq!(late.held("words", "2"), [1, 3, 5]);
+    check_every_key(&late, &v2, "2");
+    late.stop();
+    for node in &mut nodes {
+        node.stop();
+    }
+}
+
+/// sequins' TestClusterRollingRestart: while a node is down the others
+/// answer every key (each partition has another copy), and a restarted
+/// node serves its local store at once, without building anything.
+#[test]
+fn a_rolling_restart_loses_no_key() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let pairs = dataset();
+    write_source(&source, &pairs);
+    let mut nodes: Vec<Node> = ["1", "2", "3"]
+        .iter()
+        .map(|id| Node::start(dir.path(), &zk, &source, id, ""))
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    for i in 0..nodes.len() {
+        let held = nodes[i].held("words", "1");
+        nodes[i].stop();
+        for (j, other) in nodes.iter().enumerate() {
+            if j != i {
+                check_every_key(other, &pairs, "1");
+            }
+        }
+        nodes[i].restart();
+        nodes[i].wait_log("serving version from the local store");
+        nodes[i].wait_serving();
+        assert_eq!(nodes[i].held("words", "1"), held);
+        check_every_key(&nodes[i], &pairs, "1");
+    }
     for node in &mut nodes {
         node.stop();
     }

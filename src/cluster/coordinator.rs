@@ -154,7 +154,9 @@ pub trait Coordinator: Send + Sync {
     fn withdraw_version(&self, db: &str, version: &str) -> Result<(), CoordinatorError>;
 
     /// Who else advertises which partition of `db`/`version`, live. Several
-    /// calls share one watch.
+    /// calls share one watch. The first call's receiver is notified once
+    /// the first listing has arrived (even if it is empty), so a caller can
+    /// tell "nobody holds it" from "not listed yet".
     fn watch_partitions(
         &self,
         db: &str,

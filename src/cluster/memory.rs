@@ -363,10 +363,18 @@ impl Coordinator for MemoryCoordinator {
         check_component("database", db)?;
         check_component("version", version)?;
         self.with_member(|m| {
-            Ok(m.watches
-                .entry((db.to_string(), version.to_string()))
-                .or_insert_with(|| watch::channel(PartitionHolders::new()).0)
-                .subscribe())
+            let key = (db.to_string(), version.to_string());
+            if let Some(sender) = m.watches.get(&key) {
+                return Ok(sender.subscribe());
+            }
+            let sender = watch::channel(PartitionHolders::new()).0;
+            let receiver = sender.subscribe();
+            // The view is filled before this returns (the cluster applies
+            // every change at once); mark it listed as ZooKeeper's first
+            // listing does.
+            sender.send_modify(|_| {});
+            m.watches.insert(key, sender);
+            Ok(receiver)
         })
     }
 

@@ -244,6 +244,16 @@ impl ClusterNode {
         }
     }
 
+    /// Waits (at most `bound`) until the holders of `db`/`version` have
+    /// been listed once, so that the first requests for a version served
+    /// at start-up find the peers to ask. Returns whether they were.
+    pub async fn wait_listed(&self, db: &str, version: &str, bound: std::time::Duration) -> bool {
+        let Ok(mut rx) = self.holders(db, version) else {
+            return false;
+        };
+        matches!(tokio::time::timeout(bound, rx.changed()).await, Ok(Ok(())))
+    }
+
     /// Stops advertising and watching `db`/`version` (deleted locally).
     pub fn forget(&self, db: &str, version: &str) {
         if let Err(e) = self.coordinator.withdraw_version(db, version) {
@@ -427,6 +437,12 @@ mod tests {
                 BTreeSet::from([0, 2, 3]),
                 BTreeSet::from([1, 2])
             ]
+        );
+        // The view of holders is marked listed once it is current.
+        assert!(
+            nodes[2]
+                .wait_listed("db", "1", Duration::from_secs(10))
+                .await
         );
         // Not ready until every partition has two replicas.
         let cancel = CancellationToken::new();

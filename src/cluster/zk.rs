@@ -740,14 +740,18 @@ async fn watch_holders(
     sender: watch::Sender<PartitionHolders>,
 ) {
     let mut warned = BTreeSet::new();
+    let mut first = true;
     watch_children(&client, &path, |children| {
         let (holders, bad) =
             holders_from_children(children.iter().map(String::as_str), &shared.address);
         warn_bad(&path, &bad, &mut warned);
+        // The first listing always notifies, even when empty: receivers
+        // learn that the view is current (see `Coordinator::watch_partitions`).
+        let listed = std::mem::take(&mut first);
         sender.send_if_modified(|current| {
             let changed = *current != holders;
             *current = holders;
-            changed
+            changed || listed
         });
     })
     .await;

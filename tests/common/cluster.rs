@@ -20,7 +20,11 @@ pub struct Node {
     child: Option<Child>,
     pub addr: std::net::SocketAddr,
     store: PathBuf,
-    serving: mpsc::Receiver<()>,
+    /// The node's log, a line at a time, to wait for its events.
+    log: mpsc::Receiver<String>,
+    /// What [`Node::restart`] needs.
+    command: Command,
+    name: String,
 }
 
 impl Node {
@@ -39,7 +43,8 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sequinsfs"));
+        command
             .args(["serve", "--config"])
             .arg(&config)
             .arg("--bind")
@@ -47,34 +52,50 @@ impl Node {
             .arg("--local-store")
             .arg(&store)
             .arg(source)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, serving) = mpsc::channel();
+            .stderr(Stdio::piped());
         let name = format!("node {shard_id}");
-        std::thread::spawn(move || {
-            for line in
-                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
-            {
-                eprintln!("{name}: {line}");
-                if line.contains("serving HTTP") {
-                    let _ = tx.send(());
-                }
-            }
-        });
+        let (child, log) = spawn(&mut command, &name);
         Node {
             child: Some(child),
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             store,
-            serving,
+            log,
+            command,
+            name,
         }
     }
 
+    /// Waits until the node logs that it serves HTTP (once its first
+    /// versions are served).
     pub fn wait_serving(&self) {
-        self.serving
-            .recv_timeout(WAIT)
-            .expect("the node never started serving");
+        self.wait_log("serving HTTP");
+    }
+
+    /// Waits for a log line containing `text`; returns it.
+    pub fn wait_log(&self, text: &str) -> String {
+        loop {
+            match self.log.recv_timeout(WAIT) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("{}: no log line with {text:?}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Sends SIGHUP: a refresh.
+    pub fn refresh(&self) {
+        let child = self.child.as_ref().expect("running");
+        // SAFETY: kill sends a signal to the child this test started.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    }
+
+    /// Starts the node again (same address, store and configuration) after
+    /// [`Node::stop`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let (child, log) = spawn(&mut self.command, &self.name);
+        self.child = Some(child);
+        self.log = log;
     }
 
     /// The partitions this node built of `db`/`version`, from its manifest.
@@ -103,6 +124,22 @@ impl Node {
             assert_eq!(status.code(), Some(0), "exit after SIGTERM");
         }
     }
+}
+
+/// Starts `command`, echoing its log with `name` and feeding it to the
+/// returned channel.
+fn spawn(command: &mut Command, name: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            eprintln!("{name}: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
 }
 
 impl Drop for Node {
