@@ -173,6 +173,54 @@ pub(crate) async fn load(
     })
 }
 
+/// sequins' pre-sharding detection (reference section 4.5), for a node of
+/// a cluster: a file whose keys all fall in one partition (as Hadoop jobs
+/// that shard by sequins' partition function write them) is assumed to
+/// hold only that partition, and once that has held for
+/// [`PreSharding::SETTLED_AFTER`] keys, a key this node does not want ends
+/// the scan of the file.
+#[derive(Debug, Default)]
+struct PreSharding {
+    /// The first key's partition, while every key so far agrees.
+    assumed: Option<u32>,
+    matching: u64,
+    broken: bool,
+}
+
+impl PreSharding {
+    const SETTLED_AFTER: u64 = 5000;
+
+    /// The partition that decides whether a key of partition `normal`
+    /// (and `alternate`) is wanted: the assumed one when the key may
+    /// belong to it by its alternate. (A kept key is still stored in its
+    /// normal partition.)
+    fn admit(&mut self, normal: u32, alternate: u32) -> u32 {
+        if self.broken {
+            return normal;
+        }
+        match self.assumed {
+            None => {
+                self.assumed = Some(normal);
+                normal
+            }
+            Some(assumed) if assumed == normal => {
+                self.matching += 1;
+                normal
+            }
+            Some(assumed) if assumed == alternate => assumed,
+            Some(_) => {
+                self.broken = true;
+                normal
+            }
+        }
+    }
+
+    /// Whether the file has proven to hold a single partition.
+    fn settled(&self) -> bool {
+        !self.broken && self.matching > Self::SETTLED_AFTER
+    }
+}
+
 /// Reads one file and routes its records; runs on a blocking thread.
 fn load_file(
     ctx: &LoadContext,
@@ -192,6 +240,7 @@ fn load_file(
     let mut batches: Vec<Vec<u8>> = (0..n).map(|_| Vec::new()).collect();
     let throttle = ctx.options.throttle;
     let mut records = 0u64;
+    let mut sharding = PreSharding::default();
     loop {
         if !throttle.is_zero() {
             std::thread::sleep(throttle);
@@ -201,10 +250,16 @@ fn load_file(
         let Some((key, value)) = reader.next_unwrapped()? else {
             break;
         };
-        let (p, _) = partition::partitions(key, n);
+        let (p, alternate) = partition::partitions(key, n);
         records += 1;
-        // A node of a cluster reads past other nodes' partitions.
-        if ctx.builds(p) {
+        // A node of a cluster reads past other nodes' partitions, and
+        // gives up on a file that is sharded to one of them.
+        if !ctx.builds(sharding.admit(p, alternate)) {
+            if sharding.settled() {
+                tracing::debug!(file = %file.name, "file holds no partition of this node; skipping its rest");
+                break;
+            }
+        } else {
             let batch = &mut batches[p as usize];
             batch.extend_from_slice(&(key.len() as u64).to_le_bytes());
             batch.extend_from_slice(&(value.len() as u64).to_le_bytes());
@@ -269,5 +324,31 @@ impl<R: Read> Read for CountingReader<'_, R> {
             .bytes_done
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PreSharding;
+
+    #[test]
+    fn pre_sharding_follows_sequins() {
+        let mut s = PreSharding::default();
+        assert_eq!(s.admit(3, 3), 3);
+        for _ in 0..PreSharding::SETTLED_AFTER {
+            assert_eq!(s.admit(3, 3), 3);
+        }
+        assert!(!s.settled(), "settles after more than 5000 matching keys");
+        assert_eq!(s.admit(3, 3), 3);
+        assert!(s.settled());
+        // A key of another partition whose alternate is the assumed one
+        // counts as the assumed partition.
+        assert_eq!(s.admit(1, 3), 3);
+        assert!(s.settled());
+        // Any other key breaks the assumption for the rest of the file.
+        assert_eq!(s.admit(1, 1), 1);
+        assert!(!s.settled());
+        assert_eq!(s.admit(3, 3), 3);
+        assert!(!s.settled());
     }
 }

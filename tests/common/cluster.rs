@@ -100,20 +100,27 @@ impl Node {
 
     /// The partitions this node built of `db`/`version`, from its manifest.
     pub fn held(&self, db: &str, version: &str) -> Vec<u64> {
-        let manifest = self
-            .store
-            .join("data")
-            .join(db)
-            .join(version)
-            .join("manifest.json");
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
-        json["held_partitions"]
+        self.manifest(db, version)["held_partitions"]
             .as_array()
             .expect("a partial version lists its partitions")
             .iter()
             .map(|p| p.as_u64().unwrap())
             .collect()
+    }
+
+    /// Bytes of the source this node read to build `db`/`version`.
+    pub fn source_bytes(&self, db: &str, version: &str) -> u64 {
+        self.manifest(db, version)["source_bytes"].as_u64().unwrap()
+    }
+
+    fn manifest(&self, db: &str, version: &str) -> serde_json::Value {
+        let path = self
+            .store
+            .join("data")
+            .join(db)
+            .join(version)
+            .join("manifest.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
     pub fn stop(&mut self) {
