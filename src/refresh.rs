@@ -93,6 +93,12 @@ pub struct Refresher {
     pub(crate) handle: RefreshHandle,
     /// Cancelled at shutdown; every load runs under a child of it.
     shutdown: CancellationToken,
+    /// Versions built and waiting for the cluster to agree, by database,
+    /// with what a newer version cancels them with (the version's name).
+    preparing: Mutex<std::collections::HashMap<String, (String, CancellationToken)>>,
+    /// Names of the versions that superseded those cancelled so, by
+    /// database (for the error the cancelled load ends with).
+    superseded_by: Mutex<std::collections::HashMap<String, String>>,
     /// This node's cluster, in cluster mode: loads build only this node's
     /// partitions, and a version is served once the cluster agrees.
     pub(crate) cluster: std::sync::OnceLock<Arc<ClusterNode>>,
@@ -134,6 +140,8 @@ impl Refresher {
             skipped_while_building: Mutex::new(HashSet::new()),
             handle: RefreshHandle::new(),
             shutdown: CancellationToken::new(),
+            preparing: Mutex::new(Default::default()),
+            superseded_by: Mutex::new(Default::default()),
             cluster: std::sync::OnceLock::new(),
         })
     }
@@ -235,6 +243,7 @@ impl Refresher {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(db.clone())
             {
+                self.supersede_prepared(db, &target);
                 self.skipped_while_building
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -427,6 +436,20 @@ impl Refresher {
                 tracing::info!(db, version, "load cancelled");
                 self.catalog.load_cancelled(db, version);
             }
+            Err(e) if matches!(e.kind, LoadErrorKind::Superseded { .. }) => {
+                tracing::info!(db, version, "{}", e.kind);
+                self.catalog.load_cancelled(db, version);
+                if let Some(node) = self.cluster.get() {
+                    node.forget(db, version);
+                }
+                let store = Arc::clone(&self.store);
+                let (d, v) = (db.to_string(), version.to_string());
+                match tokio::task::spawn_blocking(move || store.delete_version(&d, &v)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(db, version, "cannot delete: {}", ErrorChain(&e)),
+                    Err(e) => tracing::warn!(db, version, "deletion task failed: {e}"),
+                }
+            }
             Err(e) => {
                 tracing::error!(db, version, "load failed: {}", ErrorChain(&e));
                 self.catalog.load_failed(db, version, path, Arc::new(e));
@@ -449,13 +472,47 @@ impl Refresher {
             .unwrap_or_else(|| (0..version.num_partitions()).collect());
         node.advertise(db, name, &held)?;
         self.catalog.prepare(Arc::clone(version));
-        if node
-            .wait_ready(db, name, version.num_partitions(), &held, cancel)
-            .await?
+        let superseded = cancel.child_token();
+        self.preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(db.to_string(), (name.to_string(), superseded.clone()));
+        let ready = node
+            .wait_ready(db, name, version.num_partitions(), &held, &superseded)
+            .await;
+        self.preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(db);
+        if ready? {
+            return Ok(());
+        }
+        if cancel.is_cancelled() {
+            return Err(LoadErrorKind::Cancelled);
+        }
+        let newer = self
+            .superseded_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(db)
+            .unwrap_or_default();
+        Err(LoadErrorKind::Superseded { newer })
+    }
+
+    /// A refresh found `target` for `db` while a build of `db` is in
+    /// flight: if that build is a version waiting for the cluster to agree,
+    /// the newer version replaces it (it may never be agreed on, for
+    /// example while nodes are missing), as in sequins.
+    fn supersede_prepared(&self, db: &str, target: &str) {
+        let preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((version, cancel)) = preparing.get(db)
+            && version.as_str() < target
         {
-            Ok(())
-        } else {
-            Err(LoadErrorKind::Cancelled)
+            self.superseded_by
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(db.to_string(), target.to_string());
+            cancel.cancel();
         }
     }
 

@@ -358,3 +358,54 @@ fn pre_sharded_files_of_other_partitions_are_mostly_skipped() {
         node.stop();
     }
 }
+
+/// sequins' TestClusterMin and its discarding of older prepared versions:
+/// with a node missing, a new version cannot reach `min_replication` and is
+/// not served; a newer version replaces it (it is dropped, locally and from
+/// ZooKeeper); when the node returns, the newest version is agreed on.
+#[test]
+fn a_version_short_of_replicas_waits_and_a_newer_one_replaces_it() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let v1 = dataset();
+    write_source(&source, &v1);
+    let mut nodes: Vec<Node> = ["1", "2"]
+        .iter()
+        .map(|id| Node::start(dir.path(), &zk, &source, id, "min_replication = 2\n"))
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    nodes[1].stop();
+
+    write_version(&source, "2", &tagged(&v1, "2"));
+    nodes[0].refresh();
+    let waiting = nodes[0].wait_log("waiting for every partition to have enough replicas");
+    assert!(waiting.contains("version=\"2\""), "{waiting}");
+    check_every_key(&nodes[0], &v1, "1");
+
+    let v3 = tagged(&v1, "3");
+    write_version(&source, "3", &v3);
+    nodes[0].refresh();
+    nodes[0].wait_log("superseded by version 3");
+    let waiting = nodes[0].wait_log("waiting for every partition to have enough replicas");
+    assert!(waiting.contains("version=\"3\""), "{waiting}");
+    assert!(
+        !nodes[0].has_version("words", "2"),
+        "the superseded version is deleted"
+    );
+    check_every_key(&nodes[0], &v1, "1");
+
+    nodes[1].restart();
+    wait_switched(&nodes[0], "3");
+    wait_switched(&nodes[1], "3");
+    for node in &nodes {
+        check_every_key(node, &v3, "3");
+    }
+    for node in &mut nodes {
+        node.stop();
+    }
+}

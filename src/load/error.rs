@@ -98,6 +98,11 @@ pub enum LoadErrorKind {
     /// The cluster's coordination refused a change (an invalid name).
     #[error(transparent)]
     Cluster(Box<crate::cluster::CoordinatorError>),
+    /// A version built by a node of a cluster was still waiting for the
+    /// cluster to agree on it when a newer version appeared; it is dropped
+    /// (sequins discards older prepared versions too).
+    #[error("superseded by version {newer} before the cluster agreed on it")]
+    Superseded { newer: String },
     /// The load was stopped: the daemon is shutting down.
     #[error("load cancelled: shutting down")]
     Cancelled,

@@ -108,6 +108,11 @@ impl Node {
             .collect()
     }
 
+    /// Whether `db`/`version` is in this node's local store.
+    pub fn has_version(&self, db: &str, version: &str) -> bool {
+        self.store.join("data").join(db).join(version).exists()
+    }
+
     /// Bytes of the source this node read to build `db`/`version`.
     pub fn source_bytes(&self, db: &str, version: &str) -> u64 {
         self.manifest(db, version)["source_bytes"].as_u64().unwrap()
