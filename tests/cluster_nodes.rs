@@ -409,3 +409,43 @@ fn a_version_short_of_replicas_waits_and_a_newer_one_replaces_it() {
         node.stop();
     }
 }
+
+/// sequins' TestClusterAutoAssignMultipleIDs and ...UnusedID: nodes
+/// without a shard ID take 1, 2, 3 in turn and keep it in their local
+/// store; a new node takes the ID a stopped node freed; a restarted node
+/// comes back under the ID it kept.
+#[test]
+fn shard_ids_are_chosen_kept_and_reused() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_source(&source, &dataset());
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let node = Node::start_named(dir.path(), &zk, &source, name, "");
+        node.wait_serving();
+        nodes.push(node);
+    }
+    let ids: Vec<Option<String>> = nodes.iter().map(Node::self_assigned_id).collect();
+    assert_eq!(ids, [Some("1".into()), Some("2".into()), Some("3".into())]);
+    let health = Conn::connect(nodes[1].addr)
+        .request("GET", "/healthz", &[])
+        .unwrap()
+        .json();
+    assert_eq!(health["words"]["1"]["shard_id"], "2");
+
+    nodes[1].stop();
+    let mut d = Node::start_named(dir.path(), &zk, &source, "d", "");
+    d.wait_serving();
+    assert_eq!(d.self_assigned_id().as_deref(), Some("2"), "the freed ID");
+    d.stop();
+
+    nodes[1].restart();
+    nodes[1].wait_log("joined the cluster shard_id=\"2\"");
+    nodes[1].wait_serving();
+    for node in &mut nodes {
+        node.stop();
+    }
+}

@@ -371,7 +371,12 @@ impl crate::metrics::MetricsSource for ClusterNode {
 }
 
 /// Writes the chosen shard ID durably: a temporary file renamed into place.
+/// The local store may not exist yet (the engine creates it after the node
+/// has joined).
 fn write_id_file(path: &Path, id: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let temp = path.with_extension("tmp");
     std::fs::write(&temp, format!("{id}\n"))?;
     std::fs::File::open(&temp)?.sync_all()?;

@@ -28,16 +28,30 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node with shard ID `shard_id`; its files are named after it under
+    /// `dir`. `extra` adds `[sharding]` keys.
     pub fn start(dir: &Path, zk: &ZkServer, source: &Path, shard_id: &str, extra: &str) -> Node {
+        Node::start_named(
+            dir,
+            zk,
+            source,
+            shard_id,
+            &format!("shard_id = \"{shard_id}\"\n{extra}"),
+        )
+    }
+
+    /// A node named `name` (its files under `dir`) that chooses its shard
+    /// ID itself unless `extra` sets one.
+    pub fn start_named(dir: &Path, zk: &ZkServer, source: &Path, name: &str, extra: &str) -> Node {
         let port = free_port();
-        let store = dir.join(format!("store-{shard_id}"));
-        let config = dir.join(format!("node-{shard_id}.conf"));
+        let store = dir.join(format!("store-{name}"));
+        let config = dir.join(format!("node-{name}.conf"));
         std::fs::write(
             &config,
             format!(
                 "[zk]\nservers = [\"{}\"]\ncluster_name = \"nodes-test\"\n\
                  time_to_converge = \"1s\"\n\
-                 [sharding]\nshard_id = \"{shard_id}\"\nreplication = 2\n\
+                 [sharding]\nreplication = 2\n\
                  proxy_timeout = \"2s\"\nproxy_stage_timeout = \"500ms\"\n{extra}",
                 zk.address()
             ),
@@ -53,7 +67,7 @@ impl Node {
             .arg(&store)
             .arg(source)
             .stderr(Stdio::piped());
-        let name = format!("node {shard_id}");
+        let name = format!("node {name}");
         let (child, log) = spawn(&mut command, &name);
         Node {
             child: Some(child),
@@ -106,6 +120,13 @@ impl Node {
             .iter()
             .map(|p| p.as_u64().unwrap())
             .collect()
+    }
+
+    /// The shard ID this node chose for itself and kept in its store.
+    pub fn self_assigned_id(&self) -> Option<String> {
+        std::fs::read_to_string(self.store.join("self_assigned_id"))
+            .ok()
+            .map(|id| id.trim().to_string())
     }
 
     /// Whether `db`/`version` is in this node's local store.
