@@ -139,16 +139,15 @@ impl Version {
         num_partitions: u32,
         data: Box<dyn VersionData>,
     ) -> Arc<Self> {
-        Arc::new(Version {
-            db: db.into(),
-            name: name.into(),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        Version::build(
+            db,
+            name,
             created_at,
-            source_path: source_path.into(),
+            source_path,
             num_partitions,
-            held: None,
+            None,
             data,
-        })
+        )
     }
 
     /// A version of which this node holds only the partitions `held` (a
@@ -168,6 +167,26 @@ impl Version {
                 *flag = true;
             }
         }
+        Version::build(
+            db,
+            name,
+            created_at,
+            source_path,
+            num_partitions,
+            Some(flags),
+            data,
+        )
+    }
+
+    fn build(
+        db: impl Into<String>,
+        name: impl Into<String>,
+        created_at: SystemTime,
+        source_path: impl Into<String>,
+        num_partitions: u32,
+        held: Option<Vec<bool>>,
+        data: Box<dyn VersionData>,
+    ) -> Arc<Self> {
         Arc::new(Version {
             db: db.into(),
             name: name.into(),
@@ -175,7 +194,7 @@ impl Version {
             created_at,
             source_path: source_path.into(),
             num_partitions,
-            held: Some(flags),
+            held,
             data,
         })
     }

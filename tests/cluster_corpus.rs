@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::cluster::Node;
+use common::cluster::{start_cluster, stop_all};
 use common::zk::ZkServer;
 
 #[test]
@@ -37,13 +37,7 @@ fn every_node_answers_every_fixture_key() {
     assert!(built.success(), "corpus-check build failed");
 
     let source = corpus.join("root");
-    let mut nodes: Vec<Node> = ["1", "2", "3"]
-        .iter()
-        .map(|id| Node::start(dir.path(), &zk, &source, id, ""))
-        .collect();
-    for node in &nodes {
-        node.wait_serving();
-    }
+    let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
     for (i, node) in nodes.iter().enumerate() {
         let out = Command::new("python3")
             .arg(&tool)
@@ -62,7 +56,5 @@ fn every_node_answers_every_fixture_key() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::cluster::Node;
+use common::cluster::{Node, start_cluster, stop_all};
 use common::data::write_seqfile_version;
 use common::http::Conn;
 use common::zk::ZkServer;
@@ -81,13 +81,13 @@ fn three_nodes_split_partitions_and_answer_every_key() {
 
     // Started together: each waits one quiet second for the others to
     // appear, so all three assign over the same membership.
-    let mut nodes: Vec<Node> = ["1", "2", "3"]
-        .iter()
-        .map(|id| Node::start(dir.path(), &zk, &source, id, "min_replication = 2\n"))
-        .collect();
-    for node in &nodes {
-        node.wait_serving();
-    }
+    let mut nodes = start_cluster(
+        dir.path(),
+        &zk,
+        &source,
+        &["1", "2", "3"],
+        "min_replication = 2\n",
+    );
 
     // sequins' assignment of 6 partitions, R=2, over shard IDs 1, 2, 3.
     assert_eq!(nodes[0].held("words", "1"), [0, 1, 3, 4]);
@@ -173,9 +173,7 @@ fn three_nodes_split_partitions_and_answer_every_key() {
             assert_eq!(&reply.body, value);
         }
     }
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }
 
 /// A peer that asks for a partition this node does not hold gets 500, as
@@ -189,13 +187,7 @@ fn a_proxied_request_is_not_proxied_again() {
     let source = dir.path().join("source");
     let pairs = dataset();
     write_source(&source, &pairs);
-    let mut nodes: Vec<Node> = ["1", "2", "3"]
-        .iter()
-        .map(|id| Node::start(dir.path(), &zk, &source, id, ""))
-        .collect();
-    for node in &nodes {
-        node.wait_serving();
-    }
+    let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
     let mut conn = Conn::connect(nodes[0].addr);
     let (mut local, mut refused) = (0, 0);
     for key in pairs.keys() {
@@ -211,9 +203,7 @@ fn a_proxied_request_is_not_proxied_again() {
         assert!(reply.header("x-sequins-proxied-to").is_none());
     }
     assert!(local > 0 && refused > 0, "{local} local, {refused} refused");
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }
 
 /// sequins' TestClusterUpgrading and TestClusterLateJoin: a new version
@@ -229,13 +219,13 @@ fn versions_roll_forward_and_a_late_node_joins() {
     let source = dir.path().join("source");
     let v1 = dataset();
     write_source(&source, &v1);
-    let mut nodes: Vec<Node> = ["1", "2", "3"]
-        .iter()
-        .map(|id| Node::start(dir.path(), &zk, &source, id, "min_replication = 2\n"))
-        .collect();
-    for node in &nodes {
-        node.wait_serving();
-    }
+    let mut nodes = start_cluster(
+        dir.path(),
+        &zk,
+        &source,
+        &["1", "2", "3"],
+        "min_replication = 2\n",
+    );
 
     let v2 = tagged(&v1, "2");
     write_version(&source, "2", &v2);
@@ -255,9 +245,7 @@ fn versions_roll_forward_and_a_late_node_joins() {
     assert_eq!(late.held("words", "2"), [1, 3, 5]);
     check_every_key(&late, &v2, "2");
     late.stop();
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }
 
 /// sequins' TestClusterRollingRestart: while a node is down the others
@@ -272,13 +260,7 @@ fn a_rolling_restart_loses_no_key() {
     let source = dir.path().join("source");
     let pairs = dataset();
     write_source(&source, &pairs);
-    let mut nodes: Vec<Node> = ["1", "2", "3"]
-        .iter()
-        .map(|id| Node::start(dir.path(), &zk, &source, id, ""))
-        .collect();
-    for node in &nodes {
-        node.wait_serving();
-    }
+    let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
     for i in 0..nodes.len() {
         let held = nodes[i].held("words", "1");
         nodes[i].stop();
@@ -293,9 +275,7 @@ fn a_rolling_restart_loses_no_key() {
         assert_eq!(nodes[i].held("words", "1"), held);
         check_every_key(&nodes[i], &pairs, "1");
     }
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }
 
 /// sequins' pre-sharding detection: a node reads a file that holds only
@@ -332,13 +312,7 @@ fn pre_sharded_files_of_other_partitions_are_mostly_skipped() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
 
-    let mut nodes: Vec<Node> = ["1", "2", "3"]
-        .iter()
-        .map(|id| Node::start(dir.path(), &zk, &source, id, ""))
-        .collect();
-    for node in &nodes {
-        node.wait_serving();
-    }
+    let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
     for node in &nodes {
         // Two of the six files hold partitions this node lacks: it stops
         // reading each after about a quarter of it (plus a read buffer).
@@ -354,9 +328,7 @@ fn pre_sharded_files_of_other_partitions_are_mostly_skipped() {
     for node in &nodes {
         check_every_key(node, &sample, "1");
     }
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }
 
 /// sequins' TestClusterMin and its discarding of older prepared versions:
@@ -372,13 +344,13 @@ fn a_version_short_of_replicas_waits_and_a_newer_one_replaces_it() {
     let source = dir.path().join("source");
     let v1 = dataset();
     write_source(&source, &v1);
-    let mut nodes: Vec<Node> = ["1", "2"]
-        .iter()
-        .map(|id| Node::start(dir.path(), &zk, &source, id, "min_replication = 2\n"))
-        .collect();
-    for node in &nodes {
-        node.wait_serving();
-    }
+    let mut nodes = start_cluster(
+        dir.path(),
+        &zk,
+        &source,
+        &["1", "2"],
+        "min_replication = 2\n",
+    );
     nodes[1].stop();
 
     write_version(&source, "2", &tagged(&v1, "2"));
@@ -405,9 +377,7 @@ fn a_version_short_of_replicas_waits_and_a_newer_one_replaces_it() {
     for node in &nodes {
         check_every_key(node, &v3, "3");
     }
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }
 
 /// sequins' TestClusterAutoAssignMultipleIDs and ...UnusedID: nodes
@@ -445,7 +415,5 @@ fn shard_ids_are_chosen_kept_and_reused() {
     nodes[1].restart();
     nodes[1].wait_log("joined the cluster shard_id=\"2\"");
     nodes[1].wait_serving();
-    for node in &mut nodes {
-        node.stop();
-    }
+    stop_all(&mut nodes);
 }

@@ -159,6 +159,32 @@ impl Node {
     }
 }
 
+/// Starts nodes with shard IDs `ids` together (so each assigns over all of
+/// them) and waits until every one serves.
+pub fn start_cluster(
+    dir: &Path,
+    zk: &ZkServer,
+    source: &Path,
+    ids: &[&str],
+    extra: &str,
+) -> Vec<Node> {
+    let nodes: Vec<Node> = ids
+        .iter()
+        .map(|id| Node::start(dir, zk, source, id, extra))
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    nodes
+}
+
+/// Stops every node with SIGTERM, checking each exits cleanly.
+pub fn stop_all(nodes: &mut [Node]) {
+    for node in nodes {
+        node.stop();
+    }
+}
+
 /// Starts `command`, echoing its log with `name` and feeding it to the
 /// returned channel.
 fn spawn(command: &mut Command, name: &str) -> (Child, mpsc::Receiver<String>) {
