@@ -417,3 +417,25 @@ fn shard_ids_are_chosen_kept_and_reused() {
     nodes[1].wait_serving();
     stop_all(&mut nodes);
 }
+
+/// A crashed node (SIGKILL: its entries stay in ZooKeeper until its
+/// session times out) costs no failed read while another copy of each of
+/// its partitions lives: the request to it fails or stalls, and the backup
+/// request to the other copy answers.
+#[test]
+fn a_crashed_node_costs_no_failed_read() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let pairs = dataset();
+    write_source(&source, &pairs);
+    let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
+    nodes[2].kill();
+    for node in &nodes[..2] {
+        check_every_key(node, &pairs, "1");
+    }
+    nodes.truncate(2);
+    stop_all(&mut nodes);
+}

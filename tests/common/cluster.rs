@@ -149,6 +149,15 @@ impl Node {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
+    /// Kills the node with SIGKILL (a crash: its ZooKeeper entries stay
+    /// until its session times out).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill sends a signal to the child this test started.
