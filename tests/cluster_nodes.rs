@@ -96,7 +96,9 @@ fn three_nodes_split_partitions_and_answer_every_key() {
 
     // /healthz and the status document name the node and its partitions.
     let mut conn = Conn::connect(nodes[0].addr);
-    let health = conn.request("GET", "/healthz", &[]).unwrap().json();
+    let health = conn.request("GET", "/healthz", &[]).unwrap();
+    assert_eq!(health.header("x-sequins-shard-id"), Some("1"));
+    let health = health.json();
     let me = nodes[0].addr.to_string();
     assert_eq!(health["words"]["1"]["shard_id"], "1");
     assert_eq!(health["words"]["1"]["name"], me.as_str());

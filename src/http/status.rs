@@ -264,8 +264,19 @@ pub(crate) fn healthz(
     } else {
         StatusCode::NOT_FOUND
     };
-    json(code, &doc, head)
+    let mut response = json(code, &doc, head);
+    if let Some(node) = cluster
+        && let Ok(id) = hyper::header::HeaderValue::from_str(node.shard_id())
+    {
+        // sequins' header, for tools that poll nodes' health.
+        response.headers_mut().insert(X_SEQUINS_SHARD_ID, id);
+    }
+    response
 }
+
+/// sequins' header naming the shard ID of the node that answered `/healthz`.
+pub const X_SEQUINS_SHARD_ID: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-sequins-shard-id");
 
 fn json(code: StatusCode, doc: &impl Serialize, head: bool) -> Response<Body> {
     match serde_json::to_vec(doc) {
