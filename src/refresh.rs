@@ -388,6 +388,7 @@ impl Refresher {
                     let n = Loader::partition_count(&files).map_err(fail)?;
                     let only = node
                         .assign(db, version, n)
+                        .await
                         .map_err(|e| fail(e.into()))?;
                     tracing::info!(db, version, partitions = ?only, of = n, "building this node's partitions");
                     Some(only)

@@ -441,3 +441,42 @@ fn a_crashed_node_costs_no_failed_read() {
     nodes.truncate(2);
     stop_all(&mut nodes);
 }
+
+/// sequins' TestMaxReplication: nodes started one after another with
+/// `max_replication = 2` (replication 2, 5 partitions) skip partitions
+/// that already have two copies, so the third node holds none and serves
+/// every key by proxy; a fourth node without the limit takes its share.
+#[test]
+fn max_replication_follows_sequins_vectors() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let pairs = dataset();
+    let mut files: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 5];
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        files[i % 5].push((k.clone(), v.clone()));
+    }
+    write_seqfile_version(&source, "words", "1", &files);
+    let mut nodes = Vec::new();
+    for (id, extra) in [
+        ("1", "max_replication = 2\n"),
+        ("2", "max_replication = 2\n"),
+        ("3", "max_replication = 2\n"),
+        ("4", "max_replication = 0\n"),
+    ] {
+        let node = Node::start(dir.path(), &zk, &source, id, extra);
+        node.wait_serving();
+        nodes.push(node);
+    }
+    let held: Vec<Vec<u64>> = nodes.iter().map(|n| n.held("words", "1")).collect();
+    assert_eq!(
+        held,
+        [vec![0, 1, 2, 3, 4], vec![0, 1, 2, 3, 4], vec![], vec![1, 3]]
+    );
+    for node in &nodes {
+        check_every_key(node, &pairs, "1");
+    }
+    stop_all(&mut nodes);
+}

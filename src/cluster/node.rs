@@ -157,8 +157,10 @@ impl ClusterNode {
 
     /// The partitions of `db`/`version` (of `num_partitions`) this node
     /// builds: sequins' assignment over the peers known now, less those
-    /// that already have `max_replication` replicas elsewhere.
-    pub fn assign(
+    /// that already have `max_replication` replicas elsewhere (known once
+    /// the version's advertisements have been listed: waited for, at most
+    /// `time_to_converge`, as sequins waits for that listing).
+    pub async fn assign(
         &self,
         db: &str,
         version: &str,
@@ -174,6 +176,16 @@ impl ClusterNode {
         let Some(max) = self.config.effective_max_replication() else {
             return Ok(selected);
         };
+        if !self
+            .wait_listed(db, version, self.config.time_to_converge)
+            .await
+        {
+            tracing::warn!(
+                db,
+                version,
+                "other copies not listed yet; max_replication sees none"
+            );
+        }
         let holders = self.holders(db, version)?.borrow().clone();
         let remote: BTreeMap<u32, usize> = holders
             .iter()
@@ -431,10 +443,10 @@ mod tests {
             assert_eq!(kept.trim(), node.shard_id());
         }
         // 4 partitions, R=2, 3 nodes: sequins' vector.
-        let sets: Vec<BTreeSet<u32>> = nodes
-            .iter()
-            .map(|n| n.assign("db", "1", 4).unwrap())
-            .collect();
+        let mut sets: Vec<BTreeSet<u32>> = Vec::new();
+        for node in &nodes {
+            sets.push(node.assign("db", "1", 4).await.unwrap());
+        }
         assert_eq!(
             sets,
             vec![
