@@ -480,3 +480,61 @@ fn max_replication_follows_sequins_vectors() {
     }
     stop_all(&mut nodes);
 }
+
+/// sequins' TestClusterDelayedUpgrade and TestClusterNodeVacation: a node
+/// refreshed before the others prepares the new version but keeps serving
+/// the old one, without errors, until enough copies exist; a node that was
+/// away while versions moved on comes back straight to the newest.
+#[test]
+fn a_delayed_upgrade_and_a_node_back_from_vacation() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let v1 = dataset();
+    write_source(&source, &v1);
+    let mut nodes = start_cluster(
+        dir.path(),
+        &zk,
+        &source,
+        &["1", "2", "3"],
+        "min_replication = 2\n",
+    );
+
+    // Only node 1 hears of version 2: it waits, serving version 1.
+    let v2 = tagged(&v1, "2");
+    write_version(&source, "2", &v2);
+    nodes[0].refresh();
+    let waiting = nodes[0].wait_log("waiting for every partition to have enough replicas");
+    assert!(waiting.contains("version=\"2\""), "{waiting}");
+    for node in &nodes {
+        check_every_key(node, &v1, "1");
+    }
+    for node in &nodes[1..] {
+        node.refresh();
+    }
+    for node in &nodes {
+        wait_switched(node, "2");
+        check_every_key(node, &v2, "2");
+    }
+
+    // Node 3 goes away; versions 3 and 4 arrive; it comes back to 4.
+    nodes[2].stop();
+    for version in ["3", "4"] {
+        write_version(&source, version, &tagged(&v1, version));
+        for node in &nodes[..2] {
+            node.refresh();
+        }
+        for node in &nodes[..2] {
+            wait_switched(node, version);
+        }
+    }
+    nodes[2].restart();
+    wait_switched(&nodes[2], "4");
+    assert!(!nodes[2].has_version("words", "3"), "never built version 3");
+    for node in &nodes {
+        check_every_key(node, &tagged(&v1, "4"), "4");
+    }
+    stop_all(&mut nodes);
+}
