@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::cluster::{Node, start_cluster, stop_all};
 use common::data::write_seqfile_version;
@@ -69,15 +69,24 @@ fn wait_switched(node: &Node, version: &str) {
     }
 }
 
-#[test]
-fn three_nodes_split_partitions_and_answer_every_key() {
-    let Some(zk) = ZkServer::started() else {
-        return;
-    };
+type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// A private ZooKeeper, a temporary directory, and a source root in it
+/// holding version 1 of [`dataset`]; `None` when ZooKeeper is missing.
+fn setup() -> Option<(ZkServer, tempfile::TempDir, PathBuf, Pairs)> {
+    let zk = ZkServer::started()?;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     let pairs = dataset();
     write_source(&source, &pairs);
+    Some((zk, dir, source, pairs))
+}
+
+#[test]
+fn three_nodes_split_partitions_and_answer_every_key() {
+    let Some((zk, dir, source, pairs)) = setup() else {
+        return;
+    };
 
     // Started together: each waits one quiet second for the others to
     // appear, so all three assign over the same membership.
@@ -182,13 +191,9 @@ fn three_nodes_split_partitions_and_answer_every_key() {
 /// in sequins (a proxied request is never proxied again).
 #[test]
 fn a_proxied_request_is_not_proxied_again() {
-    let Some(zk) = ZkServer::started() else {
+    let Some((zk, dir, source, pairs)) = setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let pairs = dataset();
-    write_source(&source, &pairs);
     let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
     let mut conn = Conn::connect(nodes[0].addr);
     let (mut local, mut refused) = (0, 0);
@@ -214,13 +219,9 @@ fn a_proxied_request_is_not_proxied_again() {
 /// serves it at once.
 #[test]
 fn versions_roll_forward_and_a_late_node_joins() {
-    let Some(zk) = ZkServer::started() else {
+    let Some((zk, dir, source, v1)) = setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let v1 = dataset();
-    write_source(&source, &v1);
     let mut nodes = start_cluster(
         dir.path(),
         &zk,
@@ -255,13 +256,9 @@ fn versions_roll_forward_and_a_late_node_joins() {
 /// node serves its local store at once, without building anything.
 #[test]
 fn a_rolling_restart_loses_no_key() {
-    let Some(zk) = ZkServer::started() else {
+    let Some((zk, dir, source, pairs)) = setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let pairs = dataset();
-    write_source(&source, &pairs);
     let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
     for i in 0..nodes.len() {
         let held = nodes[i].held("words", "1");
@@ -339,13 +336,9 @@ fn pre_sharded_files_of_other_partitions_are_mostly_skipped() {
 /// ZooKeeper); when the node returns, the newest version is agreed on.
 #[test]
 fn a_version_short_of_replicas_waits_and_a_newer_one_replaces_it() {
-    let Some(zk) = ZkServer::started() else {
+    let Some((zk, dir, source, v1)) = setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let v1 = dataset();
-    write_source(&source, &v1);
     let mut nodes = start_cluster(
         dir.path(),
         &zk,
@@ -426,13 +419,9 @@ fn shard_ids_are_chosen_kept_and_reused() {
 /// request to the other copy answers.
 #[test]
 fn a_crashed_node_costs_no_failed_read() {
-    let Some(zk) = ZkServer::started() else {
+    let Some((zk, dir, source, pairs)) = setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let pairs = dataset();
-    write_source(&source, &pairs);
     let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
     nodes[2].kill();
     for node in &nodes[..2] {
@@ -487,13 +476,9 @@ fn max_replication_follows_sequins_vectors() {
 /// away while versions moved on comes back straight to the newest.
 #[test]
 fn a_delayed_upgrade_and_a_node_back_from_vacation() {
-    let Some(zk) = ZkServer::started() else {
+    let Some((zk, dir, source, v1)) = setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    let v1 = dataset();
-    write_source(&source, &v1);
     let mut nodes = start_cluster(
         dir.path(),
         &zk,
