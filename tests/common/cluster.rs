@@ -149,6 +149,13 @@ impl Node {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
+    /// Whether the process is still running (it has not exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
     /// Kills the node with SIGKILL (a crash: its ZooKeeper entries stay
     /// until its session times out).
     pub fn kill(&mut self) {
