@@ -219,7 +219,10 @@ impl Version {
     /// partition or its alternate); else where the key lives, for asking a
     /// peer.
     pub fn remote(&self, key: &[u8]) -> Option<RemoteKey> {
-        self.held.as_ref()?;
+        // A version without partitions has no keys: answered here (404).
+        if self.held.is_none() || self.num_partitions == 0 {
+            return None;
+        }
         let (normal, alternate) = crate::partition::partitions(key, self.num_partitions);
         if self.holds(normal) || self.holds(alternate) {
             return None;
@@ -826,6 +829,16 @@ impl Catalog {
         let Some(database) = self.database(db) else {
             return false;
         };
+        // Peers name the current version in nearly every request: nothing
+        // to extend, and no lock to take.
+        if database
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|v| v.name == version)
+        {
+            return false;
+        }
         let until = Instant::now() + keep;
         let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut found = false;

@@ -93,12 +93,8 @@ pub struct Refresher {
     pub(crate) handle: RefreshHandle,
     /// Cancelled at shutdown; every load runs under a child of it.
     shutdown: CancellationToken,
-    /// Versions built and waiting for the cluster to agree, by database,
-    /// with what a newer version cancels them with (the version's name).
-    preparing: Mutex<std::collections::HashMap<String, (String, CancellationToken)>>,
-    /// Names of the versions that superseded those cancelled so, by
-    /// database (for the error the cancelled load ends with).
-    superseded_by: Mutex<std::collections::HashMap<String, String>>,
+    /// Versions built and waiting for the cluster to agree, by database.
+    preparing: Mutex<std::collections::HashMap<String, Preparing>>,
     /// This node's cluster, in cluster mode: loads build only this node's
     /// partitions, and a version is served once the cluster agrees.
     pub(crate) cluster: std::sync::OnceLock<Arc<ClusterNode>>,
@@ -141,7 +137,6 @@ impl Refresher {
             handle: RefreshHandle::new(),
             shutdown: CancellationToken::new(),
             preparing: Mutex::new(Default::default()),
-            superseded_by: Mutex::new(Default::default()),
             cluster: std::sync::OnceLock::new(),
         })
     }
@@ -477,11 +472,19 @@ impl Refresher {
         self.preparing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(db.to_string(), (name.to_string(), superseded.clone()));
+            .insert(
+                db.to_string(),
+                Preparing {
+                    version: name.to_string(),
+                    cancel: superseded.clone(),
+                    newer: None,
+                },
+            );
         let ready = node
             .wait_ready(db, name, version.num_partitions(), &held, &superseded)
             .await;
-        self.preparing
+        let entry = self
+            .preparing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(db);
@@ -491,12 +494,7 @@ impl Refresher {
         if cancel.is_cancelled() {
             return Err(LoadErrorKind::Cancelled);
         }
-        let newer = self
-            .superseded_by
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(db)
-            .unwrap_or_default();
+        let newer = entry.and_then(|e| e.newer).unwrap_or_default();
         Err(LoadErrorKind::Superseded { newer })
     }
 
@@ -505,15 +503,12 @@ impl Refresher {
     /// the newer version replaces it (it may never be agreed on, for
     /// example while nodes are missing), as in sequins.
     fn supersede_prepared(&self, db: &str, target: &str) {
-        let preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((version, cancel)) = preparing.get(db)
-            && version.as_str() < target
+        let mut preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = preparing.get_mut(db)
+            && entry.version.as_str() < target
         {
-            self.superseded_by
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(db.to_string(), target.to_string());
-            cancel.cancel();
+            entry.newer = Some(target.to_string());
+            entry.cancel.cancel();
         }
     }
 
@@ -617,6 +612,15 @@ fn manifest_progress(manifest: &crate::store::Manifest) -> Progress {
 
 /// Undoes the bookkeeping of a build in flight when its task ends, however
 /// it ends.
+/// A version waiting for the cluster to agree on it.
+struct Preparing {
+    version: String,
+    /// Cancels the wait when a newer version replaces it.
+    cancel: CancellationToken,
+    /// The version that replaced it, once one did.
+    newer: Option<String>,
+}
+
 struct InFlight {
     refresher: Arc<Refresher>,
     db: String,

@@ -67,7 +67,6 @@ pub(crate) fn answer(
         None => catalog.current(db),
     });
     if let Some(version) = &version
-        && version.num_partitions() > 0
         && let Some(remote) = version.remote(key)
     {
         if proxy.is_some() {
