@@ -9,7 +9,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
-use crate::cluster::ClusterNode;
+use crate::cluster::{ClusterNode, SessionState};
 use crate::config::{Config, ConfigError};
 use crate::load::{LoadOptions, Loader};
 use crate::metrics::Metrics;
@@ -138,11 +138,15 @@ impl Engine {
         // A node of a cluster serves its local store at once, but asks peers
         // for the partitions it lacks: it needs their advertisements first.
         if let Some(node) = refresher.cluster.get() {
+            // One bound for all of them; none at all without a session (the
+            // listings come once it is established).
+            let deadline = tokio::time::Instant::now() + node.config().time_to_converge;
+            let never_connected = node.session().state == SessionState::NeverConnected;
             for version in catalog.served() {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if version.held_partitions().is_some()
-                    && !node
-                        .wait_listed(version.db(), version.name(), node.config().time_to_converge)
-                        .await
+                    && !never_connected
+                    && !node.wait_listed(version.db(), version.name(), left).await
                 {
                     tracing::warn!(
                         db = version.db(),

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::cluster::{Node, start_cluster, stop_all};
+use common::cluster::{Node, start_cluster, stop_all, wait_switched};
 use common::data::write_seqfile_version;
 use common::http::Conn;
 use common::zk::ZkServer;
@@ -55,17 +55,6 @@ fn check_every_key(node: &Node, pairs: &BTreeMap<Vec<u8>, Vec<u8>>, version: &st
         assert_eq!(reply.status, 200, "{key} from {}", node.addr);
         assert_eq!(&reply.body, value, "{key} from {}", node.addr);
         assert_eq!(reply.header("x-sequins-version"), Some(version), "{key}");
-    }
-}
-
-/// Waits until `node` logs that it switched `words` to `version`.
-fn wait_switched(node: &Node, version: &str) {
-    let wanted = format!("version=\"{version}\"");
-    loop {
-        let line = node.wait_log("switched to new version");
-        if line.contains(&wanted) {
-            return;
-        }
     }
 }
 

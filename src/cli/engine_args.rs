@@ -54,6 +54,8 @@ pub struct ServingArgs {
     /// and less throughput when the cores are saturated [default: off].
     #[arg(long)]
     pub idle_poll: bool,
+    #[command(flatten)]
+    pub cluster: super::cluster_args::ClusterArgs,
 }
 
 impl ServingArgs {

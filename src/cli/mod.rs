@@ -1,6 +1,7 @@
 //! The `sequinsfs` command line: argument parsing and dispatch to the
 //! subcommands. Errors are printed as one line on stderr with a non-zero exit.
 
+pub mod cluster_args;
 pub mod demo;
 pub mod engine_args;
 pub mod inspect;

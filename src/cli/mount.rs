@@ -193,6 +193,7 @@ fn build_config(args: &MountArgs) -> anyhow::Result<Config> {
     if let Some(addr) = args.http {
         config.bind = addr.to_string();
     }
+    args.serving.cluster.apply(&mut config);
     config.validate()?;
     if config.cluster()?.is_some() {
         anyhow::bail!(

@@ -181,6 +181,7 @@ pub fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(ct) = &args.content_type {
         config.content_type = ct.clone();
     }
+    args.serving.cluster.apply(&mut config);
     config.validate()?;
     Ok(config)
 }

@@ -45,9 +45,21 @@ pub struct ClusterNode {
     proxy: Proxy,
     /// Partition holders of the versions this node builds or serves, one
     /// watch each.
-    holders: Mutex<HashMap<(String, String), watch::Receiver<PartitionHolders>>>,
+    holders: Mutex<HashMap<(String, String), Watched>>,
     /// Proxied requests by outcome: answered, no peer, timed out.
     proxied: [AtomicU64; 3],
+}
+
+/// The holders of one version's partitions: as listed now, and as last
+/// listed when not empty.
+struct Watched {
+    listed: watch::Receiver<PartitionHolders>,
+    /// Proxying falls back on these when nobody is listed: the listing is
+    /// empty for a while after a session expires (every node registers
+    /// again) and for a node cut off from the service, while the peers
+    /// themselves may well be serving. A peer that is really gone fails as
+    /// fast as an empty list would.
+    last_known: PartitionHolders,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -110,11 +122,38 @@ impl ClusterNode {
             "joined the cluster"
         );
         let bound = config.time_to_converge * 2;
-        match tokio::time::timeout(bound, coordinator.converge()).await {
-            Ok(peers) => tracing::info!(peers = peers.len(), "cluster membership converged"),
-            Err(_) => tracing::warn!(
-                "cluster membership did not settle within {bound:?}; going on with what is known"
-            ),
+        let waiting = Arc::clone(&coordinator);
+        let converged = tokio::time::timeout(bound, waiting.converge());
+        tokio::pin!(converged);
+        // A node that cannot reach the service at all does not wait the
+        // whole bound: after one session timeout without a session it
+        // serves its local store, degraded, and joins when the service
+        // answers (the session keeps trying in the background).
+        let unreachable = tokio::time::sleep(config.session_timeout.min(bound));
+        tokio::pin!(unreachable);
+        loop {
+            tokio::select! {
+                converged = &mut converged => {
+                    match converged {
+                        Ok(peers) => tracing::info!(peers = peers.len(), "cluster membership converged"),
+                        Err(_) => tracing::warn!(
+                            "cluster membership did not settle within {bound:?}; going on with what is known"
+                        ),
+                    }
+                    break;
+                }
+                _ = &mut unreachable, if !unreachable.is_elapsed() => {
+                    let state = coordinator.status().borrow().state;
+                    if state == SessionState::NeverConnected {
+                        tracing::warn!(
+                            servers = config.connect_string(),
+                            "degraded: ZooKeeper is unreachable; serving the local store, \
+                             without peers, until a session is established"
+                        );
+                        break;
+                    }
+                }
+            }
         }
         let proxy = Proxy::new(config.proxy_timeout, config.proxy_stage_timeout);
         Ok(Arc::new(ClusterNode {
@@ -148,6 +187,13 @@ impl ClusterNode {
     /// The session with the coordination service, now.
     pub fn session(&self) -> super::CoordinatorStatus {
         *self.coordinator.status().borrow()
+    }
+
+    /// Whether this node works without a live session: it serves what it
+    /// has and proxies to the peers it knew, but nothing that needs the
+    /// service (agreeing on a version, seeing peers change) moves.
+    pub fn degraded(&self) -> bool {
+        self.session().state != SessionState::Connected
     }
 
     /// Peers that failed lately and are tried last.
@@ -310,11 +356,29 @@ impl ClusterNode {
         self.coordinator.close().await;
     }
 
+    /// The peers to ask for `partition` of `db`/`version`: those listed
+    /// now, else those listed last (see [`Watched::last_known`]).
     fn peers_of(&self, db: &str, version: &str, partition: u32) -> Vec<String> {
-        match self.holders(db, version) {
-            Ok(rx) => rx.borrow().get(&partition).cloned().unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
+        self.with_watched(db, version, |watched| {
+            let listed = watched
+                .listed
+                .borrow()
+                .get(&partition)
+                .cloned()
+                .unwrap_or_default();
+            if listed.is_empty() {
+                return watched
+                    .last_known
+                    .get(&partition)
+                    .cloned()
+                    .unwrap_or_default();
+            }
+            if watched.last_known.get(&partition) != Some(&listed) {
+                watched.last_known.insert(partition, listed.clone());
+            }
+            listed
+        })
+        .unwrap_or_default()
     }
 
     fn holders(
@@ -322,14 +386,28 @@ impl ClusterNode {
         db: &str,
         version: &str,
     ) -> Result<watch::Receiver<PartitionHolders>, CoordinatorError> {
+        self.with_watched(db, version, |watched| watched.listed.clone())
+    }
+
+    /// Runs `f` on the holders of `db`/`version`, watched from the first
+    /// call on.
+    fn with_watched<T>(
+        &self,
+        db: &str,
+        version: &str,
+        f: impl FnOnce(&mut Watched) -> T,
+    ) -> Result<T, CoordinatorError> {
         let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
         let key = (db.to_string(), version.to_string());
-        if let Some(rx) = holders.get(&key) {
-            return Ok(rx.clone());
+        if let Some(watched) = holders.get_mut(&key) {
+            return Ok(f(watched));
         }
-        let rx = self.coordinator.watch_partitions(db, version)?;
-        holders.insert(key, rx.clone());
-        Ok(rx)
+        let listed = self.coordinator.watch_partitions(db, version)?;
+        let watched = holders.entry(key).or_insert(Watched {
+            listed,
+            last_known: PartitionHolders::new(),
+        });
+        Ok(f(watched))
     }
 }
 
@@ -490,6 +568,33 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// While nobody is listed for a partition (every session expired and
+    /// its holders have not registered again), a node still proxies to the
+    /// peers last listed, which may well be serving.
+    #[tokio::test]
+    async fn proxying_falls_back_on_the_holders_last_listed() {
+        let cluster = MemoryCluster::new(Duration::from_millis(50));
+        let (store_a, store_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let coordinator = Arc::new(cluster.start_node("127.0.0.1:9100"));
+        let a = ClusterNode::join(coordinator, config(), store_a.path())
+            .await
+            .unwrap();
+        let coordinator = Arc::new(cluster.start_node("127.0.0.1:9101"));
+        let b = ClusterNode::join(coordinator, config(), store_b.path())
+            .await
+            .unwrap();
+        assert!(a.wait_listed("db", "1", Duration::from_secs(10)).await);
+        let mut listed = a.holders("db", "1").unwrap();
+        b.advertise("db", "1", &[3]).unwrap();
+        listed.wait_for(|h| h.contains_key(&3)).await.unwrap();
+        assert_eq!(a.peers_of("db", "1", 3), ["127.0.0.1:9101"]);
+        assert!(a.peers_of("db", "1", 2).is_empty(), "never listed");
+
+        b.forget("db", "1");
+        listed.wait_for(|h| h.is_empty()).await.unwrap();
+        assert_eq!(a.peers_of("db", "1", 3), ["127.0.0.1:9101"]);
     }
 
     #[test]

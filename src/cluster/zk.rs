@@ -447,6 +447,8 @@ async fn run_session(shared: &Arc<Shared>, client: Client, session: u64) -> Sess
     let mut dirty = true;
     let mut backoff = Backoff::new();
     let mut retry = None;
+    // Whether this session's entries were all created once (logged).
+    let mut registered = false;
 
     let end = loop {
         if dirty {
@@ -472,6 +474,13 @@ async fn run_session(shared: &Arc<Shared>, client: Client, session: u64) -> Sess
                 Ok(()) => {
                     backoff.reset();
                     retry = None;
+                    if !registered {
+                        registered = true;
+                        tracing::info!(
+                            entries = created.len(),
+                            "registered in ZooKeeper: this node and its partitions"
+                        );
+                    }
                 }
                 Err(Failure::SessionOver) => break SessionEnd::Expired,
                 Err(Failure::Closed) => break SessionEnd::Shutdown,

@@ -54,6 +54,8 @@ struct ClusterJson<'a> {
     address: &'a str,
     /// The coordination session: connected, disconnected, ...
     session: &'static str,
+    /// Serving without a live session (see `ClusterNode::degraded`).
+    degraded: bool,
     peers: Vec<PeerJson>,
     /// Peers that failed lately, tried last.
     unhealthy_peers: Vec<String>,
@@ -177,6 +179,7 @@ fn cluster_json(node: &ClusterNode) -> ClusterJson<'_> {
         shard_id: node.shard_id(),
         address: node.address(),
         session: node.session().state.as_str(),
+        degraded: node.degraded(),
         peers: node
             .peers()
             .into_iter()
@@ -271,12 +274,25 @@ pub(crate) fn healthz(
         // sequins' header, for tools that poll nodes' health.
         response.headers_mut().insert(X_SEQUINS_SHARD_ID, id);
     }
+    if let Some(node) = cluster {
+        // Ours: the body keeps sequins' shape, so the session goes here.
+        response.headers_mut().insert(
+            X_SEQUINSFS_CLUSTER_SESSION,
+            hyper::header::HeaderValue::from_static(node.session().state.as_str()),
+        );
+    }
     response
 }
 
 /// sequins' header naming the shard ID of the node that answered `/healthz`.
 pub const X_SEQUINS_SHARD_ID: hyper::header::HeaderName =
     hyper::header::HeaderName::from_static("x-sequins-shard-id");
+
+/// The node's ZooKeeper session on `/healthz` (`connected`,
+/// `never_connected`, `disconnected`, `recovering`): anything but
+/// `connected` means degraded.
+pub const X_SEQUINSFS_CLUSTER_SESSION: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-sequinsfs-cluster-session");
 
 fn json(code: StatusCode, doc: &impl Serialize, head: bool) -> Response<Body> {
     match serde_json::to_vec(doc) {

@@ -2,12 +2,15 @@
 //! addresses with their own local stores, coordinated by a private
 //! ZooKeeper ([`super::zk::ZkServer`]).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
-use super::http::free_port;
+use super::http::{Conn, free_port};
 use super::zk::ZkServer;
 
 /// Bound of every wait for a node's event (a first load of every database
@@ -43,17 +46,30 @@ impl Node {
     /// A node named `name` (its files under `dir`) that chooses its shard
     /// ID itself unless `extra` sets one.
     pub fn start_named(dir: &Path, zk: &ZkServer, source: &Path, name: &str, extra: &str) -> Node {
+        Node::start_through(dir, &zk.address(), source, name, extra, &[])
+    }
+
+    /// A node named `name` that reaches ZooKeeper at `servers` (a
+    /// [`super::relay::Relay`], say); `extra` adds `[sharding]` keys and
+    /// `flags` command-line flags.
+    pub fn start_through(
+        dir: &Path,
+        servers: &str,
+        source: &Path,
+        name: &str,
+        extra: &str,
+        flags: &[&str],
+    ) -> Node {
         let port = free_port();
         let store = dir.join(format!("store-{name}"));
         let config = dir.join(format!("node-{name}.conf"));
         std::fs::write(
             &config,
             format!(
-                "[zk]\nservers = [\"{}\"]\ncluster_name = \"nodes-test\"\n\
+                "[zk]\nservers = [\"{servers}\"]\ncluster_name = \"nodes-test\"\n\
                  time_to_converge = \"1s\"\n\
                  [sharding]\nreplication = 2\n\
-                 proxy_timeout = \"2s\"\nproxy_stage_timeout = \"500ms\"\n{extra}",
-                zk.address()
+                 proxy_timeout = \"2s\"\nproxy_stage_timeout = \"500ms\"\n{extra}"
             ),
         )
         .unwrap();
@@ -65,6 +81,7 @@ impl Node {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--local-store")
             .arg(&store)
+            .args(flags)
             .arg(source)
             .stderr(Stdio::piped());
         let name = format!("node {name}");
@@ -198,6 +215,140 @@ pub fn start_cluster(
 pub fn stop_all(nodes: &mut [Node]) {
     for node in nodes {
         node.stop();
+    }
+}
+
+/// Version `version` of the database `words`: 300 keys whose values name
+/// the version.
+pub fn words(version: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    (0..300)
+        .map(|i| {
+            (
+                format!("key-{i:04}").into_bytes(),
+                format!("{version}:value {i}").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Writes [`words`]`(version)` under `root` as 6 SequenceFiles (so 6
+/// partitions).
+pub fn write_words(root: &Path, version: &str) {
+    let mut files: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 6];
+    for (i, pair) in words(version).into_iter().enumerate() {
+        files[i % 6].push(pair);
+    }
+    super::data::write_seqfile_version(root, "words", version, &files);
+}
+
+/// Waits until `node` logs that it switched `words` to `version`.
+pub fn wait_switched(node: &Node, version: &str) {
+    let wanted = format!("version=\"{version}\"");
+    loop {
+        let line = node.wait_log("switched to new version");
+        if line.contains(&wanted) {
+            return;
+        }
+    }
+}
+
+/// Reads every key of `words` from `node` once; checks each value.
+pub fn assert_serves(node: &Node, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let mut conn = Conn::connect(node.addr);
+    for (key, value) in expected {
+        let key = String::from_utf8_lossy(key);
+        let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
+        assert_eq!(reply.status, 200, "{key} from {}", node.name);
+        assert_eq!(&reply.body, value, "{key} from {}", node.name);
+    }
+}
+
+/// Waits until `node` logs an event `what` (say "lost peer") about the
+/// node with shard ID `shard_id`.
+pub fn wait_peer_event(node: &Node, what: &str, shard_id: &str) {
+    let wanted = format!("shard_id={shard_id} ");
+    loop {
+        if node.wait_log(what).contains(&wanted) {
+            return;
+        }
+    }
+}
+
+/// Threads reading every key of one database, in a loop, from each of a
+/// set of nodes over HTTP, until [`Readers::finish`]; every failed read
+/// (wrong status, wrong value, broken connection) is kept with its time.
+pub struct Readers {
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<(Instant, String)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Readers {
+    pub fn start(addrs: &[SocketAddr], db: &str, expected: &BTreeMap<Vec<u8>, Vec<u8>>) -> Readers {
+        let readers = Readers {
+            stop: Arc::default(),
+            reads: Arc::default(),
+            failures: Arc::default(),
+            threads: Vec::new(),
+        };
+        let threads = addrs
+            .iter()
+            .map(|&addr| {
+                let (stop, reads) = (Arc::clone(&readers.stop), Arc::clone(&readers.reads));
+                let failures = Arc::clone(&readers.failures);
+                let (db, expected) = (db.to_string(), expected.clone());
+                std::thread::spawn(move || {
+                    let mut conn = Conn::connect(addr);
+                    while !stop.load(Ordering::Relaxed) {
+                        for (key, value) in &expected {
+                            let key = String::from_utf8_lossy(key);
+                            let failure = match conn.request("GET", &format!("/{db}/{key}"), &[]) {
+                                Ok(reply) if reply.status == 200 && &reply.body == value => None,
+                                Ok(reply) => Some(format!("{addr} {key}: {}", reply.status)),
+                                Err(e) => {
+                                    conn = Conn::connect(addr);
+                                    Some(format!("{addr} {key}: {e}"))
+                                }
+                            };
+                            if let Some(failure) = failure {
+                                failures.lock().unwrap().push((Instant::now(), failure));
+                            }
+                            reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Readers { threads, ..readers }
+    }
+
+    /// Reads so far, failed or not.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Failed reads so far at or after `since`.
+    pub fn failures_since(&self, since: Instant) -> Vec<String> {
+        let failures = self.failures.lock().unwrap();
+        failures
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, what)| what.clone())
+            .collect()
+    }
+
+    /// Stops the readers; returns the number of reads and the failures.
+    pub fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            thread.join().unwrap();
+        }
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (
+            self.reads(),
+            failures.into_iter().map(|(_, what)| what).collect(),
+        )
     }
 }
 

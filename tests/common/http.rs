@@ -15,11 +15,26 @@ use sequinsfs::metrics::Metrics;
 
 /// A port on 127.0.0.1 that was free a moment ago, for a server started
 /// as a separate process.
+///
+/// Taken below the kernel's ephemeral range (32768 and up by default):
+/// a port from there could be handed to another socket of the tests
+/// (`bind(0)`, or any outgoing connection) before the server binds it.
+/// Each test process walks its own sequence, so tests running in parallel
+/// threads never pick the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % COUNT;
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + offset) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// A sidecar serving `catalog` on 127.0.0.1 on a port of its own, on a

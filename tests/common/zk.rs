@@ -59,7 +59,7 @@ impl ZkServer {
         let config = format!(
             "tickTime={}\nmaxSessionTimeout={}\ndataDir={}\nclientPort={port}\n\
              clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
-             4lw.commands.whitelist=ruok,srvr,stat\n",
+             4lw.commands.whitelist=ruok,srvr,stat,mntr\n",
             TICK.as_millis(),
             MAX_SESSION.as_millis(),
             dir.path().join("data").display(),
@@ -139,6 +139,25 @@ impl ZkServer {
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
         Ok(answer)
+    }
+
+    /// Waits until the server holds no ephemeral node: every session with
+    /// one has expired or closed. The server sends no event for that, so
+    /// this polls its `mntr` report (bounded).
+    pub fn wait_no_ephemerals(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let report = self.four_letter_word("mntr").unwrap();
+            let count = report
+                .lines()
+                .find_map(|line| line.strip_prefix("zk_ephemerals_count"))
+                .map(|n| n.trim().parse::<u64>().unwrap());
+            if count == Some(0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ephemerals left: {report}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn log_path(&self) -> PathBuf {

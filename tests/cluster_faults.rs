@@ -1,0 +1,222 @@
+//! A cluster through the faults sequins does not survive well, with real
+//! `sequinsfs serve` processes and a real ZooKeeper: a node cut off from
+//! ZooKeeper (but not from its peers) until its session expires, every
+//! node's session expiring at once, a node starting while ZooKeeper is
+//! down, and a node killed under read load. Readers run on every node
+//! throughout and count failed reads.
+//!
+//! Nodes reach ZooKeeper through a [`Relay`] each, which the test cuts like
+//! a network link: the server stays up and expires the sessions it stops
+//! hearing from, which is what a partition does (stopping the server would
+//! not: a restarted server gives every session a fresh timeout).
+
+mod common;
+
+use std::path::Path;
+
+use common::cluster::{
+    Node, Readers, assert_serves, stop_all, wait_peer_event, wait_switched, words, write_words,
+};
+use common::http::Conn;
+use common::relay::Relay;
+use common::zk::ZkServer;
+
+/// The nodes' session timeout: short, so that a cut expires sessions soon.
+const SESSION_TIMEOUT: &str = "2s";
+
+/// Nodes with shard IDs `ids`, each reaching `zk` through a relay of its
+/// own, all serving.
+fn behind_relays(
+    dir: &Path,
+    zk: &ZkServer,
+    source: &Path,
+    ids: &[&str],
+    extra: &str,
+) -> (Vec<Relay>, Vec<Node>) {
+    let relays: Vec<Relay> = ids.iter().map(|_| Relay::start(&zk.address())).collect();
+    let nodes: Vec<Node> = ids
+        .iter()
+        .zip(&relays)
+        .map(|(id, relay)| {
+            Node::start_through(
+                dir,
+                &relay.address(),
+                source,
+                id,
+                &format!("shard_id = \"{id}\"\n{extra}"),
+                &["--zk-timeout", SESSION_TIMEOUT],
+            )
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    (relays, nodes)
+}
+
+fn report(scenario: &str, reads: u64, failures: &[String]) {
+    eprintln!("{scenario}: {reads} reads, {} failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{scenario}: failed reads: {:?}",
+        &failures[..failures.len().min(10)]
+    );
+}
+
+/// One node loses ZooKeeper, not its peers, for longer than its session:
+/// its entries vanish for the others, who stop asking it; it keeps
+/// answering every key (its partitions, and the others' by proxy to the
+/// peers it knew); when the link heals it gets a new session, registers
+/// its node and partitions again, and the cluster agrees on a new version
+/// that needs its copies.
+#[test]
+fn a_node_cut_off_from_zookeeper_keeps_serving_and_rejoins() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "1");
+    // With 3 nodes and R=2 each partition has exactly two copies, so
+    // min_replication = 2 makes every new version need every node.
+    let (relays, mut nodes) = behind_relays(
+        dir.path(),
+        &zk,
+        &source,
+        &["1", "2", "3"],
+        "min_replication = 2\n",
+    );
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let readers = Readers::start(&addrs, "words", &words("1"));
+
+    relays[2].cut();
+    nodes[2].wait_log("lost the connection to ZooKeeper");
+    // Its session expires: the others see it go.
+    wait_peer_event(&nodes[0], "lost peer", "3");
+    wait_peer_event(&nodes[1], "lost peer", "3");
+    relays[2].heal();
+    nodes[2].wait_log("ZooKeeper session expired; re-creating");
+    nodes[2].wait_log("registered in ZooKeeper");
+    wait_peer_event(&nodes[0], "new peer", "3");
+    wait_peer_event(&nodes[1], "new peer", "3");
+    let (reads, failures) = readers.finish();
+    report("one node cut off from ZooKeeper", reads, &failures);
+    for node in &mut nodes {
+        assert!(node.is_running());
+    }
+
+    // Its copies count again: a version needing them is agreed on.
+    write_words(&source, "2");
+    for node in &nodes {
+        node.refresh();
+    }
+    for node in &nodes {
+        wait_switched(node, "2");
+        assert_serves(node, &words("2"));
+    }
+    stop_all(&mut nodes);
+}
+
+/// Every node's session expires at once (ZooKeeper up, every link cut):
+/// no read fails, no node exits, and afterwards every node has registered
+/// again and the cluster agrees on a new version.
+#[test]
+fn every_session_expiring_fails_no_read() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "1");
+    let (relays, mut nodes) = behind_relays(
+        dir.path(),
+        &zk,
+        &source,
+        &["1", "2", "3"],
+        "min_replication = 2\n",
+    );
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let readers = Readers::start(&addrs, "words", &words("1"));
+
+    for relay in &relays {
+        relay.cut();
+    }
+    for node in &nodes {
+        node.wait_log("lost the connection to ZooKeeper");
+    }
+    // The server expires the sessions it stops hearing from, and their
+    // entries with them.
+    zk.wait_no_ephemerals();
+    for relay in &relays {
+        relay.heal();
+    }
+    for node in &nodes {
+        node.wait_log("ZooKeeper session expired; re-creating");
+        node.wait_log("registered in ZooKeeper");
+    }
+    let (reads, failures) = readers.finish();
+    report("every session expired", reads, &failures);
+    for node in &mut nodes {
+        assert!(node.is_running());
+    }
+
+    write_words(&source, "2");
+    for node in &nodes {
+        node.refresh();
+    }
+    for node in &nodes {
+        wait_switched(node, "2");
+        assert_serves(node, &words("2"));
+    }
+    stop_all(&mut nodes);
+}
+
+/// A node started while ZooKeeper is down serves its local store at once,
+/// degraded (said in its log, on `/healthz` and in the status document),
+/// and registers when ZooKeeper comes back.
+#[test]
+fn a_node_starts_while_zookeeper_is_down() {
+    let Some(mut zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "1");
+    // Two nodes, R=2: each holds every partition.
+    let (_relays, mut nodes) = behind_relays(dir.path(), &zk, &source, &["1", "2"], "");
+    stop_all(&mut nodes);
+    zk.stop();
+
+    let node = &mut nodes[0];
+    node.restart();
+    node.wait_log("degraded: ZooKeeper is unreachable");
+    node.wait_serving();
+    assert_serves(node, &words("1"));
+    let mut conn = Conn::connect(node.addr);
+    let health = conn.request("GET", "/healthz", &[]).unwrap();
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        health.header("x-sequinsfs-cluster-session"),
+        Some("never_connected")
+    );
+    let status = conn
+        .request("GET", "/", &[("Accept", "application/json")])
+        .unwrap()
+        .json();
+    assert_eq!(status["cluster"]["degraded"], true);
+    assert_eq!(status["cluster"]["session"], "never_connected");
+
+    zk.start();
+    node.wait_log("registered in ZooKeeper");
+    let health = conn.request("GET", "/healthz", &[]).unwrap();
+    assert_eq!(
+        health.header("x-sequinsfs-cluster-session"),
+        Some("connected")
+    );
+    let status = conn
+        .request("GET", "/", &[("Accept", "application/json")])
+        .unwrap()
+        .json();
+    assert_eq!(status["cluster"]["degraded"], false);
+    node.stop();
+}
