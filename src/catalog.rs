@@ -743,7 +743,11 @@ impl Catalog {
                 inner.prepared = None;
             }
             let previous = database.current.swap(Some(Arc::clone(&version)));
-            if let Some(prev) = previous {
+            // A rebuild of the served version (a cluster node picking up
+            // partitions) replaces it under the same name: its files were
+            // replaced already, and readers holding the old copy keep it
+            // until they are done. Retiring it would delete the name.
+            if let Some(prev) = previous.filter(|prev| prev.name != version.name) {
                 if let Some(s) = inner.versions.get_mut(&prev.name) {
                     s.state = VersionState::Removing;
                 }
@@ -1038,5 +1042,21 @@ mod tests {
         let expired = catalog.take_expired(now + Duration::from_secs(601));
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].name(), "1");
+    }
+
+    /// A rebuild of the served version (a cluster node picking up
+    /// partitions) replaces it without retiring anything: retiring the old
+    /// copy would later delete the name that the rebuild now serves.
+    #[test]
+    fn republishing_the_served_version_retires_nothing() {
+        let catalog = Catalog::new();
+        catalog.publish(version("1"), String::new(), Duration::ZERO);
+        let rebuilt = version("1");
+        catalog.publish(Arc::clone(&rebuilt), String::new(), Duration::ZERO);
+        assert!(Arc::ptr_eq(&catalog.current("db").unwrap(), &rebuilt));
+        assert!(catalog.take_expired(Instant::now()).is_empty());
+        let status = catalog.database_status("db").unwrap();
+        assert_eq!(status.versions.len(), 1);
+        assert_eq!(status.versions[0].state, VersionState::Active);
     }
 }

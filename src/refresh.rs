@@ -498,6 +498,102 @@ impl Refresher {
         Err(LoadErrorKind::Superseded { newer })
     }
 
+    /// Cluster re-replication (see `cluster::rereplicate`): starts
+    /// rebuilding each served version that should hold partitions it lacks
+    /// (unless its database has a build in flight; the next check retries).
+    fn rereplicate(self: &Arc<Self>) {
+        let Some(node) = self.cluster.get() else {
+            return;
+        };
+        for (version, take) in node.rereplication(&self.catalog.served()) {
+            let db = version.db().to_string();
+            if !self
+                .building
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(db.clone())
+            {
+                continue;
+            }
+            node.rereplication_started();
+            let this = Arc::clone(self);
+            let name = version.name().to_string();
+            let task = self.spawn_guarded(db, name, async move {
+                this.extend(version, take).await;
+            });
+            self.tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task);
+        }
+    }
+
+    /// Rebuilds the served `current` holding `take` too, from the source,
+    /// then serves the rebuilt copy in its place and advertises `take`.
+    async fn extend(&self, current: Arc<Version>, take: Vec<u32>) {
+        let Some(node) = self.cluster.get() else {
+            return;
+        };
+        let (db, version) = (current.db(), current.name());
+        tracing::info!(db, version, partitions = ?take, "re-replicating partitions short of copies");
+        let started = Instant::now();
+        let counters = Arc::new(LoadCounters::default());
+        let cancel = self.shutdown.child_token();
+        let only: BTreeSet<u32> = current
+            .held_partitions()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(take.iter().copied())
+            .collect();
+        let built = async {
+            let files = self
+                .source
+                .list_files(db, version)
+                .await
+                .map_err(|e| LoadError::new(db, version, e))?;
+            let dir = self
+                .loader
+                .load(db, version, files, Some(only), &counters, &cancel)
+                .await?;
+            open_blocking(dir)
+                .await
+                .map_err(|e| LoadError::new(db, version, e))
+        }
+        .await;
+        let local = match built {
+            Ok(local) => local,
+            Err(e) => {
+                if !e.is_cancelled() {
+                    tracing::error!(db, version, "re-replication failed: {}", ErrorChain(&e));
+                }
+                node.rereplication_finished(db, version, None);
+                return;
+            }
+        };
+        // The rebuilt copy only replaces the version it extends; a newer one
+        // published meanwhile stays.
+        if self.catalog.current(db).is_none_or(|c| c.name() != version) {
+            node.rereplication_finished(db, version, None);
+            return;
+        }
+        let rebuilt = wrap(db, version, local);
+        if let Err(e) = node.advertise(db, version, &take) {
+            tracing::warn!(db, version, "cannot advertise: {e}");
+        }
+        let path = current.source_path().to_string();
+        self.catalog.publish(rebuilt, path, self.grace);
+        self.update_disk_usage().await;
+        node.rereplication_finished(db, version, Some(&take));
+        tracing::info!(
+            db,
+            version,
+            partitions = ?take,
+            seconds = started.elapsed().as_secs_f64(),
+            bytes = counters.snapshot().bytes_done,
+            "re-replicated: now holding and advertising them"
+        );
+    }
+
     /// A refresh found `target` for `db` while a build of `db` is in
     /// flight: if that build is a version waiting for the cluster to agree,
     /// the newer version replaces it (it may never be agreed on, for
@@ -575,7 +671,10 @@ impl Refresher {
                 _ = stop.notified() => return,
                 _ = handle.wanted() => { self.run().await; }
                 _ = next_period => { self.run().await; }
-                _ = janitor.tick() => { self.collect_garbage().await; }
+                _ = janitor.tick() => {
+                    self.collect_garbage().await;
+                    self.rereplicate();
+                }
             }
         }
     }

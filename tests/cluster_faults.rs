@@ -220,3 +220,114 @@ fn a_node_starts_while_zookeeper_is_down() {
     assert_eq!(status["cluster"]["degraded"], false);
     node.stop();
 }
+
+/// Four nodes, R=2; one is killed (SIGKILL) under read load. Reads on the
+/// others fail at most until its session expires (the detection window;
+/// in practice none fail: a refused connection moves the request to the
+/// other copy at once). After `rereplicate_after` the survivors rebuild
+/// its partitions from the source, so every partition has two copies
+/// again; when it comes back, the extra copies are let go, with no failed
+/// read throughout.
+#[test]
+fn a_lost_node_is_replaced_and_its_return_restores_the_layout() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "1");
+    let mut nodes: Vec<Node> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|id| {
+            Node::start_through(
+                dir.path(),
+                &zk.address(),
+                &source,
+                id,
+                &format!("shard_id = \"{id}\"\nrereplicate_after = \"3s\"\n"),
+                &["--zk-timeout", SESSION_TIMEOUT],
+            )
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    let held_before: Vec<Vec<u64>> = nodes.iter().map(|n| n.held("words", "1")).collect();
+    let survivors: Vec<_> = nodes[..3].iter().map(|n| n.addr).collect();
+    let readers = Readers::start(&survivors, "words", &words("1"));
+
+    let killed = std::time::Instant::now();
+    nodes[3].kill();
+    for node in &nodes[..3] {
+        wait_peer_event(node, "lost peer", "4");
+    }
+    let detected = std::time::Instant::now();
+    eprintln!(
+        "node 4 killed; detected after {:.1} s, {} failed reads before",
+        detected.duration_since(killed).as_secs_f64(),
+        readers.failures_since(killed).len()
+    );
+
+    // Every partition back at two copies, as the survivors' manifests say
+    // (polled: nothing outside the nodes signals it).
+    let two_copies_each = || {
+        let held: Option<Vec<Vec<u64>>> = nodes[..3]
+            .iter()
+            .map(|n| n.try_held("words", "1"))
+            .collect();
+        held.is_some_and(|held| (0..6).all(|p| held.iter().filter(|h| h.contains(&p)).count() == 2))
+    };
+    let rebuilt = wait_until(two_copies_each);
+    eprintln!(
+        "re-replicated {:.1} s after detection",
+        rebuilt.duration_since(detected).as_secs_f64()
+    );
+    // And as they count it.
+    wait_until(|| {
+        nodes[..3]
+            .iter()
+            .all(|n| n.metric("sequinsfs_cluster_under_replicated_partitions") == 0.0)
+    });
+    let held_after: Vec<Vec<u64>> = nodes[..3].iter().map(|n| n.held("words", "1")).collect();
+    for p in 0..6 {
+        let copies = held_after.iter().filter(|held| held.contains(&p)).count();
+        assert_eq!(copies, 2, "partition {p}: {held_after:?}");
+    }
+
+    // Node 4 returns: its copies are advertised again and the survivors
+    // let their picked-up copies go.
+    nodes[3].restart();
+    nodes[3].wait_serving();
+    for (node, (before, after)) in nodes.iter().zip(held_before.iter().zip(&held_after)) {
+        for _ in after.iter().filter(|p| !before.contains(p)) {
+            node.wait_log("no longer advertising the copy picked up");
+        }
+    }
+    assert_serves(&nodes[3], &words("1"));
+    let after_detection = readers.failures_since(detected);
+    let (reads, failures) = readers.finish();
+    eprintln!(
+        "kill -9 of one of four nodes: {reads} reads, {} failed, {} of them after detection",
+        failures.len(),
+        after_detection.len()
+    );
+    assert!(
+        after_detection.is_empty(),
+        "failed reads after the node was noticed gone: {:?}",
+        &after_detection[..after_detection.len().min(10)]
+    );
+    stop_all(&mut nodes);
+}
+
+/// Polls `done` (bounded); returns when it became true.
+fn wait_until(mut done: impl FnMut() -> bool) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::time::Instant::now()
+}

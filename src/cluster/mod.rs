@@ -18,6 +18,7 @@ pub mod coordinator;
 pub mod memory;
 pub mod node;
 pub mod proxy;
+pub mod rereplicate;
 pub mod zk;
 
 pub use config::ClusterConfig;

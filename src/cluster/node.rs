@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,8 @@ use super::ClusterConfig;
 use super::assignment::{apply_max_replication, assign_partitions};
 use super::coordinator::{Coordinator, CoordinatorError, PartitionHolders, Peer, SessionState};
 use super::proxy::{Proxy, ProxyOutcome};
-use crate::catalog::RemoteKey;
+use super::rereplicate::{Tracker, View};
+use crate::catalog::{RemoteKey, Version};
 
 /// Where a node keeps the shard ID it chose for itself, in its local store
 /// (sequins' file name), so a restart rejoins under the same ID.
@@ -48,6 +50,12 @@ pub struct ClusterNode {
     holders: Mutex<HashMap<(String, String), Watched>>,
     /// Proxied requests by outcome: answered, no peer, timed out.
     proxied: [AtomicU64; 3],
+    /// Re-replication: partitions short of copies and picked up.
+    rereplication: Mutex<Tracker>,
+    /// Partitions of served versions short of copies, at the last check.
+    under_replicated: AtomicU64,
+    /// Re-replications by outcome: started, completed, failed.
+    rereplications: [AtomicU64; 3],
 }
 
 /// The holders of one version's partitions: as listed now, and as last
@@ -163,6 +171,9 @@ impl ClusterNode {
             proxy,
             holders: Mutex::new(HashMap::new()),
             proxied: Default::default(),
+            rereplication: Mutex::new(Tracker::default()),
+            under_replicated: AtomicU64::new(0),
+            rereplications: Default::default(),
         }))
     }
 
@@ -351,6 +362,95 @@ impl ClusterNode {
         outcome
     }
 
+    /// Re-replication (see `cluster::rereplicate`) over the versions
+    /// `served` now: stops advertising picked-up copies that are no longer
+    /// needed, and returns the partitions of each version this node should
+    /// build now; none while re-replication is off. Nothing at all while
+    /// the session is down (the views are frozen then).
+    pub fn rereplication(&self, served: &[Arc<Version>]) -> Vec<(Arc<Version>, Vec<u32>)> {
+        // Off: partitions short of copies are still counted, never taken.
+        let after = self.config.rereplicate_after.unwrap_or(Duration::MAX);
+        if self.degraded() {
+            return Vec::new();
+        }
+        let peers = self.peers();
+        let now = std::time::Instant::now();
+        let mut tracker = self.rereplication.lock().unwrap_or_else(|e| e.into_inner());
+        tracker.retain_served(
+            &served
+                .iter()
+                .map(|v| (v.db().to_string(), v.name().to_string()))
+                .collect(),
+        );
+        let mut under_replicated = 0;
+        let mut work = Vec::new();
+        for version in served {
+            let Some(held) = version.held_partitions() else {
+                continue;
+            };
+            let (db, name) = (version.db(), version.name());
+            let Ok(holders) = self.holders(db, name) else {
+                continue;
+            };
+            let holders = holders.borrow().clone();
+            let held: BTreeSet<u32> = held.into_iter().collect();
+            let plan = tracker.plan(
+                &View {
+                    db,
+                    version: name,
+                    num_partitions: version.num_partitions(),
+                    me: &self.shard_id,
+                    held: &held,
+                    holders: &holders,
+                    peers: &peers,
+                    replication: self.config.replication,
+                },
+                now,
+                after,
+            );
+            under_replicated += plan.under_replicated as u64;
+            for p in plan.release {
+                tracing::info!(
+                    db,
+                    version = name,
+                    partition = p,
+                    "enough copies again; no longer advertising the copy picked up"
+                );
+                if let Err(e) = self.coordinator.withdraw(db, name, p) {
+                    tracing::warn!(db, version = name, partition = p, "cannot withdraw: {e}");
+                }
+            }
+            if !plan.take.is_empty() {
+                work.push((Arc::clone(version), plan.take));
+            }
+        }
+        self.under_replicated
+            .store(under_replicated, Ordering::Relaxed);
+        work
+    }
+
+    /// A re-replication of `partitions` of `db`/`version` started.
+    pub fn rereplication_started(&self) {
+        self.rereplications[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A re-replication ended: on success this node now holds and
+    /// advertises `partitions`.
+    pub fn rereplication_finished(&self, db: &str, version: &str, partitions: Option<&[u32]>) {
+        match partitions {
+            Some(partitions) => {
+                self.rereplications[1].fetch_add(1, Ordering::Relaxed);
+                self.rereplication
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .picked_up(db, version, partitions);
+            }
+            None => {
+                self.rereplications[2].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Leaves the cluster: this node's entries disappear at once.
     pub async fn close(&self) {
         self.coordinator.close().await;
@@ -455,6 +555,22 @@ impl crate::metrics::MetricsSource for ClusterNode {
                 out,
                 "sequinsfs_proxied_requests_total{{outcome=\"{outcome}\"}} {}",
                 self.proxied[slot].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sequinsfs_cluster_under_replicated_partitions Partitions of served versions with fewer than `replication` copies (counting this node's).\n\
+             # TYPE sequinsfs_cluster_under_replicated_partitions gauge\n\
+             sequinsfs_cluster_under_replicated_partitions {}\n\
+             # HELP sequinsfs_cluster_rereplications_total Builds of partitions picked up from lost nodes, by outcome (started, completed, failed); started minus the others are in progress.\n\
+             # TYPE sequinsfs_cluster_rereplications_total counter",
+            self.under_replicated.load(Ordering::Relaxed)
+        );
+        for (slot, outcome) in ["started", "completed", "failed"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "sequinsfs_cluster_rereplications_total{{outcome=\"{outcome}\"}} {}",
+                self.rereplications[slot].load(Ordering::Relaxed)
             );
         }
     }

@@ -196,11 +196,13 @@ impl LocalStore {
         sync_files(&files)?;
         sync_dir(staging)?;
         let db_dir = self.root.join(DATA_DIR).join(db);
-        fs::create_dir_all(&db_dir).map_err(io_err(&db_dir))?;
         let target = db_dir.join(version);
         if target.exists() {
             self.delete_version(db, version)?;
         }
+        // After the deletion, which drops the db directory with its last
+        // version.
+        fs::create_dir_all(&db_dir).map_err(io_err(&db_dir))?;
         fs::rename(staging, &target).map_err(io_err(&target))?;
         sync_dir(&db_dir)?;
         sync_dir(&self.root.join(DATA_DIR))?;
@@ -450,6 +452,23 @@ mod tests {
             .collect();
         assert_eq!(left, vec!["manifest.json"]);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1);
+    }
+
+    /// A rebuild of a database's only version (a cluster node picking up
+    /// partitions) replaces it, although deleting the old copy drops the
+    /// database's directory.
+    #[test]
+    fn a_rebuild_of_the_only_version_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        for content in [&b"first"[..], b"rebuilt"] {
+            let staging = store.staging_dir("db", "1").unwrap();
+            fs::write(staging.join(manifest::MANIFEST_FILE), content).unwrap();
+            store.publish(&staging, "db", "1").unwrap();
+        }
+        assert_eq!(store.published().unwrap(), vec![("db".into(), "1".into())]);
+        let manifest = store.version_dir("db", "1").join(manifest::MANIFEST_FILE);
+        assert_eq!(fs::read(manifest).unwrap(), b"rebuilt");
     }
 
     #[test]

@@ -131,12 +131,36 @@ impl Node {
 
     /// The partitions this node built of `db`/`version`, from its manifest.
     pub fn held(&self, db: &str, version: &str) -> Vec<u64> {
-        self.manifest(db, version)["held_partitions"]
-            .as_array()
+        self.try_held(db, version)
             .expect("a partial version lists its partitions")
-            .iter()
-            .map(|p| p.as_u64().unwrap())
-            .collect()
+    }
+
+    /// [`Node::held`], or `None` while the version is not in the store
+    /// (say, between the two steps of replacing it with a rebuild).
+    pub fn try_held(&self, db: &str, version: &str) -> Option<Vec<u64>> {
+        let path = self
+            .store
+            .join("data")
+            .join(db)
+            .join(version)
+            .join("manifest.json");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let held = manifest["held_partitions"].as_array()?;
+        Some(held.iter().map(|p| p.as_u64().unwrap()).collect())
+    }
+
+    /// The value of the metric `name` (no labels) on the node's `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let reply = Conn::connect(self.addr)
+            .request("GET", "/metrics", &[])
+            .unwrap();
+        super::http::parse_prometheus(&reply.text())
+            .unwrap()
+            .into_iter()
+            .find(|sample| sample.name == name && sample.labels.is_empty())
+            .unwrap_or_else(|| panic!("{}: no metric {name}", self.name))
+            .value
     }
 
     /// The shard ID this node chose for itself and kept in its store.
