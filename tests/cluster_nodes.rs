@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::cluster::{Node, start_cluster, stop_all, wait_switched};
+use common::cluster::{Node, start_cluster, stop_all, wait_switched, words, write_words};
 use common::data::write_seqfile_version;
 use common::http::Conn;
 use common::zk::ZkServer;
@@ -511,4 +511,137 @@ fn a_delayed_upgrade_and_a_node_back_from_vacation() {
         check_every_key(node, &tagged(&v1, "4"), "4");
     }
     stop_all(&mut nodes);
+}
+
+/// sequins' TestClusterCrashMin: `min_replication` guards against a crash
+/// right after an upgrade. Four nodes, R=2; node 4's source never gets
+/// version 2, so the partitions it shares with another node have one copy
+/// of version 2. With `min_replication = 1` the other nodes switch to 2
+/// anyway, and when a node holding a single copy crashes, reads of its
+/// partitions fail (5xx) while the rest answer from version 2. With 2 they
+/// stay on version 1, which node 4 still holds, and the crash costs no
+/// read. After the node restarts and node 4 gets version 2, every node
+/// serves version 2 without an error.
+fn crash_after_an_upgrade(min_replication: usize) {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (source, lagging_source) = (dir.path().join("source"), dir.path().join("lagging"));
+    write_words(&source, "1");
+    write_words(&lagging_source, "1");
+    let extra = format!("min_replication = {min_replication}\n");
+    let mut nodes: Vec<Node> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|id| {
+            let source = if *id == "4" { &lagging_source } else { &source };
+            Node::start(dir.path(), &zk, source, id, &extra)
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    let held: Vec<Vec<u64>> = nodes.iter().map(|n| n.held("words", "1")).collect();
+    // A node sharing a partition with node 4: that partition's only copy
+    // of version 2 once it is built.
+    let crashing = (0..3)
+        .find(|&i| held[i].iter().any(|p| held[3].contains(p)))
+        .unwrap();
+    let lonely: Vec<u64> = held[crashing]
+        .iter()
+        .filter(|p| held[3].contains(p))
+        .copied()
+        .collect();
+
+    write_words(&source, "2");
+    for node in &nodes[..3] {
+        node.refresh();
+    }
+    for node in &nodes[..3] {
+        if min_replication == 1 {
+            wait_switched(node, "2");
+        } else {
+            node.wait_log("waiting for every partition to have enough replicas");
+        }
+    }
+    nodes[crashing].kill();
+
+    let (v1, v2) = (words("1"), words("2"));
+    for (i, node) in nodes.iter().enumerate().take(3) {
+        if i == crashing {
+            continue;
+        }
+        let mut conn = Conn::connect(node.addr);
+        let (mut failed, mut answered) = (0, 0);
+        for (key, value) in &v2 {
+            let key = std::str::from_utf8(key).unwrap();
+            let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
+            let partition = u64::from(sequinsfs::partition::partition(key.as_bytes(), 6));
+            if min_replication == 1 {
+                if reply.status >= 500 {
+                    assert!(lonely.contains(&partition), "{key}: {}", reply.status);
+                    failed += 1;
+                } else {
+                    assert_eq!(reply.status, 200, "{key}");
+                    assert_eq!(&reply.body, value, "{key}");
+                    answered += 1;
+                }
+            } else {
+                assert_eq!(reply.status, 200, "{key}");
+                assert_eq!(reply.body, v1[key.as_bytes()], "{key}");
+                answered += 1;
+            }
+        }
+        eprintln!(
+            "min_replication {min_replication}: node {} {answered} answered, {failed} failed",
+            i + 1
+        );
+        if min_replication == 1 {
+            assert!(failed > 0, "the crashed node's single copies are missed");
+        }
+    }
+
+    nodes[crashing].restart();
+    nodes[crashing].wait_serving();
+    write_words(&lagging_source, "2");
+    nodes[3].refresh();
+    for node in &nodes {
+        assert_serves_version(node, &v2, "2");
+    }
+    stop_all(&mut nodes);
+}
+
+/// Waits until `node` answers every key of `expected` from `version`
+/// (polled: the nodes that waited switch when node 4 advertises, a moment
+/// after it logs its own switch), then checks each key.
+fn assert_serves_version(node: &Node, expected: &Pairs, version: &str) {
+    let started = std::time::Instant::now();
+    let mut conn = Conn::connect(node.addr);
+    for (key, value) in expected {
+        let key = std::str::from_utf8(key).unwrap();
+        loop {
+            let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
+            if reply.header("x-sequins-version") == Some(version) {
+                assert_eq!(reply.status, 200, "{key}");
+                assert_eq!(&reply.body, value, "{key}");
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "{key}: still {:?}",
+                reply.header("x-sequins-version")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_crash_after_an_upgrade_with_min_replication_1_fails_reads() {
+    crash_after_an_upgrade(1);
+}
+
+#[test]
+fn a_crash_after_an_upgrade_with_min_replication_2_fails_none() {
+    crash_after_an_upgrade(2);
 }
