@@ -16,7 +16,7 @@
 //! `zookeeper`).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::path::Path;

@@ -12,10 +12,10 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::cluster::{
-    Node, Readers, assert_serves, stop_all, wait_peer_event, wait_switched, words, write_words,
+    Node, Readers, assert_serves, stop_all, upgrade_all, wait_peer_event, words, write_words,
 };
 use common::http::Conn;
 use common::relay::Relay;
@@ -54,6 +54,50 @@ fn behind_relays(
     (relays, nodes)
 }
 
+/// Three nodes behind relays with readers on each; see [`readable_cluster`].
+struct Readable {
+    zk: ZkServer,
+    _dir: tempfile::TempDir,
+    source: PathBuf,
+    relays: Vec<Relay>,
+    nodes: Vec<Node>,
+    readers: Readers,
+}
+
+/// Three nodes (R=2) behind relays, serving version 1 of `words`, with
+/// readers on every node. Each partition has exactly two copies, so
+/// `min_replication = 2` makes every new version need every node.
+fn readable_cluster() -> Option<Readable> {
+    let zk = ZkServer::started()?;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "1");
+    let ids = ["1", "2", "3"];
+    let (relays, nodes) = behind_relays(dir.path(), &zk, &source, &ids, "min_replication = 2\n");
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let readers = Readers::start(&addrs, "words", &words("1"));
+    Some(Readable {
+        zk,
+        _dir: dir,
+        source,
+        relays,
+        nodes,
+        readers,
+    })
+}
+
+/// The end of a fault: no read failed, no node exited, and the cluster
+/// agrees on a new version (which needs every node).
+fn survived(scenario: &str, readers: Readers, nodes: &mut [Node], source: &Path) {
+    let (reads, failures) = readers.finish();
+    report(scenario, reads, &failures);
+    for node in nodes.iter_mut() {
+        assert!(node.is_running(), "a node exited");
+    }
+    upgrade_all(nodes, source, "2");
+    stop_all(nodes);
+}
+
 fn report(scenario: &str, reads: u64, failures: &[String]) {
     eprintln!("{scenario}: {reads} reads, {} failed", failures.len());
     assert!(
@@ -71,23 +115,17 @@ fn report(scenario: &str, reads: u64, failures: &[String]) {
 /// that needs its copies.
 #[test]
 fn a_node_cut_off_from_zookeeper_keeps_serving_and_rejoins() {
-    let Some(zk) = ZkServer::started() else {
+    let Some(Readable {
+        zk: _zk,
+        _dir,
+        source,
+        relays,
+        mut nodes,
+        readers,
+    }) = readable_cluster()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    write_words(&source, "1");
-    // With 3 nodes and R=2 each partition has exactly two copies, so
-    // min_replication = 2 makes every new version need every node.
-    let (relays, mut nodes) = behind_relays(
-        dir.path(),
-        &zk,
-        &source,
-        &["1", "2", "3"],
-        "min_replication = 2\n",
-    );
-    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
-    let readers = Readers::start(&addrs, "words", &words("1"));
 
     relays[2].cut();
     nodes[2].wait_log("lost the connection to ZooKeeper");
@@ -99,22 +137,13 @@ fn a_node_cut_off_from_zookeeper_keeps_serving_and_rejoins() {
     nodes[2].wait_log("registered in ZooKeeper");
     wait_peer_event(&nodes[0], "new peer", "3");
     wait_peer_event(&nodes[1], "new peer", "3");
-    let (reads, failures) = readers.finish();
-    report("one node cut off from ZooKeeper", reads, &failures);
-    for node in &mut nodes {
-        assert!(node.is_running());
-    }
-
     // Its copies count again: a version needing them is agreed on.
-    write_words(&source, "2");
-    for node in &nodes {
-        node.refresh();
-    }
-    for node in &nodes {
-        wait_switched(node, "2");
-        assert_serves(node, &words("2"));
-    }
-    stop_all(&mut nodes);
+    survived(
+        "one node cut off from ZooKeeper",
+        readers,
+        &mut nodes,
+        &source,
+    );
 }
 
 /// Every node's session expires at once (ZooKeeper up, every link cut):
@@ -122,21 +151,17 @@ fn a_node_cut_off_from_zookeeper_keeps_serving_and_rejoins() {
 /// again and the cluster agrees on a new version.
 #[test]
 fn every_session_expiring_fails_no_read() {
-    let Some(zk) = ZkServer::started() else {
+    let Some(Readable {
+        zk,
+        _dir,
+        source,
+        relays,
+        mut nodes,
+        readers,
+    }) = readable_cluster()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    write_words(&source, "1");
-    let (relays, mut nodes) = behind_relays(
-        dir.path(),
-        &zk,
-        &source,
-        &["1", "2", "3"],
-        "min_replication = 2\n",
-    );
-    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
-    let readers = Readers::start(&addrs, "words", &words("1"));
 
     for relay in &relays {
         relay.cut();
@@ -154,21 +179,7 @@ fn every_session_expiring_fails_no_read() {
         node.wait_log("ZooKeeper session expired; re-creating");
         node.wait_log("registered in ZooKeeper");
     }
-    let (reads, failures) = readers.finish();
-    report("every session expired", reads, &failures);
-    for node in &mut nodes {
-        assert!(node.is_running());
-    }
-
-    write_words(&source, "2");
-    for node in &nodes {
-        node.refresh();
-    }
-    for node in &nodes {
-        wait_switched(node, "2");
-        assert_serves(node, &words("2"));
-    }
-    stop_all(&mut nodes);
+    survived("every session expired", readers, &mut nodes, &source);
 }
 
 /// A node started while ZooKeeper is down serves its local store at once,

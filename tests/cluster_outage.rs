@@ -7,9 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{
-    Readers, assert_serves, start_cluster, stop_all, wait_switched, words, write_words,
-};
+use common::cluster::{Readers, start_cluster, stop_all, upgrade_all, words, write_words};
 use common::zk::ZkServer;
 
 /// How long ZooKeeper stays down: six times the nodes' session timeout.
@@ -54,13 +52,6 @@ fn a_zookeeper_outage_fails_no_read_and_the_cluster_agrees_after_it() {
     for node in &nodes {
         node.wait_log("ZooKeeper session established");
     }
-    write_words(&source, "2");
-    for node in &nodes {
-        node.refresh();
-    }
-    for node in &nodes {
-        wait_switched(node, "2");
-        assert_serves(node, &words("2"));
-    }
+    upgrade_all(&nodes, &source, "2");
     stop_all(&mut nodes);
 }

@@ -138,14 +138,7 @@ impl Node {
     /// [`Node::held`], or `None` while the version is not in the store
     /// (say, between the two steps of replacing it with a rebuild).
     pub fn try_held(&self, db: &str, version: &str) -> Option<Vec<u64>> {
-        let path = self
-            .store
-            .join("data")
-            .join(db)
-            .join(version)
-            .join("manifest.json");
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let manifest = self.try_manifest(db, version)?;
         let held = manifest["held_partitions"].as_array()?;
         Some(held.iter().map(|p| p.as_u64().unwrap()).collect())
     }
@@ -181,13 +174,18 @@ impl Node {
     }
 
     fn manifest(&self, db: &str, version: &str) -> serde_json::Value {
+        self.try_manifest(db, version)
+            .unwrap_or_else(|| panic!("{}: no manifest of {db}/{version}", self.name))
+    }
+
+    fn try_manifest(&self, db: &str, version: &str) -> Option<serde_json::Value> {
         let path = self
             .store
             .join("data")
             .join(db)
             .join(version)
             .join("manifest.json");
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
     /// Whether the process is still running (it has not exited by itself).
@@ -284,6 +282,19 @@ pub fn assert_serves(node: &Node, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
         let reply = conn.request("GET", &format!("/words/{key}"), &[]).unwrap();
         assert_eq!(reply.status, 200, "{key} from {}", node.name);
         assert_eq!(&reply.body, value, "{key} from {}", node.name);
+    }
+}
+
+/// Publishes version `version` of [`words`] under `source`, refreshes every
+/// node, and checks that each switches to it and answers every key.
+pub fn upgrade_all(nodes: &[Node], source: &Path, version: &str) {
+    write_words(source, version);
+    for node in nodes {
+        node.refresh();
+    }
+    for node in nodes {
+        wait_switched(node, version);
+        assert_serves(node, &words(version));
     }
 }
 
