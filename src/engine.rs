@@ -156,6 +156,7 @@ impl Engine {
                 }
             }
         }
+        refresher.resume_agreements();
         // The startup refresh, in the foreground for databases seen for the
         // first time (so a fresh mount shows data at once, as sequins does
         // before it opens its port); newer versions of databases restored

@@ -93,6 +93,9 @@ pub struct Refresher {
     pub(crate) handle: RefreshHandle,
     /// Cancelled at shutdown; every load runs under a child of it.
     shutdown: CancellationToken,
+    /// Versions found in the local store still waiting for the cluster to
+    /// agree (see [`Refresher::restore`]).
+    pending_agreement: Mutex<Vec<Arc<Version>>>,
     /// Versions built and waiting for the cluster to agree, by database.
     preparing: Mutex<std::collections::HashMap<String, Preparing>>,
     /// This node's cluster, in cluster mode: loads build only this node's
@@ -136,6 +139,7 @@ impl Refresher {
             skipped_while_building: Mutex::new(HashSet::new()),
             handle: RefreshHandle::new(),
             shutdown: CancellationToken::new(),
+            pending_agreement: Mutex::new(Vec::new()),
             preparing: Mutex::new(Default::default()),
             cluster: std::sync::OnceLock::new(),
         })
@@ -144,49 +148,126 @@ impl Refresher {
     /// Serves what the local store already holds: per database, the newest
     /// published version. Older published versions are deleted, versions that
     /// fail to open are deleted (they will be rebuilt).
+    ///
+    /// A node of a cluster serves a version of its partitions only once the
+    /// cluster agreed on it (it is marked so in the store): a newer one that
+    /// was still waiting for the cluster when the node stopped waits again,
+    /// see [`Refresher::resume_agreements`], while the newest agreed one
+    /// below it is served.
     pub fn restore(&self) -> Result<usize, StoreError> {
         let published = self.store.published()?;
-        let mut newest: std::collections::BTreeMap<String, String> = Default::default();
-        for (db, version) in &published {
-            newest.insert(db.clone(), version.clone());
-        }
-        for (db, version) in &published {
-            if newest.get(db) != Some(version) {
-                tracing::info!(db, version, "deleting superseded local version");
-                self.store.delete_version(db, version)?;
-            }
+        let mut by_db: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (db, version) in published {
+            by_db.entry(db).or_default().push(version);
         }
         let mut restored = 0;
-        for (db, version) in newest {
-            let dir = self.store.version_dir(&db, &version);
-            match LocalVersion::open(&dir) {
-                Ok(local) => {
-                    let progress = manifest_progress(local.manifest());
-                    let v = wrap(&db, &version, local);
-                    if let Some(node) = self.cluster.get() {
-                        let held = v
-                            .held_partitions()
-                            .unwrap_or_else(|| (0..v.num_partitions()).collect());
-                        if let Err(e) = node.advertise(&db, &version, &held) {
-                            tracing::warn!(db, version, "cannot advertise: {e}");
-                        }
+        for (db, mut versions) in by_db {
+            let mut served = false;
+            // Newest first.
+            while let Some(version) = versions.pop() {
+                let dir = self.store.version_dir(&db, &version);
+                let local = match LocalVersion::open(&dir) {
+                    Ok(local) => local,
+                    Err(e) => {
+                        tracing::warn!(
+                            db,
+                            version,
+                            "local version unreadable, will rebuild: {}",
+                            ErrorChain(&e)
+                        );
+                        self.store.delete_version(&db, &version)?;
+                        continue;
                     }
-                    tracing::info!(db, version, "serving version from the local store");
-                    self.catalog.publish_reused(v, self.grace, progress);
-                    restored += 1;
+                };
+                let progress = manifest_progress(local.manifest());
+                let v = wrap(&db, &version, local);
+                if let Some(node) = self.cluster.get() {
+                    let held = v
+                        .held_partitions()
+                        .unwrap_or_else(|| (0..v.num_partitions()).collect());
+                    if let Err(e) = node.advertise(&db, &version, &held) {
+                        tracing::warn!(db, version, "cannot advertise: {e}");
+                    }
+                    if v.held_partitions().is_some() && !self.store.is_agreed(&db, &version) {
+                        tracing::info!(
+                            db,
+                            version,
+                            "local version still waits for the cluster to agree"
+                        );
+                        self.pending_agreement
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(v);
+                        continue;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(
-                        db,
-                        version,
-                        "local version unreadable, will rebuild: {}",
-                        ErrorChain(&e)
-                    );
+                tracing::info!(db, version, "serving version from the local store");
+                self.catalog.publish_reused(v, self.grace, progress);
+                restored += 1;
+                served = true;
+                break;
+            }
+            if served {
+                for version in versions {
+                    tracing::info!(db, version, "deleting superseded local version");
                     self.store.delete_version(&db, &version)?;
                 }
             }
         }
         Ok(restored)
+    }
+
+    /// Starts waiting again for the cluster to agree on the versions
+    /// [`Refresher::restore`] found waiting: each is advertised and
+    /// answers peers, and becomes current once every partition has enough
+    /// copies (or is dropped when a newer version replaces it).
+    pub fn resume_agreements(self: &Arc<Self>) {
+        let pending = std::mem::take(
+            &mut *self
+                .pending_agreement
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for version in pending {
+            let db = version.db().to_string();
+            if !self
+                .building
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(db.clone())
+            {
+                continue;
+            }
+            let this = Arc::clone(self);
+            let name = version.name().to_string();
+            let task = self.spawn_guarded(db, name, async move {
+                this.resume_agreement(version).await;
+            });
+            self.tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task);
+        }
+    }
+
+    async fn resume_agreement(&self, version: Arc<Version>) {
+        let Some(node) = self.cluster.get() else {
+            return;
+        };
+        let (db, name) = (version.db().to_string(), version.name().to_string());
+        let path = version.source_path().to_string();
+        let counters = Arc::new(LoadCounters::default());
+        self.catalog
+            .start_load(&db, &name, path.clone(), Arc::clone(&counters));
+        let started = Instant::now();
+        let cancel = self.shutdown.child_token();
+        let agreed = self
+            .agree(node, &version, &cancel)
+            .await
+            .map(|()| version)
+            .map_err(|kind| LoadError::new(&db, &name, kind));
+        self.finish_load(&db, &name, path, started, &counters, agreed)
+            .await;
     }
 
     /// One refresh: list, plan, start builds, remove vanished databases.
@@ -402,6 +483,22 @@ impl Refresher {
             Ok(v)
         }
         .await;
+        self.finish_load(db, version, path, started, &counters, loaded)
+            .await;
+    }
+
+    /// Serves a version that is ready (marked agreed in a cluster), or
+    /// records why it is not: cancelled, replaced while waiting for the
+    /// cluster (then deleted), or failed.
+    async fn finish_load(
+        &self,
+        db: &str,
+        version: &str,
+        path: String,
+        started: Instant,
+        counters: &LoadCounters,
+        loaded: Result<Arc<Version>, LoadError>,
+    ) {
         let done = counters.snapshot();
         self.metrics.record_load(
             db,
@@ -416,6 +513,9 @@ impl Refresher {
                 let keys = v.keys().key_count();
                 let bytes = done.bytes_done;
                 let previous = self.catalog.current(db).map(|p| p.name().to_string());
+                if v.held_partitions().is_some() {
+                    self.mark_agreed(db, version).await;
+                }
                 self.catalog.publish(v, path, self.grace);
                 self.update_disk_usage().await;
                 tracing::info!(
@@ -496,6 +596,18 @@ impl Refresher {
         }
         let newer = entry.and_then(|e| e.newer).unwrap_or_default();
         Err(LoadErrorKind::Superseded { newer })
+    }
+
+    /// See [`LocalStore::mark_agreed`]; a failure only costs waiting for
+    /// the cluster again after a restart.
+    async fn mark_agreed(&self, db: &str, version: &str) {
+        let store = Arc::clone(&self.store);
+        let (d, v) = (db.to_string(), version.to_string());
+        match tokio::task::spawn_blocking(move || store.mark_agreed(&d, &v)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(db, version, "cannot mark as agreed: {}", ErrorChain(&e)),
+            Err(e) => tracing::warn!(db, version, "marking task failed: {e}"),
+        }
     }
 
     /// Cluster re-replication (see `cluster::rereplicate`): starts
@@ -581,6 +693,8 @@ impl Refresher {
             tracing::warn!(db, version, "cannot advertise: {e}");
         }
         let path = current.source_path().to_string();
+        // The rebuild replaced the directory, marker included.
+        self.mark_agreed(db, version).await;
         self.catalog.publish(rebuilt, path, self.grace);
         self.update_disk_usage().await;
         node.rereplication_finished(db, version, Some(&take));

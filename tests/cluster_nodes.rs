@@ -601,8 +601,23 @@ fn crash_after_an_upgrade(min_replication: usize) {
         }
     }
 
+    // Restarted, the node serves what the cluster had agreed on: version 2
+    // with min_replication 1; with 2, version 1, while 2 waits again.
     nodes[crashing].restart();
     nodes[crashing].wait_serving();
+    let own_key = v1
+        .keys()
+        .find(|k| held[crashing].contains(&u64::from(sequinsfs::partition::partition(k, 6))))
+        .unwrap();
+    let reply = Conn::connect(nodes[crashing].addr)
+        .request(
+            "GET",
+            &format!("/words/{}", String::from_utf8_lossy(own_key)),
+            &[],
+        )
+        .unwrap();
+    let agreed = if min_replication == 1 { "2" } else { "1" };
+    assert_eq!(reply.header("x-sequins-version"), Some(agreed));
     write_words(&lagging_source, "2");
     nodes[3].refresh();
     for node in &nodes {

@@ -62,6 +62,9 @@ pub enum StoreError {
     Invalid(String),
 }
 
+/// See [`LocalStore::mark_agreed`].
+const AGREED_FILE: &str = "agreed";
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.display().to_string(),
@@ -148,6 +151,24 @@ impl LocalStore {
     /// Where a published version lives.
     pub fn version_dir(&self, db: &str, version: &str) -> PathBuf {
         self.root.join(DATA_DIR).join(db).join(version)
+    }
+
+    /// Records that the cluster agreed on `db`/`version` (it became current
+    /// on this node), durably: a file `agreed` in its directory. A partial
+    /// version found without it at start-up was still waiting for the
+    /// cluster and is not served before it agrees.
+    pub fn mark_agreed(&self, db: &str, version: &str) -> Result<(), StoreError> {
+        let dir = self.version_dir(db, version);
+        let marker = dir.join(AGREED_FILE);
+        fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&marker))?;
+        sync_dir(&dir)
+    }
+
+    /// Whether [`LocalStore::mark_agreed`] was called for `db`/`version`.
+    pub fn is_agreed(&self, db: &str, version: &str) -> bool {
+        self.version_dir(db, version).join(AGREED_FILE).exists()
     }
 
     /// Published versions, as (db, version) in name order. Only directories
