@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::cluster::{Node, start_cluster, stop_all, wait_switched, words, write_words};
+use common::cluster::{
+    Node, assert_serves, start_cluster, stop_all, wait_switched, words, write_words,
+};
 use common::data::write_seqfile_version;
 use common::http::Conn;
 use common::zk::ZkServer;
@@ -659,4 +661,57 @@ fn a_crash_after_an_upgrade_with_min_replication_1_fails_reads() {
 #[test]
 fn a_crash_after_an_upgrade_with_min_replication_2_fails_none() {
     crash_after_an_upgrade(2);
+}
+
+/// sequins' TestClusterNodeWithoutData: R=3, `min_replication = 2`, and
+/// version 2 only in the sources of nodes 1 and 2. Those two hold every
+/// partition of it twice over, so they move to 2 without node 3, which
+/// keeps serving 1; version 3, everywhere, is reached by all.
+#[test]
+fn a_node_whose_source_lacks_a_version_does_not_hold_the_others_back() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (source, lacking) = (dir.path().join("source"), dir.path().join("lacking"));
+    write_words(&source, "1");
+    write_words(&lacking, "1");
+    let mut nodes: Vec<Node> = ["1", "2", "3"]
+        .iter()
+        .map(|id| {
+            let source = if *id == "3" { &lacking } else { &source };
+            Node::start_through(
+                dir.path(),
+                &zk.address(),
+                source,
+                id,
+                &format!("shard_id = \"{id}\"\nmin_replication = 2\n"),
+                &["--replication", "3"],
+            )
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+
+    write_words(&source, "2");
+    for node in &nodes {
+        node.refresh();
+    }
+    for node in &nodes[..2] {
+        wait_switched(node, "2");
+        assert_serves(node, &words("2"));
+    }
+    assert_serves(&nodes[2], &words("1"));
+
+    write_words(&source, "3");
+    write_words(&lacking, "3");
+    for node in &nodes {
+        node.refresh();
+    }
+    for node in &nodes {
+        wait_switched(node, "3");
+        assert_serves(node, &words("3"));
+    }
+    stop_all(&mut nodes);
 }

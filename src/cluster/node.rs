@@ -151,17 +151,19 @@ impl ClusterNode {
                     break;
                 }
                 _ = &mut unreachable, if !unreachable.is_elapsed() => {
-                    let state = coordinator.status().borrow().state;
-                    if state == SessionState::NeverConnected {
-                        tracing::warn!(
-                            servers = config.connect_string(),
-                            "degraded: ZooKeeper is unreachable; serving the local store, \
-                             without peers, until a session is established"
-                        );
+                    if coordinator.status().borrow().state == SessionState::NeverConnected {
                         break;
                     }
                 }
             }
+        }
+        // Whichever bound ended the wait.
+        if coordinator.status().borrow().state == SessionState::NeverConnected {
+            tracing::warn!(
+                servers = config.connect_string(),
+                "degraded: ZooKeeper is unreachable; serving the local store, \
+                 without peers, until a session is established"
+            );
         }
         let proxy = Proxy::new(config.proxy_timeout, config.proxy_stage_timeout);
         Ok(Arc::new(ClusterNode {

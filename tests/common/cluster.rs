@@ -103,12 +103,15 @@ impl Node {
     }
 
     /// Waits for a log line containing `text`; returns it.
+    /// Waits at most [`WAIT`] in all, however chatty the log.
     pub fn wait_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
         loop {
-            match self.log.recv_timeout(WAIT) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
                 Ok(line) if line.contains(text) => return line,
                 Ok(_) => {}
-                Err(e) => panic!("{}: no log line with {text:?}: {e}", self.name),
+                Err(e) => panic!("{}: no log line with {text:?} in {WAIT:?}: {e}", self.name),
             }
         }
     }
