@@ -715,3 +715,27 @@ fn a_node_whose_source_lacks_a_version_does_not_hold_the_others_back() {
     }
     stop_all(&mut nodes);
 }
+
+/// sequins' TestLargeClusterEmpty: thirty nodes started together agree on
+/// a version and every one answers every key; with 6 partitions and R=2
+/// most of them hold nothing and answer everything by proxy.
+#[test]
+fn thirty_nodes_agree_and_each_answers_every_key() {
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "3");
+    let ids: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut nodes = start_cluster(dir.path(), &zk, &source, &ids, "");
+    let expected = words("3");
+    let mut holders = 0;
+    for node in &nodes {
+        assert_serves(node, &expected);
+        holders += usize::from(!node.held("words", "3").is_empty());
+    }
+    assert!(holders < 30, "most nodes hold nothing: {holders} hold some");
+    stop_all(&mut nodes);
+}
