@@ -229,24 +229,10 @@ impl Refresher {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         for version in pending {
-            let db = version.db().to_string();
-            if !self
-                .building
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(db.clone())
-            {
-                continue;
-            }
             let this = Arc::clone(self);
-            let name = version.name().to_string();
-            let task = self.spawn_guarded(db, name, async move {
+            self.spawn_unless_building(&Arc::clone(&version), async move {
                 this.resume_agreement(version).await;
             });
-            self.tasks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(task);
         }
     }
 
@@ -313,12 +299,7 @@ impl Refresher {
                     continue;
                 }
             };
-            if !self
-                .building
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(db.clone())
-            {
+            if !self.claim_build(db) {
                 self.supersede_prepared(db, &target);
                 self.skipped_while_building
                     .lock()
@@ -364,6 +345,33 @@ impl Refresher {
             .unwrap_or_else(|e| e.into_inner())
             .extend(builds);
         report
+    }
+
+    /// Marks `db` as having a build in flight; false if it already has
+    /// one (the [`InFlight`] guard of [`Refresher::spawn_guarded`] clears
+    /// the mark).
+    fn claim_build(&self, db: &str) -> bool {
+        self.building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(db.to_string())
+    }
+
+    /// Runs `work` on `version` as its database's build in flight, unless
+    /// the database already has one (a later check retries).
+    fn spawn_unless_building(
+        self: &Arc<Self>,
+        version: &Version,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        if !self.claim_build(version.db()) {
+            return;
+        }
+        let task = self.spawn_guarded(version.db().to_string(), version.name().to_string(), work);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
     }
 
     /// Starts loading `db`/`version` in the background. The bookkeeping of
@@ -618,25 +626,11 @@ impl Refresher {
             return;
         };
         for (version, take) in node.rereplication(&self.catalog.served()) {
-            let db = version.db().to_string();
-            if !self
-                .building
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(db.clone())
-            {
-                continue;
-            }
-            node.rereplication_started();
-            let this = Arc::clone(self);
-            let name = version.name().to_string();
-            let task = self.spawn_guarded(db, name, async move {
+            let (this, node) = (Arc::clone(self), Arc::clone(node));
+            self.spawn_unless_building(&Arc::clone(&version), async move {
+                node.rereplication_started();
                 this.extend(version, take).await;
             });
-            self.tasks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(task);
         }
     }
 

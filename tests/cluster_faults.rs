@@ -203,33 +203,26 @@ fn a_node_starts_while_zookeeper_is_down() {
     node.wait_log("degraded: ZooKeeper is unreachable");
     node.wait_serving();
     assert_serves(node, &words("1"));
+    assert_session(node, "never_connected", true);
+    zk.start();
+    node.wait_log("registered in ZooKeeper");
+    assert_session(node, "connected", false);
+    node.stop();
+}
+
+/// Checks the session `node` reports on `/healthz` (200 either way) and
+/// in its status document, and whether it calls itself degraded.
+fn assert_session(node: &Node, session: &str, degraded: bool) {
     let mut conn = Conn::connect(node.addr);
     let health = conn.request("GET", "/healthz", &[]).unwrap();
     assert_eq!(health.status, 200);
-    assert_eq!(
-        health.header("x-sequinsfs-cluster-session"),
-        Some("never_connected")
-    );
+    assert_eq!(health.header("x-sequinsfs-cluster-session"), Some(session));
     let status = conn
         .request("GET", "/", &[("Accept", "application/json")])
         .unwrap()
         .json();
-    assert_eq!(status["cluster"]["degraded"], true);
-    assert_eq!(status["cluster"]["session"], "never_connected");
-
-    zk.start();
-    node.wait_log("registered in ZooKeeper");
-    let health = conn.request("GET", "/healthz", &[]).unwrap();
-    assert_eq!(
-        health.header("x-sequinsfs-cluster-session"),
-        Some("connected")
-    );
-    let status = conn
-        .request("GET", "/", &[("Accept", "application/json")])
-        .unwrap()
-        .json();
-    assert_eq!(status["cluster"]["degraded"], false);
-    node.stop();
+    assert_eq!(status["cluster"]["session"], session);
+    assert_eq!(status["cluster"]["degraded"], degraded);
 }
 
 /// Four nodes, R=2; one is killed (SIGKILL) under read load. Reads on the
