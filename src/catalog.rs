@@ -117,6 +117,10 @@ pub struct Version {
     /// node of a cluster holds its own and asks peers for the others).
     held: Option<Vec<bool>>,
     data: Box<dyn VersionData>,
+    /// Every key of a partial version, with value lengths but no values
+    /// (see `cluster::directory`): what the mount of a cluster node lists
+    /// and looks names up in. `None`: `data` has every key shown.
+    directory: Option<Box<dyn VersionData>>,
 }
 
 /// Where a key that this node does not hold lives: its partition and, for
@@ -147,11 +151,14 @@ impl Version {
             num_partitions,
             None,
             data,
+            None,
         )
     }
 
     /// A version of which this node holds only the partitions `held` (a
-    /// node of a cluster); `data` answers for those.
+    /// node of a cluster); `data` answers for those, and `directory`, when
+    /// built, lists every key of the version (see [`Version::keys`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn partial(
         db: impl Into<String>,
         name: impl Into<String>,
@@ -160,6 +167,7 @@ impl Version {
         num_partitions: u32,
         held: &[u32],
         data: Box<dyn VersionData>,
+        directory: Option<Box<dyn VersionData>>,
     ) -> Arc<Self> {
         let mut flags = vec![false; num_partitions as usize];
         for &p in held {
@@ -175,9 +183,11 @@ impl Version {
             num_partitions,
             Some(flags),
             data,
+            directory,
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         db: impl Into<String>,
         name: impl Into<String>,
@@ -186,6 +196,7 @@ impl Version {
         num_partitions: u32,
         held: Option<Vec<bool>>,
         data: Box<dyn VersionData>,
+        directory: Option<Box<dyn VersionData>>,
     ) -> Arc<Self> {
         Arc::new(Version {
             db: db.into(),
@@ -196,6 +207,7 @@ impl Version {
             num_partitions,
             held,
             data,
+            directory,
         })
     }
 
@@ -277,11 +289,23 @@ impl Version {
         self.data.locate(key).map_err(|e| self.context(e))
     }
 
-    /// Where the value of the key at `ordinal` is.
+    /// Where the value of the key at `ordinal` (of [`Version::keys`]) is,
+    /// if this node holds it.
     pub fn locate_ordinal(&self, ordinal: u64) -> Result<ValueRef, LookupError> {
-        self.data
-            .locate_ordinal(ordinal)
-            .map_err(|e| self.context(e))
+        let Some(directory) = &self.directory else {
+            return self
+                .data
+                .locate_ordinal(ordinal)
+                .map_err(|e| self.context(e));
+        };
+        let key = directory.key_at(ordinal).map_err(|e| self.context(e))?;
+        match self.data.locate(key) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(self.context(LookupError::new(format!(
+                "the key at ordinal {ordinal} is listed but not held by this node"
+            )))),
+            Err(e) => Err(self.context(e)),
+        }
     }
 
     /// A range of a value; see [`VersionData::read_value`].
@@ -297,9 +321,20 @@ impl Version {
             .map_err(|e| self.context(e))
     }
 
-    /// The sorted key index of this version.
+    /// The sorted key index of this version: every key, also those of
+    /// partitions held by peers once the version has a directory.
     pub fn keys(&self) -> &dyn VersionData {
+        self.directory.as_deref().unwrap_or(self.data.as_ref())
+    }
+
+    /// The keys this node holds (all of them outside a cluster).
+    pub fn local_keys(&self) -> &dyn VersionData {
         self.data.as_ref()
+    }
+
+    /// Whether [`Version::keys`] lists the keys of peers' partitions too.
+    pub fn has_directory(&self) -> bool {
+        self.directory.is_some()
     }
 
     /// Adds this version's db and name to an error from its data.
@@ -771,7 +806,7 @@ impl Catalog {
             status.state = VersionState::Active;
             status.active_at = Some(now);
             status.error = None;
-            status.num_keys = Some(version.keys().key_count());
+            status.num_keys = Some(version.local_keys().key_count());
         }
         self.notify(&CatalogEvent::Switched {
             db: version.db.clone(),

@@ -392,7 +392,7 @@ fn render_catalog(out: &mut String, catalog: &Catalog) {
             "sequinsfs_database_keys{{db=\"{}\",version=\"{}\"}} {}",
             escape_label(version.db()),
             escape_label(version.name()),
-            version.keys().key_count()
+            version.local_keys().key_count()
         );
     }
 

@@ -26,11 +26,12 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, LoadCounters, Progress, Version};
-use crate::cluster::ClusterNode;
+use crate::cluster::{ClusterNode, directory};
 use crate::error_chain::ErrorChain;
 use crate::load::{LoadError, LoadErrorKind, Loader};
 use crate::metrics::Metrics;
 use crate::source::Source;
+use crate::store::keyindex::SortedRun;
 use crate::store::{LocalStore, LocalVersion, StoreError};
 
 /// A cheap, clonable handle that asks for a refresh. Triggers that arrive
@@ -188,11 +189,15 @@ impl Refresher {
                     if let Err(e) = node.advertise(&db, &version, &held) {
                         tracing::warn!(db, version, "cannot advertise: {e}");
                     }
-                    if v.held_partitions().is_some() && !self.store.is_agreed(&db, &version) {
+                    let lacks_directory = node.builds_directories() && !v.has_directory();
+                    if v.held_partitions().is_some()
+                        && (!self.store.is_agreed(&db, &version) || lacks_directory)
+                    {
                         tracing::info!(
                             db,
                             version,
-                            "local version still waits for the cluster to agree"
+                            "local version still waits for the cluster to agree \
+                             (or for its key directory)"
                         );
                         self.pending_agreement
                             .lock()
@@ -247,11 +252,12 @@ impl Refresher {
             .start_load(&db, &name, path.clone(), Arc::clone(&counters));
         let started = Instant::now();
         let cancel = self.shutdown.child_token();
-        let agreed = self
-            .agree(node, &version, &cancel)
-            .await
-            .map(|()| version)
-            .map_err(|kind| LoadError::new(&db, &name, kind));
+        let agreed = async {
+            self.agree(node, &version, &cancel).await?;
+            self.with_directory(node, version, &cancel).await
+        }
+        .await
+        .map_err(|kind| LoadError::new(&db, &name, kind));
         self.finish_load(&db, &name, path, started, &counters, agreed)
             .await;
     }
@@ -485,10 +491,13 @@ impl Refresher {
                 .await?;
             let local = open_blocking(dir).await.map_err(fail)?;
             let v = wrap(db, version, local);
-            if let Some(node) = self.cluster.get() {
-                self.agree(node, &v, &cancel).await.map_err(fail)?;
+            match self.cluster.get() {
+                Some(node) => {
+                    self.agree(node, &v, &cancel).await.map_err(fail)?;
+                    self.with_directory(node, v, &cancel).await.map_err(fail)
+                }
+                None => Ok(v),
             }
-            Ok(v)
         }
         .await;
         self.finish_load(db, version, path, started, &counters, loaded)
@@ -518,7 +527,7 @@ impl Refresher {
         );
         match loaded {
             Ok(v) => {
-                let keys = v.keys().key_count();
+                let keys = v.local_keys().key_count();
                 let bytes = done.bytes_done;
                 let previous = self.catalog.current(db).map(|p| p.name().to_string());
                 if v.held_partitions().is_some() {
@@ -606,6 +615,81 @@ impl Refresher {
         Err(LoadErrorKind::Superseded { newer })
     }
 
+    /// On a node whose mount lists every key: gives a partial version its
+    /// key directory, from the listings of the peers holding the
+    /// partitions it lacks (see `cluster::directory`). Other versions are
+    /// returned as they are.
+    async fn with_directory(
+        &self,
+        node: &ClusterNode,
+        version: Arc<Version>,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Version>, LoadErrorKind> {
+        if !node.builds_directories() || version.held_partitions().is_none() {
+            return Ok(version);
+        }
+        if version.has_directory() {
+            return Ok(version);
+        }
+        let (db, name) = (version.db().to_string(), version.name().to_string());
+        let started = Instant::now();
+        let mut listed = SortedRun::new();
+        for partition in (0..version.num_partitions()).filter(|&p| !version.holds(p)) {
+            let run = self
+                .fetch_listing(node, &db, &name, partition, cancel)
+                .await?;
+            listed.absorb(run, 0);
+        }
+        let dir = self.store.version_dir(&db, &name);
+        let (d, v) = (dir.clone(), Arc::clone(&version));
+        let keys = tokio::task::spawn_blocking(move || directory::write(&d, &v, listed))
+            .await
+            .map_err(|e| LoadErrorKind::Internal(format!("directory task failed: {e}")))?
+            .map_err(|e| LoadErrorKind::Directory(e.to_string()))?;
+        let local = open_blocking(dir).await?;
+        tracing::info!(
+            db,
+            version = name,
+            keys,
+            seconds = started.elapsed().as_secs_f64(),
+            "key directory built from the peers' listings"
+        );
+        Ok(wrap(&db, &name, local))
+    }
+
+    /// One partition's listing, asked again a few times: the peers have
+    /// just advertised the version and one may be restarting.
+    async fn fetch_listing(
+        &self,
+        node: &ClusterNode,
+        db: &str,
+        version: &str,
+        partition: u32,
+        cancel: &CancellationToken,
+    ) -> Result<SortedRun, LoadErrorKind> {
+        // 0.2 s doubling: about six seconds over all attempts.
+        const ATTEMPTS: u32 = 5;
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match node.fetch_listing(db, version, partition).await {
+                Ok(run) => return Ok(run),
+                Err(e) if attempt == ATTEMPTS => {
+                    return Err(LoadErrorKind::Directory(e.to_string()));
+                }
+                Err(e) => {
+                    tracing::warn!(db, version, attempt, "{e}; asking again");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Err(LoadErrorKind::Cancelled),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay *= 2;
+            attempt += 1;
+        }
+    }
+
     /// See [`LocalStore::mark_agreed`]; a failure only costs waiting for
     /// the cluster again after a restart.
     async fn mark_agreed(&self, db: &str, version: &str) {
@@ -682,7 +766,17 @@ impl Refresher {
             node.rereplication_finished(db, version, None);
             return;
         }
-        let rebuilt = wrap(db, version, local);
+        let rebuilt = match self
+            .with_directory(node, wrap(db, version, local), &cancel)
+            .await
+        {
+            Ok(rebuilt) => rebuilt,
+            Err(e) => {
+                tracing::error!(db, version, "re-replication failed: {e}");
+                node.rereplication_finished(db, version, None);
+                return;
+            }
+        };
         if let Err(e) = node.advertise(db, version, &take) {
             tracing::warn!(db, version, "cannot advertise: {e}");
         }
@@ -724,7 +818,7 @@ impl Refresher {
         let expired = self.catalog.take_expired(Instant::now());
         for version in expired {
             let (db, name) = (version.db().to_string(), version.name().to_string());
-            let local = version.keys().local_dir();
+            let local = version.local_keys().local_dir();
             // Our reference was the last: unmap before deleting.
             drop(version);
             if let Some((dir, inode)) = local {
@@ -793,8 +887,43 @@ fn wrap(db: &str, version: &str, local: LocalVersion) -> Arc<Version> {
     let path = local.manifest().source_path.clone();
     let n = local.manifest().num_partitions;
     match local.manifest().held_partitions.clone() {
-        Some(held) => Version::partial(db, version, created, path, n, &held, Box::new(local)),
+        Some(held) => {
+            let directory = local_directory(db, version, &local);
+            Version::partial(
+                db,
+                version,
+                created,
+                path,
+                n,
+                &held,
+                Box::new(local),
+                directory,
+            )
+        }
         None => Version::new(db, version, created, path, n, Box::new(local)),
+    }
+}
+
+/// The key directory stored with a partial version, if it has one (see
+/// `cluster::directory`). A damaged one is deleted: it is built again
+/// before the version is served through a mount.
+fn local_directory(
+    db: &str,
+    version: &str,
+    local: &LocalVersion,
+) -> Option<Box<dyn crate::catalog::VersionData>> {
+    let (dir, _) = crate::catalog::VersionData::local_dir(local)?;
+    match directory::open(&dir) {
+        Ok(found) => found.map(|d| Box::new(d) as Box<dyn crate::catalog::VersionData>),
+        Err(e) => {
+            tracing::warn!(
+                db,
+                version,
+                "key directory unreadable, will rebuild it: {e}"
+            );
+            let _ = std::fs::remove_file(dir.join(directory::FILE));
+            None
+        }
     }
 }
 

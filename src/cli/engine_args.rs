@@ -112,6 +112,31 @@ impl EngineArgs {
     }
 }
 
+/// Joins the cluster when the configuration asks for cluster mode (else
+/// `None`): starts the ZooKeeper session advertising the address peers
+/// reach `bound` at, chooses the shard ID and waits for membership to
+/// settle (see [`ClusterNode::join`]), and reports the node's metrics.
+pub async fn join_cluster(
+    config: &crate::config::Config,
+    bound: std::net::SocketAddr,
+    metrics: &crate::metrics::Metrics,
+) -> anyhow::Result<Option<std::sync::Arc<crate::cluster::ClusterNode>>> {
+    use std::sync::Arc;
+    let Some(cluster_config) = config.cluster()? else {
+        return Ok(None);
+    };
+    let address = advertised_address(cluster_config.advertised_hostname.as_deref(), bound)?;
+    let coordinator = Arc::new(crate::cluster::ZkCoordinator::start(
+        cluster_config.clone(),
+        &address,
+    ));
+    let node = crate::cluster::ClusterNode::join(coordinator, cluster_config, &config.local_store)
+        .await
+        .context("joining the cluster")?;
+    metrics.add_source(Arc::clone(&node) as Arc<dyn crate::metrics::MetricsSource>);
+    Ok(Some(node))
+}
+
 /// The `host:port` a node of a cluster advertises to its peers: the
 /// configured `advertised_hostname` (else the bound address when it is a
 /// specific IP, else this machine's host name) with the bound port.

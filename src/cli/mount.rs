@@ -195,10 +195,10 @@ fn build_config(args: &MountArgs) -> anyhow::Result<Config> {
     }
     args.serving.cluster.apply(&mut config);
     config.validate()?;
-    if config.cluster()?.is_some() {
+    if config.cluster()?.is_some() && args.http.is_none() {
         anyhow::bail!(
-            "cluster mode ([sharding]/[zk]) runs under `sequinsfs serve` only for now: \
-             the mount cannot answer for other nodes' partitions yet"
+            "cluster mode ([sharding]/[zk]) needs --http ADDR: peers ask this node \
+             for its partitions through the HTTP sidecar"
         );
     }
     Ok(config)
@@ -260,7 +260,32 @@ fn serve(
                 return Err(err);
             }
         };
-        let started = Engine::launch(config, std::sync::Arc::clone(&metrics)).await;
+        // A node of a cluster joins before it loads; a stop signal ends the
+        // wait for ZooKeeper.
+        let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let cluster = match bound {
+            None => None,
+            Some(bound) => tokio::select! {
+                joined = super::engine_args::join_cluster(&config, bound, &metrics) => match joined {
+                    Ok(node) => node,
+                    Err(err) => {
+                        report(&format!("error: {err:#}"));
+                        return Err(err);
+                    }
+                },
+                signal = signals.stop() => {
+                    report(&format!("error: stopped by {signal} while joining the cluster"));
+                    return Ok(());
+                }
+            },
+        };
+        if let Some(node) = &cluster {
+            // The mount lists every key: versions get a key directory.
+            node.build_directories();
+        }
+        http_options.cluster = cluster.clone();
+        let started =
+            Engine::launch_in(config, std::sync::Arc::clone(&metrics), cluster.clone()).await;
         let engine = match started {
             Ok(engine) => engine,
             Err(err) => {
@@ -268,10 +293,33 @@ fn serve(
                 return Err(err.into());
             }
         };
+        // The HTTP sidecar reads the same catalog as the mount, never the
+        // mount itself; it stops after the unmount. A node of a cluster
+        // starts it before its first loads end: peers list its partitions
+        // for their key directories while they load the same versions.
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_stopped = async {
+            let _ = http_stopped.await;
+        };
+        let mut sidecar = None;
+        let mut pending_sidecar = Some((listener, http_options, http_stopped));
+        if cluster.is_some()
+            && let Some((listener, http_options, stopped)) = pending_sidecar.take()
+        {
+            match start_sidecar(listener, &engine, http_options, &metrics, stopped) {
+                Ok(thread) => sidecar = thread,
+                Err(err) => {
+                    report(&format!("error: {err:#}"));
+                    engine.shutdown().await;
+                    return Err(err);
+                }
+            }
+        }
         tokio::select! {
             () = engine.ready() => {}
             signal = signals.stop() => {
                 report(&format!("error: stopped by {signal} while loading"));
+                let _ = stop_http.send(());
                 engine.shutdown().await;
                 return Ok(());
             }
@@ -282,6 +330,14 @@ fn serve(
             allow_other: args.allow_other,
             kernel_read_only: args.ro,
             activity,
+            remote_reads: cluster.as_ref().map(|node| {
+                crate::fs::RemoteReadsHandle(std::sync::Arc::new(
+                    crate::cluster::peer_reads::PeerReads::new(
+                        std::sync::Arc::clone(node),
+                        tokio::runtime::Handle::current(),
+                    ),
+                ))
+            }),
             ..MountOptions::default()
         };
         let refresh = engine.refresh_handle();
@@ -295,41 +351,22 @@ fn serve(
             Ok(handle) => handle,
             Err(err) => {
                 report(&format!("error: {err}"));
+                let _ = stop_http.send(());
                 engine.shutdown().await;
                 return Err(err.into());
             }
         };
-        // The HTTP sidecar reads the same catalog as the mount, never the
-        // mount itself; it stops after the unmount.
-        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        // On a runtime of its own (see `HttpOptions::threads`).
-        let sidecar = match listener {
-            None => None,
-            Some(listener) => {
-                tracing::info!("serving HTTP on {:?}", listener.local_addr().ok());
-                let started = listener.into_std().and_then(|listener| {
-                    crate::http::spawn_dedicated(
-                        listener,
-                        std::sync::Arc::clone(engine.catalog()),
-                        http_options,
-                        metrics,
-                        async {
-                            let _ = http_stopped.await;
-                        },
-                    )
-                });
-                match started {
-                    Ok(thread) => Some(thread),
-                    Err(err) => {
-                        let err = anyhow::anyhow!("cannot start the HTTP server: {err}");
-                        report(&format!("error: {err:#}"));
-                        let _ = handle.unmount();
-                        engine.shutdown().await;
-                        return Err(err);
-                    }
+        if let Some((listener, http_options, stopped)) = pending_sidecar.take() {
+            match start_sidecar(listener, &engine, http_options, &metrics, stopped) {
+                Ok(thread) => sidecar = thread,
+                Err(err) => {
+                    report(&format!("error: {err:#}"));
+                    let _ = handle.unmount();
+                    engine.shutdown().await;
+                    return Err(err);
                 }
             }
-        };
+        }
         report("ok");
         let outcome = run_until_stopped(&engine, &handle, &mut signals).await;
         if let Err(err) = handle.unmount() {
@@ -349,6 +386,34 @@ fn serve(
     });
     super::engine_args::stop_runtime(runtime);
     outcome
+}
+
+/// Starts the HTTP sidecar, if one is configured, on a runtime of its own
+/// (see `HttpOptions::threads`), until `stopped` completes.
+fn start_sidecar(
+    listener: Option<tokio::net::TcpListener>,
+    engine: &Engine,
+    http_options: crate::http::HttpOptions,
+    metrics: &std::sync::Arc<crate::metrics::Metrics>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<std::thread::JoinHandle<std::io::Result<()>>>> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    tracing::info!("serving HTTP on {:?}", listener.local_addr().ok());
+    let thread = listener
+        .into_std()
+        .and_then(|listener| {
+            crate::http::spawn_dedicated(
+                listener,
+                std::sync::Arc::clone(engine.catalog()),
+                http_options,
+                std::sync::Arc::clone(metrics),
+                stopped,
+            )
+        })
+        .map_err(|err| anyhow::anyhow!("cannot start the HTTP server: {err}"))?;
+    Ok(Some(thread))
 }
 
 /// The signals the daemon acts on.

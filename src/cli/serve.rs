@@ -13,7 +13,6 @@ use anyhow::Context;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cluster::{ClusterNode, ZkCoordinator};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::http::{self, HttpOptions, RequestLogTarget};
@@ -105,25 +104,11 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    let cluster = match config.cluster()? {
-        Some(cluster_config) => {
-            let address = super::engine_args::advertised_address(
-                cluster_config.advertised_hostname.as_deref(),
-                listener.local_addr()?,
-            )?;
-            let coordinator = Arc::new(ZkCoordinator::start(cluster_config.clone(), &address));
-            // Choosing a shard ID waits for ZooKeeper: a stop signal ends it.
-            let joined = tokio::select! {
-                joined = ClusterNode::join(coordinator, cluster_config, &config.local_store) => joined,
-                () = &mut shutdown => return Ok(()),
-            };
-            Some(joined.context("joining the cluster")?)
-        }
-        None => None,
+    // Choosing a shard ID waits for ZooKeeper: a stop signal ends it.
+    let cluster = tokio::select! {
+        joined = super::engine_args::join_cluster(&config, listener.local_addr()?, &metrics) => joined?,
+        () = &mut shutdown => return Ok(()),
     };
-    if let Some(node) = &cluster {
-        metrics.add_source(Arc::clone(node) as Arc<dyn crate::metrics::MetricsSource>);
-    }
     options.cluster = cluster.clone();
     let engine = Engine::launch_in(config, Arc::clone(&metrics), cluster).await?;
     // A stop signal during the first loads stops them at once.

@@ -11,12 +11,16 @@
 //! | [`memory`] | [`MemoryCluster`]: the trait in one process, for tests of cluster logic |
 //! | [`proxy`] | asking the peers that hold a partition, with backup requests |
 //! | [`node`] | [`ClusterNode`]: this node's shard ID, assignment, readiness, proxying |
+//! | [`directory`] | every key of a partial version, listed by peers, for the mount |
+//! | [`peer_reads`] | the mount's READs of keys that peers hold |
 
 pub mod assignment;
 pub mod config;
 pub mod coordinator;
+pub mod directory;
 pub mod memory;
 pub mod node;
+pub mod peer_reads;
 pub mod proxy;
 pub mod rereplicate;
 pub mod zk;

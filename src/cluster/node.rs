@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,9 @@ pub struct ClusterNode {
     under_replicated: AtomicU64,
     /// Re-replications by outcome: started, completed, failed.
     rereplications: [AtomicU64; 3],
+    /// Whether versions get a key directory before they are served (a
+    /// node that runs a mount; see `cluster::directory`).
+    directories: AtomicBool,
 }
 
 /// The holders of one version's partitions: as listed now, and as last
@@ -176,7 +179,20 @@ impl ClusterNode {
             rereplication: Mutex::new(Tracker::default()),
             under_replicated: AtomicU64::new(0),
             rereplications: Default::default(),
+            directories: AtomicBool::new(false),
         }))
+    }
+
+    /// Asks for a key directory of every partial version before it is
+    /// served: a mount lists every key (see `cluster::directory`).
+    pub fn build_directories(&self) {
+        self.directories.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether versions get a key directory (see
+    /// [`ClusterNode::build_directories`]).
+    pub fn builds_directories(&self) -> bool {
+        self.directories.load(Ordering::Relaxed)
     }
 
     pub fn shard_id(&self) -> &str {
@@ -345,7 +361,7 @@ impl ClusterNode {
     /// it arrived (percent-encoded). A 404 from the partition's peers is
     /// retried with the alternate partition's peers, if the key has one.
     pub async fn fetch(&self, db: &str, version: &str, path: &str, key: RemoteKey) -> ProxyOutcome {
-        let path_and_query = format!("{path}?proxy={}", query_escape(version));
+        let path_and_query = format!("{path}?proxy={}", path_escape(version.as_bytes()));
         let peers = self.peers_of(db, version, key.partition);
         let mut outcome = self.proxy.fetch(&peers, &path_and_query).await;
         if let (Some(alternate), ProxyOutcome::Answered { response, .. }) =
@@ -362,6 +378,135 @@ impl ClusterNode {
         };
         self.proxied[slot].fetch_add(1, Ordering::Relaxed);
         outcome
+    }
+
+    /// Asks the peers holding `key`'s partition for bytes `range` of its
+    /// value in `db`/`version` (a READ through the mount). The answer is
+    /// collected whole: a READ asks for at most a megabyte or so.
+    pub async fn fetch_range(
+        &self,
+        db: &str,
+        version: &str,
+        key: &[u8],
+        at: RemoteKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, String> {
+        use http_body_util::BodyExt;
+        let path = format!(
+            "/{}/{}?proxy={}",
+            path_escape(db.as_bytes()),
+            path_escape(key),
+            path_escape(version.as_bytes())
+        );
+        let want = range.end - range.start;
+        let mut partitions = vec![at.partition];
+        partitions.extend(at.alternate);
+        let mut outcome = ProxyOutcome::NoPeers;
+        for partition in partitions {
+            let peers = self.peers_of(db, version, partition);
+            outcome = self
+                .proxy
+                .fetch_range(&peers, &path, Some(range.clone()))
+                .await;
+            // A 404 from the normal partition's peers: try the alternate's.
+            if !matches!(&outcome, ProxyOutcome::Answered { response, .. }
+                if response.status() == hyper::StatusCode::NOT_FOUND)
+            {
+                break;
+            }
+        }
+        let slot = match &outcome {
+            ProxyOutcome::Answered { .. } => 0,
+            ProxyOutcome::NoPeers => 1,
+            ProxyOutcome::TimedOut => 2,
+        };
+        self.proxied[slot].fetch_add(1, Ordering::Relaxed);
+        let (peer, response) = match outcome {
+            ProxyOutcome::Answered { peer, response } => (peer, response),
+            ProxyOutcome::NoPeers => {
+                return Err(format!(
+                    "no peer could answer for partition {}",
+                    at.partition
+                ));
+            }
+            ProxyOutcome::TimedOut => {
+                return Err(format!(
+                    "no peer answered for partition {} within {:?}",
+                    at.partition, self.config.proxy_timeout
+                ));
+            }
+        };
+        let status = response.status();
+        if !matches!(
+            status,
+            hyper::StatusCode::OK | hyper::StatusCode::PARTIAL_CONTENT
+        ) {
+            return Err(format!("{peer} answered {status}"));
+        }
+        // A whole value (a peer that ignores ranges) is cut here; anything
+        // longer than asked for is refused before it is buffered.
+        let whole = status == hyper::StatusCode::OK;
+        let limit = if whole { range.end } else { want };
+        let body = http_body_util::Limited::new(response.into_body(), limit as usize)
+            .collect()
+            .await
+            .map_err(|e| format!("{peer}: reading the value: {e}"))?
+            .to_bytes();
+        if whole {
+            let start = (range.start as usize).min(body.len());
+            return Ok(body.slice(start..));
+        }
+        Ok(body)
+    }
+
+    /// The keys of `partition` of `db`/`version` as a peer holding it
+    /// lists them (see `cluster::directory`).
+    pub async fn fetch_listing(
+        &self,
+        db: &str,
+        version: &str,
+        partition: u32,
+    ) -> Result<crate::store::keyindex::SortedRun, super::directory::DirectoryError> {
+        use super::directory::{
+            DirectoryError, LISTING_CONTENT_TYPE, LISTING_PARAM, ListingParser,
+        };
+        use http_body_util::BodyExt;
+        let path = format!(
+            "/{}/?proxy={}&{LISTING_PARAM}={partition}",
+            path_escape(db.as_bytes()),
+            path_escape(version.as_bytes())
+        );
+        let peers = self.peers_of(db, version, partition);
+        let unavailable = |reason: String| DirectoryError::Unavailable { partition, reason };
+        let (peer, response) = match self.proxy.fetch(&peers, &path).await {
+            ProxyOutcome::Answered { peer, response } => (peer, response),
+            ProxyOutcome::NoPeers => return Err(unavailable("no peer could answer".into())),
+            ProxyOutcome::TimedOut => return Err(unavailable("no peer answered in time".into())),
+        };
+        let refused = |message: String| DirectoryError::Listing {
+            peer: peer.clone(),
+            partition,
+            offset: 0,
+            message,
+        };
+        if response.status() != hyper::StatusCode::OK {
+            return Err(refused(format!("answered {}", response.status())));
+        }
+        let content_type = response.headers().get(hyper::header::CONTENT_TYPE);
+        if content_type.and_then(|v| v.to_str().ok()) != Some(LISTING_CONTENT_TYPE) {
+            return Err(refused(
+                "not a listing (a peer that does not list keys, such as Go sequins)".into(),
+            ));
+        }
+        let mut parser = ListingParser::new(&peer, partition);
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| refused(format!("reading the listing: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                parser.feed(data)?;
+            }
+        }
+        parser.finish()
     }
 
     /// Re-replication (see `cluster::rereplicate`) over the versions
@@ -593,9 +738,11 @@ fn write_id_file(path: &Path, id: &str) -> std::io::Result<()> {
 
 /// Percent-encodes a version name for a query string (everything but
 /// RFC 3986's unreserved characters).
-fn query_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
+/// `bytes` percent-encoded for a path segment or query value: every byte
+/// but the unreserved ones escaped, `/` included.
+fn path_escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
@@ -717,7 +864,7 @@ mod tests {
 
     #[test]
     fn versions_are_escaped_in_the_query() {
-        assert_eq!(query_escape("2024-01-01T00:00"), "2024-01-01T00%3A00");
-        assert_eq!(query_escape("v 1&x"), "v%201%26x");
+        assert_eq!(path_escape(b"2024-01-01T00:00"), "2024-01-01T00%3A00");
+        assert_eq!(path_escape(b"v 1&x"), "v%201%26x");
     }
 }

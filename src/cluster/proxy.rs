@@ -78,6 +78,19 @@ impl Proxy {
     /// Sends `GET http://<peer><path_and_query>` to the `peers` (addresses
     /// `host:port`) as described in the module docs.
     pub async fn fetch(&self, peers: &[String], path_and_query: &str) -> ProxyOutcome {
+        self.fetch_range(peers, path_and_query, None).await
+    }
+
+    /// [`Proxy::fetch`] of the byte range `range` of a value (sent as a
+    /// `Range` header; a 206 is an answer).
+    pub async fn fetch_range(
+        &self,
+        peers: &[String],
+        path_and_query: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> ProxyOutcome {
+        let range = range.map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+        let range = range.as_deref();
         let order = self.health.order(peers);
         if order.is_empty() {
             return ProxyOutcome::NoPeers;
@@ -89,7 +102,11 @@ impl Proxy {
         // The first attempt starts here and now: not through a timer, whose
         // resolution (a millisecond) would be most of a proxied request's
         // time on a local network.
-        attempts.push(Box::pin(self.attempt(order[0].clone(), path_and_query)));
+        attempts.push(Box::pin(self.attempt(
+            order[0].clone(),
+            path_and_query,
+            range,
+        )));
         let mut next = 1;
         let stage = tokio::time::sleep_until(now + self.stage_timeout);
         tokio::pin!(stage);
@@ -125,7 +142,7 @@ impl Proxy {
                 () = &mut stage, if next < order.len() => {
                     let peer = order[next].clone();
                     next += 1;
-                    attempts.push(Box::pin(self.attempt(peer, path_and_query)));
+                    attempts.push(Box::pin(self.attempt(peer, path_and_query, range)));
                     stage.as_mut().reset(tokio::time::Instant::now() + self.stage_timeout);
                 }
             }
@@ -136,13 +153,24 @@ impl Proxy {
         &self,
         peer: String,
         path_and_query: &str,
+        range: Option<&str>,
     ) -> impl std::future::Future<Output = (String, Result<Response<Incoming>, AttemptError>)> + use<>
     {
         let uri = format!("http://{peer}{path_and_query}").parse::<Uri>();
+        let range = range.map(str::to_string);
         let client = self.client.clone();
         async move {
             let result = match uri {
-                Ok(uri) => client.get(uri).await.map_err(AttemptError::Http),
+                Ok(uri) => {
+                    let mut request = hyper::Request::get(uri);
+                    if let Some(range) = range {
+                        request = request.header(hyper::header::RANGE, range);
+                    }
+                    match request.body(Empty::new()) {
+                        Ok(request) => client.request(request).await.map_err(AttemptError::Http),
+                        Err(e) => Err(AttemptError::Request(e)),
+                    }
+                }
                 Err(e) => Err(AttemptError::Uri(e)),
             };
             (peer, result)
@@ -169,12 +197,17 @@ enum AttemptError {
     Http(hyper_util::client::legacy::Error),
     #[error("invalid peer address: {0}")]
     Uri(hyper::http::uri::InvalidUri),
+    #[error("invalid request: {0}")]
+    Request(hyper::http::Error),
 }
 
-/// 200 and 404 are answers; anything else (500, 501, ...) is a failure of
+/// 200 (206 for a range) and 404 are answers; anything else (500, 501, ...) is a failure of
 /// that peer and the next one is asked.
 fn is_answer(response: &Response<Incoming>) -> bool {
-    matches!(response.status(), StatusCode::OK | StatusCode::NOT_FOUND)
+    matches!(
+        response.status(),
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_FOUND
+    )
 }
 
 fn log_failure(peer: &str, failed: &Result<Response<Incoming>, AttemptError>) {

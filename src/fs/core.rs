@@ -35,6 +35,7 @@ use crate::fs::generations::Generations;
 use crate::fs::inode::{self, Inode};
 use crate::fs::listing::{self, Child, Cursor};
 use crate::fs::pins::Pins;
+use crate::fs::remote::{ReadDone, RemoteRead, RemoteReads};
 use crate::naming;
 
 /// A LOOKUP answer.
@@ -72,6 +73,8 @@ pub struct FsCore {
     /// Serialises id assignment so a name gets one id.
     db_ids_assign: Mutex<()>,
     refreshes: AtomicU64,
+    /// Where READs of keys held by peers go (a node of a cluster).
+    remote: Option<Arc<dyn RemoteReads>>,
     /// When the set of databases or versions last changed: the mtime of the
     /// root, `.versions/` and `.versions/<db>/`, so the kernel's cached
     /// listings of those directories are refreshed after a change.
@@ -142,8 +145,15 @@ impl FsCore {
             db_ids: RwLock::new(Vec::new()),
             db_ids_assign: Mutex::new(()),
             refreshes: AtomicU64::new(0),
+            remote: None,
             changed_at: Mutex::new(SystemTime::now()),
         }
+    }
+
+    /// Sends READs of keys held by peers to `remote` (cluster mode).
+    pub fn with_remote_reads(mut self, remote: Arc<dyn RemoteReads>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -430,6 +440,58 @@ impl FsCore {
             Inode::StatusSnapshot(sequence) => Ok(slice(&self.snapshot(sequence, ino)?.bytes)),
             Inode::RefreshFile => Ok(slice(b"")),
             _ => Err(FsError::wrong_kind(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// A READ of `ino` that peers must answer: `Some` for a key of a
+    /// version with a key directory whose partition this node does not
+    /// hold; `None` for everything [`FsCore::read`] answers.
+    pub fn remote_read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Option<RemoteRead>> {
+        let Some(Inode::Key {
+            generation,
+            ordinal,
+        }) = Inode::from_number(ino)
+        else {
+            return Ok(None);
+        };
+        let version = self.version(generation, ino)?;
+        if !version.has_directory() {
+            return Ok(None);
+        }
+        let keys = version.keys();
+        let key = keys.key_at(ordinal).map_err(|e| version.context(e))?;
+        let Some(at) = version.remote(key) else {
+            return Ok(None);
+        };
+        let len = keys.value_len_at(ordinal).map_err(|e| version.context(e))?;
+        let start = offset.min(len);
+        let end = offset.saturating_add(u64::from(size)).min(len);
+        let key = key.to_vec();
+        Ok(Some(RemoteRead {
+            version,
+            key,
+            at,
+            range: start..end,
+        }))
+    }
+
+    /// Starts a READ that [`FsCore::remote_read`] returned; `done` gets
+    /// the bytes, on another thread unless the range is empty.
+    pub fn read_remote(&self, read: RemoteRead, done: ReadDone) {
+        if read.range.is_empty() {
+            return done(Ok(bytes::Bytes::new()));
+        }
+        match &self.remote {
+            Some(remote) => remote.read(read, done),
+            None => done(Err(FsError::new(
+                libc::EIO,
+                Level::ERROR,
+                format!(
+                    "{}/{}: the key is held by peers and this mount has none",
+                    read.version.db(),
+                    read.version.name()
+                ),
+            ))),
         }
     }
 
@@ -1134,5 +1196,96 @@ mod tests {
             core.forget(found(link).ino, 1);
             drop(catalog.take_expired(Instant::now()));
         }
+    }
+
+    /// A node of a cluster holding partition 0 of 2, with a directory of
+    /// every key; `remote` answers READs of the others.
+    #[test]
+    fn keys_held_by_peers_are_listed_and_read_through_the_remote_seam() {
+        use crate::catalog::InMemoryVersionData;
+        use crate::fs::remote::{ReadDone, RemoteRead, RemoteReads};
+        let all: Vec<(Vec<u8>, Vec<u8>)> = (0..20)
+            .map(|i| {
+                (
+                    format!("k{i:02}").into_bytes(),
+                    format!("value {i}").into_bytes(),
+                )
+            })
+            .collect();
+        let held: Vec<_> = all
+            .iter()
+            .filter(|(k, _)| crate::partition::partitions(k, 2).0 == 0)
+            .cloned()
+            .collect();
+        assert!(held.len() < all.len() && !held.is_empty());
+        let version = Version::partial(
+            "db",
+            "v1",
+            SystemTime::UNIX_EPOCH,
+            "test",
+            2,
+            &[0],
+            Box::new(InMemoryVersionData::new(held.clone())),
+            Some(Box::new(InMemoryVersionData::new(all.clone()))),
+        );
+        /// Answers with the value's bytes in range, recording each read.
+        struct Peers(
+            std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+            Mutex<Vec<RemoteRead>>,
+        );
+        impl RemoteReads for Peers {
+            fn read(&self, read: RemoteRead, done: ReadDone) {
+                let value = &self.0[&read.key];
+                let bytes = value[read.range.start as usize..read.range.end as usize].to_vec();
+                self.1.lock().unwrap().push(read);
+                done(Ok(bytes.into()));
+            }
+        }
+        let peers = Arc::new(Peers(all.iter().cloned().collect(), Mutex::new(Vec::new())));
+        let catalog = Catalog::new();
+        catalog.publish(Arc::clone(&version), "test".into(), Duration::from_secs(60));
+        let core = FsCore::new(Arc::clone(&catalog), || {}, owner())
+            .with_remote_reads(Arc::clone(&peers) as Arc<dyn RemoteReads>);
+        let root = version_root(&core, &version);
+        let listed: Vec<String> = list(&core, root, 0).into_iter().map(|e| e.name).collect();
+        assert_eq!(listed.len(), 2 + 1 + all.len(), "dots, .version, every key");
+        for (key, value) in &all {
+            let attr = found(core.lookup(root, key).unwrap());
+            assert_eq!(attr.size, value.len() as u64);
+            let local = held.iter().any(|(k, _)| k == key);
+            match core.remote_read(attr.ino, 2, 3).unwrap() {
+                None => {
+                    assert!(local);
+                    assert_eq!(read_all(&core, attr.ino), *value);
+                }
+                Some(read) => {
+                    assert!(!local);
+                    assert_eq!(read.range, 2..5);
+                    let got = Arc::new(Mutex::new(None));
+                    let into = Arc::clone(&got);
+                    core.read_remote(read, Box::new(move |r| *into.lock().unwrap() = Some(r)));
+                    let bytes = got.lock().unwrap().take().unwrap().unwrap();
+                    assert_eq!(&bytes[..], &value[2..5]);
+                    // Past the end: empty, and no peer is asked.
+                    let past = core.remote_read(attr.ino, 100, 10).unwrap().unwrap();
+                    assert!(past.range.is_empty());
+                }
+            }
+        }
+        assert_eq!(peers.1.lock().unwrap().len(), all.len() - held.len());
+        // Without peers, a remote key is EIO, not a wrong or empty value.
+        let lone = FsCore::new(catalog, || {}, owner());
+        let root = version_root(&lone, &version);
+        let (remote_key, _) = all
+            .iter()
+            .find(|(k, _)| !held.iter().any(|(h, _)| h == k))
+            .unwrap();
+        let attr = found(lone.lookup(root, remote_key).unwrap());
+        let read = lone.remote_read(attr.ino, 0, 4).unwrap().unwrap();
+        let got = Arc::new(Mutex::new(None));
+        let into = Arc::clone(&got);
+        lone.read_remote(read, Box::new(move |r| *into.lock().unwrap() = Some(r)));
+        let err = got.lock().unwrap().take().unwrap().unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
     }
 }

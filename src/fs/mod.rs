@@ -9,6 +9,8 @@
 //!   lifetimes), [`pins`] (the kernel's references to versions), [`control`]
 //!   (`.status`, `.refresh`, `.version`) and [`error`] (errno, message,
 //!   source and log level of every failure);
+//! - [`remote`]: READs of keys that peers hold (cluster mode), answered
+//!   off the session threads;
 //! - [`counters`]: requests received per opcode;
 //! - [`fuse`]: the fuser adapter, session, kernel caching and invalidation.
 
@@ -22,6 +24,7 @@ pub mod generations;
 pub mod inode;
 pub mod listing;
 pub mod pins;
+pub mod remote;
 
 #[cfg(test)]
 mod model_tests;
@@ -32,3 +35,4 @@ pub use self::core::{DirEntry, Entry, FsCore};
 pub use self::counters::{Op, RequestCounters};
 pub use self::error::{FsError, FsResult};
 pub use self::fuse::{MountError, MountHandle, MountOptions, mount};
+pub use self::remote::{ReadDone, RemoteRead, RemoteReads, RemoteReadsHandle};

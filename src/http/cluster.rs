@@ -82,3 +82,53 @@ pub(crate) async fn proxied(
     }
     response
 }
+
+/// The keys of one partition of a held version, for a peer building its
+/// key directory (see `cluster::directory`): `GET /<db>/?proxy=<version>&
+/// sequinsfs-listing=<partition>`. Exactly the version named, never a
+/// fallback (its keys would differ); 503 when this node does not hold it
+/// or the partition, so the peer asks the partition's next holder.
+pub(crate) async fn listing(
+    catalog: Arc<crate::catalog::Catalog>,
+    db: &str,
+    version: Option<String>,
+    partition: Option<String>,
+    head: bool,
+) -> Response<Body> {
+    let (Some(version), Some(Ok(partition))) = (version, partition.map(|p| p.parse::<u32>()))
+    else {
+        return empty(StatusCode::BAD_REQUEST);
+    };
+    let Some(held) = catalog
+        .held_version(db, &version)
+        .filter(|v| v.holds(partition) && partition < v.num_partitions())
+    else {
+        return empty(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let encoded = tokio::task::spawn_blocking(move || {
+        crate::cluster::directory::encode_listing(&held, partition)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(body)) => super::with_body(
+            StatusCode::OK,
+            crate::cluster::directory::LISTING_CONTENT_TYPE,
+            body.into(),
+            head,
+        ),
+        Ok(Err(err)) => {
+            tracing::error!(
+                db,
+                version,
+                partition,
+                "http: listing a partition failed: {}",
+                crate::error_chain::ErrorChain(&err)
+            );
+            empty(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        Err(err) => {
+            tracing::error!(db, version, partition, "http: listing task failed: {err}");
+            empty(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}

@@ -47,6 +47,12 @@ pub(crate) enum Answer {
         version: Arc<Version>,
         key: RemoteKey,
     },
+    /// A peer asks for the keys of one partition (cluster mode).
+    Listing {
+        db: String,
+        version: Option<String>,
+        partition: Option<String>,
+    },
 }
 
 /// Answers a value request for `key` in `db` (`None` if the name is not

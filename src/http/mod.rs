@@ -344,6 +344,18 @@ impl Sidecar {
                     this.finish(response, head, started, logged_path)
                 }))
             }
+            keys::Answer::Listing {
+                db,
+                version,
+                partition,
+            } => {
+                let this = Arc::clone(self);
+                let catalog = Arc::clone(&self.catalog);
+                Handled::Later(Box::pin(async move {
+                    let response = cluster::listing(catalog, &db, version, partition, head).await;
+                    this.finish(response, head, started, logged_path)
+                }))
+            }
         }
     }
 
@@ -460,6 +472,23 @@ impl Sidecar {
                     content_type,
                     head,
                 )
+            }
+            // A peer asks for a partition's keys (cluster mode).
+            _ if self.cluster.is_some()
+                && path::query_param(
+                    req.uri().query(),
+                    crate::cluster::directory::LISTING_PARAM,
+                )
+                .is_some() =>
+            {
+                keys::Answer::Listing {
+                    db: db.unwrap_or_default().to_string(),
+                    version: proxy.clone(),
+                    partition: path::query_param(
+                        req.uri().query(),
+                        crate::cluster::directory::LISTING_PARAM,
+                    ),
+                }
             }
             // `/<db>` and `/<db>/`: the database's status page.
             _ => match db {

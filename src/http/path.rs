@@ -68,9 +68,15 @@ pub fn split(decoded: &[u8]) -> Option<Route<'_>> {
 /// The value of a non-empty `proxy` query parameter (sequins' peer
 /// protocol, also usable to pin a held version). Decoded as a form value.
 pub fn proxy_param(query: Option<&str>) -> Option<String> {
+    query_param(query, "proxy")
+}
+
+/// The value of the first non-empty query parameter `name`, decoded as a
+/// form value.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
-        .filter_map(|pair| pair.strip_prefix("proxy="))
+        .filter_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
         .map(|value| {
             let value = value.replace('+', " ");
             let bytes = percent_decode(&value).unwrap_or_else(|_| value.clone().into_bytes());

@@ -98,6 +98,10 @@ pub enum LoadErrorKind {
     /// The cluster's coordination refused a change (an invalid name).
     #[error(transparent)]
     Cluster(Box<crate::cluster::CoordinatorError>),
+    /// The key directory of a partial version (for a mount in cluster
+    /// mode) could not be built: a peer's listing failed or was damaged.
+    #[error("key directory: {0}")]
+    Directory(String),
     /// A version built by a node of a cluster was still waiting for the
     /// cluster to agree on it when a newer version appeared; it is dropped
     /// (sequins discards older prepared versions too).

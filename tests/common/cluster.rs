@@ -1,4 +1,4 @@
-//! Nodes of a test cluster: `sequinsfs serve` processes on loopback
+//! Nodes of a test cluster: `sequinsfs serve` (or `mount`) processes on loopback
 //! addresses with their own local stores, coordinated by a private
 //! ZooKeeper ([`super::zk::ZkServer`]).
 
@@ -28,6 +28,11 @@ pub struct Node {
     /// What [`Node::restart`] needs.
     command: Command,
     name: String,
+    /// Where the node is mounted, for a node started with
+    /// [`Node::start_mounted`].
+    pub mountpoint: Option<PathBuf>,
+    /// The log line that says the node serves.
+    serving_line: &'static str,
 }
 
 impl Node {
@@ -60,6 +65,30 @@ impl Node {
         extra: &str,
         flags: &[&str],
     ) -> Node {
+        Node::launch(dir, servers, source, name, extra, flags, false)
+    }
+
+    /// A node named `name` that runs `sequinsfs mount` (with its HTTP
+    /// sidecar) instead of `serve`, mounted at `dir/mnt-<name>`.
+    pub fn start_mounted(
+        dir: &Path,
+        zk: &ZkServer,
+        source: &Path,
+        name: &str,
+        extra: &str,
+    ) -> Node {
+        Node::launch(dir, &zk.address(), source, name, extra, &[], true)
+    }
+
+    fn launch(
+        dir: &Path,
+        servers: &str,
+        source: &Path,
+        name: &str,
+        extra: &str,
+        flags: &[&str],
+        mounted: bool,
+    ) -> Node {
         let port = free_port();
         let store = dir.join(format!("store-{name}"));
         let config = dir.join(format!("node-{name}.conf"));
@@ -73,33 +102,51 @@ impl Node {
             ),
         )
         .unwrap();
+        let address = format!("127.0.0.1:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_sequinsfs"));
+        let mountpoint = mounted.then(|| dir.join(format!("mnt-{name}")));
+        match &mountpoint {
+            Some(mountpoint) => {
+                std::fs::create_dir_all(mountpoint).unwrap();
+                command.args(["mount", "-f", "--http", &address]);
+            }
+            None => {
+                command.args(["serve", "--bind", &address]);
+            }
+        }
         command
-            .args(["serve", "--config"])
+            .arg("--config")
             .arg(&config)
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
             .arg("--local-store")
             .arg(&store)
             .args(flags)
-            .arg(source)
-            .stderr(Stdio::piped());
+            .arg(source);
+        if let Some(mountpoint) = &mountpoint {
+            command.arg(mountpoint);
+        }
+        command.stderr(Stdio::piped());
         let name = format!("node {name}");
         let (child, log) = spawn(&mut command, &name);
         Node {
             child: Some(child),
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            addr: address.parse().unwrap(),
             store,
             log,
             command,
             name,
+            serving_line: if mounted {
+                "mounted mountpoint="
+            } else {
+                "serving HTTP"
+            },
+            mountpoint,
         }
     }
 
     /// Waits until the node logs that it serves HTTP (once its first
     /// versions are served).
     pub fn wait_serving(&self) {
-        self.wait_log("serving HTTP");
+        self.wait_log(self.serving_line);
     }
 
     /// Waits for a log line containing `text`; returns it.
@@ -205,6 +252,18 @@ impl Node {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+        self.detach_stale_mount();
+    }
+
+    /// A killed mount leaves its mount point stale: detach it.
+    fn detach_stale_mount(&self) {
+        if let Some(mountpoint) = &self.mountpoint {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mountpoint)
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     pub fn stop(&mut self) {
@@ -229,6 +288,27 @@ pub fn start_cluster(
     let nodes: Vec<Node> = ids
         .iter()
         .map(|id| Node::start(dir, zk, source, id, extra))
+        .collect();
+    for node in &nodes {
+        node.wait_serving();
+    }
+    nodes
+}
+
+/// [`start_cluster`] of nodes running mounts ([`Node::start_mounted`]).
+pub fn start_mounted_cluster(
+    dir: &Path,
+    zk: &ZkServer,
+    source: &Path,
+    ids: &[&str],
+    extra: &str,
+) -> Vec<Node> {
+    let nodes: Vec<Node> = ids
+        .iter()
+        .map(|id| {
+            let extra = format!("shard_id = \"{id}\"\n{extra}");
+            Node::start_mounted(dir, zk, source, id, &extra)
+        })
         .collect();
     for node in &nodes {
         node.wait_serving();
@@ -411,6 +491,7 @@ impl Drop for Node {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.detach_stale_mount();
         }
     }
 }

@@ -80,16 +80,21 @@ impl FuseAdapter {
     /// Logs a failed request (once, at its error's level) and returns the
     /// errno to reply with.
     fn failed(&self, op: Op, ino: INodeNo, err: &FsError) -> Errno {
-        event_at!(
-            err.level(),
-            op = op.name(),
-            ino = format_args!("{:#x}", ino.0),
-            errno = err.errno(),
-            "request failed: {}",
-            err.chain()
-        );
-        Errno::from_i32(err.errno())
+        failed(op, ino, err)
     }
+}
+
+/// [`FuseAdapter::failed`], for replies sent from other threads.
+fn failed(op: Op, ino: INodeNo, err: &FsError) -> Errno {
+    event_at!(
+        err.level(),
+        op = op.name(),
+        ino = format_args!("{:#x}", ino.0),
+        errno = err.errno(),
+        "request failed: {}",
+        err.chain()
+    );
+    Errno::from_i32(err.errno())
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
@@ -249,6 +254,21 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         self.count(Op::Read);
+        // A key held by peers: answered from another thread when they have.
+        match self.core.remote_read(ino.0, offset, size) {
+            Ok(None) => {}
+            Ok(Some(read)) => {
+                self.core.read_remote(
+                    read,
+                    Box::new(move |result| match result {
+                        Ok(bytes) => reply.data(&bytes),
+                        Err(err) => reply.error(failed(Op::Read, ino, &err)),
+                    }),
+                );
+                return;
+            }
+            Err(err) => return reply.error(self.failed(Op::Read, ino, &err)),
+        }
         let mut reply = Some(reply);
         let result = self.core.read(ino.0, offset, size, |bytes| {
             if let Some(reply) = reply.take() {

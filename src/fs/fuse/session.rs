@@ -21,6 +21,7 @@ use crate::fs::counters::RequestCounters;
 use crate::fs::fuse::adapter::FuseAdapter;
 use crate::fs::fuse::invalidate::{self, Stop};
 use crate::fs::fuse::mountpoint::{MountError, check_mount_point, lazy_unmount};
+use crate::fs::remote::RemoteReadsHandle;
 use crate::wakeup::Activity;
 
 /// How the mount is presented and run.
@@ -49,6 +50,8 @@ pub struct MountOptions {
     pub kernel_read_only: bool,
     /// Told of every request, for `--idle-poll` (see [`crate::wakeup`]).
     pub activity: Option<Activity>,
+    /// Where READs of keys held by peers go, on a node of a cluster.
+    pub remote_reads: Option<RemoteReadsHandle>,
 }
 
 impl Default for MountOptions {
@@ -61,6 +64,7 @@ impl Default for MountOptions {
             retired_sweep_interval: Duration::from_secs(10),
             kernel_read_only: false,
             activity: None,
+            remote_reads: None,
         }
     }
 }
@@ -89,14 +93,18 @@ pub fn mount(
 ) -> Result<MountHandle, MountError> {
     check_mount_point(mountpoint)?;
     let defaults = CoreOptions::default();
-    let core = Arc::new(FsCore::new(
+    let mut core = FsCore::new(
         Arc::clone(&catalog),
         refresh,
         CoreOptions {
             uid: options.uid.unwrap_or(defaults.uid),
             gid: options.gid.unwrap_or(defaults.gid),
         },
-    ));
+    );
+    if let Some(remote) = &options.remote_reads {
+        core = core.with_remote_reads(Arc::clone(&remote.0));
+    }
+    let core = Arc::new(core);
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("sequins".into()),

@@ -1,0 +1,100 @@
+//! The mount of a cluster node, with real `sequinsfs mount` processes, real
+//! FUSE mounts and a real ZooKeeper: every node's mount lists every key of
+//! a version in order and reads every value bit-exact, its own partitions'
+//! from its store and the others' from peers; versions switch together; a
+//! killed peer costs no read (its partitions' other replicas answer); a
+//! restarted node serves its mount from its store, key directory included.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::cluster::{
+    Node, assert_serves, start_mounted_cluster, stop_all, wait_switched, words, write_words,
+};
+use common::mount::can_mount;
+use common::zk::ZkServer;
+
+/// Lists `words` through `node`'s mount and reads every key: the listing
+/// is every key in order, and every value is the expected one.
+fn assert_mount_serves(node: &Node, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    use std::os::unix::ffi::OsStrExt;
+    let db = node
+        .mountpoint
+        .as_ref()
+        .expect("a mounted node")
+        .join("words");
+    let listed: Vec<Vec<u8>> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().as_bytes().to_vec())
+        .filter(|name| name != b".version")
+        .collect();
+    let keys: Vec<Vec<u8>> = expected.keys().cloned().collect();
+    assert_eq!(listed, keys, "listing of {}", db.display());
+    for (key, value) in expected {
+        let path = db.join(std::ffi::OsStr::from_bytes(key));
+        let read = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&read, value, "{}", path.display());
+    }
+}
+
+#[test]
+fn every_mount_lists_and_reads_every_key_and_versions_switch_together() {
+    if !can_mount() {
+        return;
+    }
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "1");
+    let mut nodes = start_mounted_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
+    for node in &nodes {
+        // Replication 2 over 3 nodes: each holds 4 of the 6 partitions, so
+        // a third of the keys are read from peers.
+        assert_eq!(node.held("words", "1").len(), 4);
+        assert_mount_serves(node, &words("1"));
+        // Warm now: the same again, from the kernel's caches.
+        assert_mount_serves(node, &words("1"));
+        assert_serves(node, &words("1"));
+    }
+    write_words(&source, "2");
+    for node in &nodes {
+        node.refresh();
+    }
+    for node in &nodes {
+        wait_switched(node, "2");
+        assert_mount_serves(node, &words("2"));
+    }
+    stop_all(&mut nodes);
+}
+
+#[test]
+fn a_mount_reads_through_surviving_replicas_and_restarts_from_its_store() {
+    if !can_mount() {
+        return;
+    }
+    let Some(zk) = ZkServer::started() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_words(&source, "1");
+    let mut nodes = start_mounted_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
+    // Killed before any key was read: every remote read below is cold,
+    // and a third of them name the dead node first or second.
+    nodes[2].kill();
+    for node in &nodes[..2] {
+        assert_mount_serves(node, &words("1"));
+    }
+    // A restarted node serves its store at once, key directory included:
+    // nothing is listed from peers again.
+    nodes[0].stop();
+    nodes[0].restart();
+    let line = nodes[0].wait_log("serving version from the local store");
+    assert!(line.contains("db=\"words\""), "{line}");
+    nodes[0].wait_serving();
+    assert_mount_serves(&nodes[0], &words("1"));
+    stop_all(&mut nodes[..2]);
+}
