@@ -12,6 +12,12 @@
 //! local one, i.e. `local req/s / proxied req/s <= 2`. Every process shares
 //! this machine's cores with `wrk`, so the figures are relative.
 //!
+//! Node 1 and the standalone node run `sequinsfs mount` (with the sidecar),
+//! so the bench then reads 5,000 keys of node 1's partitions and 5,000 of
+//! the others' through node 1's mount (open, read, close), cold then warm,
+//! beside the same keys through the standalone mount. Target: a warm
+//! remote key costs what a warm local one does (the kernel answers both).
+//!
 //! Run: `cargo bench --bench cluster` (needs `wrk` and Debian's
 //! `zookeeper`). `SEQUINSFS_BENCH_SECONDS` sets each run's length (default 5).
 
@@ -61,10 +67,11 @@ fn main() {
                 &source,
                 &format!("node-{id}"),
                 &format!("{cluster}shard_id = \"{id}\"\n"),
+                *id == "1",
             )
         })
         .collect();
-    let mut standalone = Daemon::start(dir.path(), &source, "standalone", "");
+    let mut standalone = Daemon::start(dir.path(), &source, "standalone", "", true);
     for daemon in nodes.iter_mut().chain(std::iter::once(&mut standalone)) {
         daemon.wait_serving();
     }
@@ -107,9 +114,73 @@ fn main() {
             results[0].rps / results[1].rps,
         );
     }
+    mount_reads(&nodes[0], &standalone);
     for daemon in nodes.iter_mut().chain(std::iter::once(&mut standalone)) {
         daemon.stop();
     }
+}
+
+/// Keys per mount pass.
+const MOUNT_KEYS: usize = 5_000;
+
+/// Cold then warm open+read+close of local and remote keys through node
+/// 1's mount, beside the standalone mount.
+fn mount_reads(node: &Daemon, standalone: &Daemon) {
+    let keys_where = |local: bool| -> Vec<String> {
+        (0..KEYS)
+            .map(key)
+            .filter(|k| {
+                let p = sequinsfs::partition::partition(k.as_bytes(), PARTITIONS);
+                NODE1_PARTITIONS.contains(&p) == local
+            })
+            .take(MOUNT_KEYS)
+            .collect()
+    };
+    let (local, remote) = (keys_where(true), keys_where(false));
+    let node_db = node
+        .mountpoint
+        .as_ref()
+        .expect("node 1 mounts")
+        .join("bench");
+    let alone_db = standalone
+        .mountpoint
+        .as_ref()
+        .expect("mounted")
+        .join("bench");
+    println!("mount: open+read+close of {MOUNT_KEYS} distinct keys, microseconds per file");
+    println!("{:<34} {:>10} {:>10}", "keys", "cold", "warm");
+    let mut rows = Vec::new();
+    for (name, db, keys) in [
+        ("standalone, node 1's keys", &alone_db, &local),
+        ("node 1, its own partitions", &node_db, &local),
+        ("node 1, peers' partitions", &node_db, &remote),
+    ] {
+        let cold = read_pass(db, keys);
+        let warm = read_pass(db, keys);
+        println!("{name:<34} {cold:>10.1} {warm:>10.1}");
+        rows.push((cold, warm));
+    }
+    println!(
+        "mount: a remote key costs {:.2}x a local one cold and {:.2}x warm (target: warm 1x); \
+         local in the cluster vs standalone: {:.2}x cold, {:.2}x warm",
+        rows[2].0 / rows[1].0,
+        rows[2].1 / rows[1].1,
+        rows[1].0 / rows[0].0,
+        rows[1].1 / rows[0].1,
+    );
+}
+
+/// Microseconds per open+read+close over `keys` in `db`.
+fn read_pass(db: &Path, keys: &[String]) -> f64 {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    let start = std::time::Instant::now();
+    for k in keys {
+        let mut file = std::fs::File::open(db.join(k)).expect("open");
+        let n = file.read(&mut buf).expect("read");
+        assert_eq!(n, 13, "{k}");
+    }
+    start.elapsed().as_secs_f64() * 1e6 / keys.len() as f64
 }
 
 fn key(i: u32) -> String {
@@ -133,29 +204,44 @@ fn write_source(dir: &Path) {
     }
 }
 
-/// One `sequinsfs serve` process.
+/// One `sequinsfs serve` process, or `sequinsfs mount` with its sidecar.
 struct Daemon {
     child: Option<Child>,
     addr: SocketAddr,
     serving: std::sync::mpsc::Receiver<()>,
+    mountpoint: Option<PathBuf>,
 }
 
 impl Daemon {
-    fn start(dir: &Path, source: &Path, name: &str, config: &str) -> Daemon {
+    fn start(dir: &Path, source: &Path, name: &str, config: &str, mount: bool) -> Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let config_path: PathBuf = dir.join(format!("{name}.conf"));
         std::fs::write(&config_path, config).expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
-            .args(["serve", "--log-level", "warn", "--config"])
+        let address = format!("127.0.0.1:{port}");
+        let mountpoint = mount.then(|| dir.join(format!("mnt-{name}")));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sequinsfs"));
+        match &mountpoint {
+            Some(mountpoint) => {
+                std::fs::create_dir_all(mountpoint).expect("mount point");
+                command.args(["mount", "-f", "--http", &address]);
+            }
+            None => {
+                command.args(["serve", "--bind", &address]);
+            }
+        }
+        command
+            .args(["--log-level", "warn", "--config"])
             .arg(&config_path)
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
             .arg("--local-store")
             .arg(dir.join(format!("store-{name}")))
-            .arg(source)
+            .arg(source);
+        if let Some(mountpoint) = &mountpoint {
+            command.arg(mountpoint);
+        }
+        let mut child = command
             .stderr(Stdio::piped())
             .spawn()
             .expect("start sequinsfs");
@@ -176,6 +262,7 @@ impl Daemon {
             child: Some(child),
             addr,
             serving,
+            mountpoint,
         }
     }
 
@@ -192,7 +279,12 @@ impl Daemon {
                 .arg(format!("http://{}/healthz", self.addr))
                 .status()
                 .is_ok_and(|s| s.success());
-            if ok {
+            // A mount serves HTTP first (a cluster node) or last: both.
+            let mounted = self
+                .mountpoint
+                .as_ref()
+                .is_none_or(|m| m.join("bench").exists());
+            if ok && mounted {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

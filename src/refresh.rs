@@ -189,7 +189,7 @@ impl Refresher {
                     if let Err(e) = node.advertise(&db, &version, &held) {
                         tracing::warn!(db, version, "cannot advertise: {e}");
                     }
-                    let lacks_directory = node.builds_directories() && !v.has_directory();
+                    let lacks_directory = needs_directory(node, &v);
                     if v.held_partitions().is_some()
                         && (!self.store.is_agreed(&db, &version) || lacks_directory)
                     {
@@ -625,10 +625,7 @@ impl Refresher {
         version: Arc<Version>,
         cancel: &CancellationToken,
     ) -> Result<Arc<Version>, LoadErrorKind> {
-        if !node.builds_directories() || version.held_partitions().is_none() {
-            return Ok(version);
-        }
-        if version.has_directory() {
+        if !needs_directory(node, &version) {
             return Ok(version);
         }
         let (db, name) = (version.db().to_string(), version.name().to_string());
@@ -902,6 +899,13 @@ fn wrap(db: &str, version: &str, local: LocalVersion) -> Arc<Version> {
         }
         None => Version::new(db, version, created, path, n, Box::new(local)),
     }
+}
+
+/// Whether `version` lacks the key directory its node's mount needs: a
+/// version missing some partitions, on a node that runs a mount.
+fn needs_directory(node: &ClusterNode, version: &Version) -> bool {
+    let partial = (0..version.num_partitions()).any(|p| !version.holds(p));
+    node.builds_directories() && partial && !version.has_directory()
 }
 
 /// The key directory stored with a partial version, if it has one (see

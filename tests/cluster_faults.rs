@@ -1,9 +1,10 @@
 //! A cluster through the faults sequins does not survive well, with real
-//! `sequinsfs serve` processes and a real ZooKeeper: a node cut off from
-//! ZooKeeper (but not from its peers) until its session expires, every
-//! node's session expiring at once, a node starting while ZooKeeper is
-//! down, and a node killed under read load. Readers run on every node
-//! throughout and count failed reads.
+//! `sequinsfs mount` processes (each with its HTTP sidecar) and a real
+//! ZooKeeper: a node cut off from ZooKeeper (but not from its peers) until
+//! its session expires, every node's session expiring at once, a node
+//! starting while ZooKeeper is down, and a node killed under read load.
+//! Readers run on every node, over HTTP and through the mount, throughout
+//! and count failed reads.
 //!
 //! Nodes reach ZooKeeper through a [`Relay`] each, which the test cuts like
 //! a network link: the server stays up and expires the sessions it stops
@@ -15,7 +16,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::cluster::{
-    Node, Readers, assert_serves, stop_all, upgrade_all, wait_peer_event, words, write_words,
+    Node, ReadTarget, Readers, assert_serves, stop_all, upgrade_all, wait_peer_event, words,
+    write_words,
 };
 use common::http::Conn;
 use common::relay::Relay;
@@ -38,7 +40,7 @@ fn behind_relays(
         .iter()
         .zip(&relays)
         .map(|(id, relay)| {
-            Node::start_through(
+            Node::start_mounted_through(
                 dir,
                 &relay.address(),
                 source,
@@ -68,14 +70,16 @@ struct Readable {
 /// readers on every node. Each partition has exactly two copies, so
 /// `min_replication = 2` makes every new version need every node.
 fn readable_cluster() -> Option<Readable> {
+    if !common::mount::can_mount() {
+        return None;
+    }
     let zk = ZkServer::started()?;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     write_words(&source, "1");
     let ids = ["1", "2", "3"];
     let (relays, nodes) = behind_relays(dir.path(), &zk, &source, &ids, "min_replication = 2\n");
-    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
-    let readers = Readers::start(&addrs, "words", &words("1"));
+    let readers = Readers::start_on(&ReadTarget::all(&nodes), "words", &words("1"));
     Some(Readable {
         zk,
         _dir: dir,
@@ -187,6 +191,9 @@ fn every_session_expiring_fails_no_read() {
 /// and registers when ZooKeeper comes back.
 #[test]
 fn a_node_starts_while_zookeeper_is_down() {
+    if !common::mount::can_mount() {
+        return;
+    }
     let Some(mut zk) = ZkServer::started() else {
         return;
     };
@@ -234,6 +241,9 @@ fn assert_session(node: &Node, session: &str, degraded: bool) {
 /// read throughout.
 #[test]
 fn a_lost_node_is_replaced_and_its_return_restores_the_layout() {
+    if !common::mount::can_mount() {
+        return;
+    }
     let Some(zk) = ZkServer::started() else {
         return;
     };
@@ -243,7 +253,7 @@ fn a_lost_node_is_replaced_and_its_return_restores_the_layout() {
     let mut nodes: Vec<Node> = ["1", "2", "3", "4"]
         .iter()
         .map(|id| {
-            Node::start_through(
+            Node::start_mounted_through(
                 dir.path(),
                 &zk.address(),
                 &source,
@@ -257,8 +267,7 @@ fn a_lost_node_is_replaced_and_its_return_restores_the_layout() {
         node.wait_serving();
     }
     let held_before: Vec<Vec<u64>> = nodes.iter().map(|n| n.held("words", "1")).collect();
-    let survivors: Vec<_> = nodes[..3].iter().map(|n| n.addr).collect();
-    let readers = Readers::start(&survivors, "words", &words("1"));
+    let readers = Readers::start_on(&ReadTarget::all(&nodes[..3]), "words", &words("1"));
 
     let killed = std::time::Instant::now();
     nodes[3].kill();

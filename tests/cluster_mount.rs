@@ -7,36 +7,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::cluster::{
-    Node, assert_serves, start_mounted_cluster, stop_all, wait_switched, words, write_words,
+    assert_mount_serves, assert_serves, start_mounted_cluster, stop_all, wait_switched, words,
+    write_words,
 };
 use common::mount::can_mount;
 use common::zk::ZkServer;
-
-/// Lists `words` through `node`'s mount and reads every key: the listing
-/// is every key in order, and every value is the expected one.
-fn assert_mount_serves(node: &Node, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
-    use std::os::unix::ffi::OsStrExt;
-    let db = node
-        .mountpoint
-        .as_ref()
-        .expect("a mounted node")
-        .join("words");
-    let listed: Vec<Vec<u8>> = std::fs::read_dir(&db)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().as_bytes().to_vec())
-        .filter(|name| name != b".version")
-        .collect();
-    let keys: Vec<Vec<u8>> = expected.keys().cloned().collect();
-    assert_eq!(listed, keys, "listing of {}", db.display());
-    for (key, value) in expected {
-        let path = db.join(std::ffi::OsStr::from_bytes(key));
-        let read = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(&read, value, "{}", path.display());
-    }
-}
 
 #[test]
 fn every_mount_lists_and_reads_every_key_and_versions_switch_together() {

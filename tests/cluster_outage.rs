@@ -1,13 +1,16 @@
 //! A cluster through a ZooKeeper outage longer than its sessions: every
-//! node keeps answering every key (its own partitions and, by proxy, the
-//! others', from the peers it knew), no process exits, and once ZooKeeper
-//! is back the nodes agree on a new version as before.
+//! node keeps answering every key over HTTP and through its mount (its own
+//! partitions and, by proxy, the others', from the peers it knew), no
+//! process exits, and once ZooKeeper is back the nodes agree on a new
+//! version as before.
 
 mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Readers, start_cluster, stop_all, upgrade_all, words, write_words};
+use common::cluster::{
+    ReadTarget, Readers, start_mounted_cluster, stop_all, upgrade_all, words, write_words,
+};
 use common::zk::ZkServer;
 
 /// How long ZooKeeper stays down: six times the nodes' session timeout.
@@ -15,13 +18,16 @@ const OUTAGE: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_zookeeper_outage_fails_no_read_and_the_cluster_agrees_after_it() {
+    if !common::mount::can_mount() {
+        return;
+    }
     let Some(mut zk) = ZkServer::started() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     write_words(&source, "1");
-    let mut nodes = start_cluster(
+    let mut nodes = start_mounted_cluster(
         dir.path(),
         &zk,
         &source,
@@ -29,9 +35,9 @@ fn a_zookeeper_outage_fails_no_read_and_the_cluster_agrees_after_it() {
         "min_replication = 2\n",
     );
 
-    // Readers on every node, all through the outage.
-    let addrs: Vec<_> = nodes.iter().map(|node| node.addr).collect();
-    let readers = Readers::start(&addrs, "words", &words("1"));
+    // Readers on every node, over HTTP and through the mount (every read
+    // of a peer's key asks the peer), all through the outage.
+    let readers = Readers::start_on(&ReadTarget::all(&nodes), "words", &words("1"));
 
     zk.stop();
     // The outage itself: nothing to wait for but time.

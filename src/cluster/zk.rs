@@ -466,8 +466,18 @@ async fn run_session(shared: &Arc<Shared>, client: Client, session: u64) -> Sess
                     created.remove(&node);
                 }
             }
+            // A session whose requests go unanswered for a whole session
+            // timeout is as good as expired (seen with a server that was
+            // still starting): a new one is made.
+            let bound = shared.config.session_timeout;
             let outcome = tokio::select! {
-                r = reconcile(shared, &client, &mut created) => r,
+                r = tokio::time::timeout(bound, reconcile(shared, &client, &mut created)) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("ZooKeeper answered no request within {bound:?}; starting a new session");
+                        break SessionEnd::Expired;
+                    }
+                },
                 _ = shared.shutdown.cancelled() => break SessionEnd::Shutdown,
             };
             match outcome {

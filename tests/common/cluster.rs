@@ -80,6 +80,18 @@ impl Node {
         Node::launch(dir, &zk.address(), source, name, extra, &[], true)
     }
 
+    /// [`Node::start_through`] running a mount, as [`Node::start_mounted`].
+    pub fn start_mounted_through(
+        dir: &Path,
+        servers: &str,
+        source: &Path,
+        name: &str,
+        extra: &str,
+        flags: &[&str],
+    ) -> Node {
+        Node::launch(dir, servers, source, name, extra, flags, true)
+    }
+
     fn launch(
         dir: &Path,
         servers: &str,
@@ -357,8 +369,35 @@ pub fn wait_switched(node: &Node, version: &str) {
     }
 }
 
-/// Reads every key of `words` from `node` once; checks each value.
+/// Lists `words` through `node`'s mount and reads every key: the listing
+/// is every key in order, and every value is the expected one.
+pub fn assert_mount_serves(node: &Node, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    use std::os::unix::ffi::OsStrExt;
+    let db = node
+        .mountpoint
+        .as_ref()
+        .expect("a mounted node")
+        .join("words");
+    let listed: Vec<Vec<u8>> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().as_bytes().to_vec())
+        .filter(|name| name != b".version")
+        .collect();
+    let keys: Vec<Vec<u8>> = expected.keys().cloned().collect();
+    assert_eq!(listed, keys, "listing of {}", db.display());
+    for (key, value) in expected {
+        let path = db.join(std::ffi::OsStr::from_bytes(key));
+        let read = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&read, value, "{}", path.display());
+    }
+}
+
+/// Reads every key of `words` from `node` once, over HTTP and through its
+/// mount if it runs one; checks each value.
 pub fn assert_serves(node: &Node, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    if node.mountpoint.is_some() {
+        assert_mount_serves(node, expected);
+    }
     let mut conn = Conn::connect(node.addr);
     for (key, value) in expected {
         let key = String::from_utf8_lossy(key);
@@ -393,7 +432,7 @@ pub fn wait_peer_event(node: &Node, what: &str, shard_id: &str) {
 }
 
 /// Threads reading every key of one database, in a loop, from each of a
-/// set of nodes over HTTP, until [`Readers::finish`]; every failed read
+/// set of nodes over HTTP or through their mounts, until [`Readers::finish`]; every failed read
 /// (wrong status, wrong value, broken connection) is kept with its time.
 pub struct Readers {
     stop: Arc<AtomicBool>,
@@ -402,31 +441,108 @@ pub struct Readers {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// Where a reader reads: a node's HTTP sidecar, or its mount.
+#[derive(Debug, Clone)]
+pub enum ReadTarget {
+    Http(SocketAddr),
+    /// A mount point: keys are read from `<mount>/<db>/<key>`, and each
+    /// file's pages are dropped after the read (`POSIX_FADV_DONTNEED`), so
+    /// every read reaches the daemon (and, for a peer's key, the peer).
+    Mount(PathBuf),
+}
+
+impl ReadTarget {
+    /// HTTP and, for nodes that run one, the mount of every node.
+    pub fn all(nodes: &[Node]) -> Vec<ReadTarget> {
+        let mut targets: Vec<ReadTarget> = nodes.iter().map(|n| ReadTarget::Http(n.addr)).collect();
+        targets.extend(
+            nodes
+                .iter()
+                .filter_map(|n| n.mountpoint.clone().map(ReadTarget::Mount)),
+        );
+        targets
+    }
+}
+
+/// One read of `key` through a mount, pages dropped afterwards.
+fn read_through_mount(mountpoint: &Path, db: &str, key: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let path = mountpoint.join(db).join(std::ffi::OsStr::from_bytes(key));
+    let mut file = std::fs::File::open(path)?;
+    let mut value = Vec::new();
+    file.read_to_end(&mut value)?;
+    // SAFETY: fadvise on a descriptor this function owns; it only drops
+    // cached pages.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    Ok(value)
+}
+
 impl Readers {
     pub fn start(addrs: &[SocketAddr], db: &str, expected: &BTreeMap<Vec<u8>, Vec<u8>>) -> Readers {
+        let targets: Vec<ReadTarget> = addrs.iter().map(|&a| ReadTarget::Http(a)).collect();
+        Readers::start_on(&targets, db, expected)
+    }
+
+    /// Readers on each of `targets`, one thread each.
+    pub fn start_on(
+        targets: &[ReadTarget],
+        db: &str,
+        expected: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Readers {
         let readers = Readers {
             stop: Arc::default(),
             reads: Arc::default(),
             failures: Arc::default(),
             threads: Vec::new(),
         };
-        let threads = addrs
+        let threads = targets
             .iter()
-            .map(|&addr| {
+            .map(|target| {
                 let (stop, reads) = (Arc::clone(&readers.stop), Arc::clone(&readers.reads));
                 let failures = Arc::clone(&readers.failures);
-                let (db, expected) = (db.to_string(), expected.clone());
+                let (db, expected, target) = (db.to_string(), expected.clone(), target.clone());
                 std::thread::spawn(move || {
-                    let mut conn = Conn::connect(addr);
+                    let mut conn = match &target {
+                        ReadTarget::Http(addr) => Some(Conn::connect(*addr)),
+                        ReadTarget::Mount(_) => None,
+                    };
                     while !stop.load(Ordering::Relaxed) {
                         for (key, value) in &expected {
-                            let key = String::from_utf8_lossy(key);
-                            let failure = match conn.request("GET", &format!("/{db}/{key}"), &[]) {
-                                Ok(reply) if reply.status == 200 && &reply.body == value => None,
-                                Ok(reply) => Some(format!("{addr} {key}: {}", reply.status)),
-                                Err(e) => {
-                                    conn = Conn::connect(addr);
-                                    Some(format!("{addr} {key}: {e}"))
+                            let failure = match &target {
+                                ReadTarget::Http(addr) => {
+                                    let text = String::from_utf8_lossy(key);
+                                    let c = conn.as_mut().expect("a connection");
+                                    match c.request("GET", &format!("/{db}/{text}"), &[]) {
+                                        Ok(reply)
+                                            if reply.status == 200 && &reply.body == value =>
+                                        {
+                                            None
+                                        }
+                                        Ok(reply) => {
+                                            Some(format!("{addr} {text}: {}", reply.status))
+                                        }
+                                        Err(e) => {
+                                            conn = Some(Conn::connect(*addr));
+                                            Some(format!("{addr} {text}: {e}"))
+                                        }
+                                    }
+                                }
+                                ReadTarget::Mount(mountpoint) => {
+                                    match read_through_mount(mountpoint, &db, key) {
+                                        Ok(read) if &read == value => None,
+                                        Ok(_) => Some(format!(
+                                            "{}: {}: wrong value",
+                                            mountpoint.display(),
+                                            String::from_utf8_lossy(key)
+                                        )),
+                                        Err(e) => Some(format!(
+                                            "{}: {}: {e}",
+                                            mountpoint.display(),
+                                            String::from_utf8_lossy(key)
+                                        )),
+                                    }
                                 }
                             };
                             if let Some(failure) = failure {

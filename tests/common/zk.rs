@@ -78,7 +78,7 @@ impl ZkServer {
     }
 
     /// Starts the server (again: same port, same data) and waits until it
-    /// answers `ruok`.
+    /// serves sessions.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "ZooKeeper is already running");
         let log = std::fs::File::create(self.log_path()).unwrap();
@@ -107,9 +107,15 @@ impl ZkServer {
                     std::fs::read_to_string(self.log_path()).unwrap_or_default()
                 );
             }
+            // `ruok` says the process runs; `srvr` names its mode only
+            // once it serves sessions (before, it says it is "not
+            // currently serving requests").
             if self
                 .four_letter_word("ruok")
                 .is_ok_and(|answer| answer == "imok")
+                && self
+                    .four_letter_word("srvr")
+                    .is_ok_and(|answer| answer.contains("Mode: standalone"))
             {
                 return;
             }
