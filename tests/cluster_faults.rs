@@ -16,8 +16,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::cluster::{
-    Node, ReadTarget, Readers, assert_serves, stop_all, upgrade_all, wait_peer_event, words,
-    write_words,
+    Node, ReadTarget, Readers, assert_serves, mount_status, stop_all, upgrade_all, wait_peer_event,
+    words, write_words,
 };
 use common::http::Conn;
 use common::relay::Relay;
@@ -217,9 +217,13 @@ fn a_node_starts_while_zookeeper_is_down() {
     node.stop();
 }
 
-/// Checks the session `node` reports on `/healthz` (200 either way) and
-/// in its status document, and whether it calls itself degraded.
+/// Checks the session `node` reports on `/healthz` (200 either way), in
+/// its status document and in its mount's `.status`, and whether it calls
+/// itself degraded.
 fn assert_session(node: &Node, session: &str, degraded: bool) {
+    let status = mount_status(node);
+    assert_eq!(status["cluster"]["session"], session);
+    assert_eq!(status["cluster"]["degraded"], degraded);
     let mut conn = Conn::connect(node.addr);
     let health = conn.request("GET", "/healthz", &[]).unwrap();
     assert_eq!(health.status, 200);

@@ -8,8 +8,8 @@
 mod common;
 
 use common::cluster::{
-    assert_mount_serves, assert_serves, start_mounted_cluster, stop_all, wait_switched, words,
-    write_words,
+    assert_mount_serves, assert_serves, mount_status, start_mounted_cluster, stop_all,
+    wait_switched, words, write_words,
 };
 use common::mount::can_mount;
 use common::zk::ZkServer;
@@ -26,10 +26,18 @@ fn every_mount_lists_and_reads_every_key_and_versions_switch_together() {
     let source = dir.path().join("source");
     write_words(&source, "1");
     let mut nodes = start_mounted_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
-    for node in &nodes {
+    for (i, node) in nodes.iter().enumerate() {
         // Replication 2 over 3 nodes: each holds 4 of the 6 partitions, so
         // a third of the keys are read from peers.
-        assert_eq!(node.held("words", "1").len(), 4);
+        let held = node.held("words", "1");
+        assert_eq!(held.len(), 4);
+        // `.status` names the node, its peers and its partitions.
+        let status = mount_status(node);
+        assert_eq!(status["cluster"]["shard_id"], format!("{}", i + 1));
+        assert_eq!(status["cluster"]["session"], "connected");
+        assert_eq!(status["cluster"]["peers"].as_array().unwrap().len(), 2);
+        let version = &status["databases"][0]["versions"][0];
+        assert_eq!(version["held_partitions"], serde_json::json!(held));
         assert_mount_serves(node, &words("1"));
         // Warm now: the same again, from the kernel's caches.
         assert_mount_serves(node, &words("1"));

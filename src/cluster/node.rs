@@ -82,6 +82,26 @@ impl std::fmt::Debug for ClusterNode {
     }
 }
 
+/// This node in its cluster, as the status pages and `.status` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub shard_id: String,
+    pub address: String,
+    /// The coordination session: connected, disconnected, ...
+    pub session: &'static str,
+    /// Serving without a live session (see [`ClusterNode::degraded`]).
+    pub degraded: bool,
+    pub peers: Vec<PeerStatus>,
+    /// Peers that failed lately, tried last.
+    pub unhealthy_peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    pub shard_id: String,
+    pub address: String,
+}
+
 /// Why a node could not join.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -181,6 +201,25 @@ impl ClusterNode {
             rereplications: Default::default(),
             directories: AtomicBool::new(false),
         }))
+    }
+
+    /// This node, its session and its peers, for the status pages.
+    pub fn describe(&self) -> NodeStatus {
+        NodeStatus {
+            shard_id: self.shard_id.clone(),
+            address: self.address().to_string(),
+            session: self.session().state.as_str(),
+            degraded: self.degraded(),
+            peers: self
+                .peers()
+                .into_iter()
+                .map(|p| PeerStatus {
+                    shard_id: p.shard_id,
+                    address: p.address,
+                })
+                .collect(),
+            unhealthy_peers: self.unhealthy_peers(),
+        }
     }
 
     /// Asks for a key directory of every partial version before it is

@@ -51,4 +51,8 @@ impl RemoteReads for PeerReads {
             }));
         });
     }
+
+    fn node_status(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.node.describe()).ok()
+    }
 }

@@ -46,7 +46,15 @@ pub fn version_file(version: &Version) -> String {
 /// `.status`: every database with its versions, states, progress and
 /// errors, as pretty JSON with a trailing newline.
 pub fn status_json(catalog: &Catalog) -> String {
+    status_json_with(catalog, None)
+}
+
+/// [`status_json`] of a node of a cluster: `cluster` describes the node
+/// (shard ID, session, peers), and each version lists the partitions this
+/// node holds.
+pub fn status_json_with(catalog: &Catalog, cluster: Option<serde_json::Value>) -> String {
     let doc = StatusDoc {
+        cluster,
         source_problem: catalog.source_problem(),
         databases: catalog
             .status()
@@ -66,6 +74,9 @@ pub fn status_json(catalog: &Catalog) -> String {
 /// The `.status` document.
 #[derive(Serialize)]
 struct StatusDoc {
+    /// This node in its cluster, in cluster mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<serde_json::Value>,
     /// What is wrong with the source root as a whole, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     source_problem: Option<String>,
@@ -85,6 +96,9 @@ struct VersionDoc {
     state: String,
     path: String,
     num_partitions: u32,
+    /// In cluster mode, the partitions this node holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_partitions: Option<Vec<u32>>,
     created_at: String,
     active_at: Option<String>,
     current: bool,
@@ -102,6 +116,7 @@ impl From<&VersionStatus> for VersionDoc {
             state: v.state.to_string(),
             path: v.path.clone(),
             num_partitions: v.num_partitions,
+            held_partitions: v.held_partitions.clone(),
             created_at: rfc3339(v.created_at),
             active_at: v.active_at.map(rfc3339),
             current: v.current,

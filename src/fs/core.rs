@@ -233,7 +233,7 @@ impl FsCore {
                     b".versions" => fixed(Inode::VersionsDir),
                     b".refresh" => fixed(Inode::RefreshFile),
                     b".status" => {
-                        let snapshot = self.status.take(control::status_json(&self.catalog), 1);
+                        let snapshot = self.status.take(self.status_text(), 1);
                         let attr = self
                             .snapshot_attr(&snapshot)
                             .inspect_err(|_| self.status.forget(snapshot.sequence, 1))?;
@@ -443,6 +443,12 @@ impl FsCore {
         }
     }
 
+    /// The `.status` document now (with this node's cluster, if any).
+    fn status_text(&self) -> String {
+        let cluster = self.remote.as_ref().and_then(|r| r.node_status());
+        control::status_json_with(&self.catalog, cluster)
+    }
+
     /// A READ of `ino` that peers must answer: `Some` for a key of a
     /// version with a key directory whose partition this node does not
     /// hold; `None` for everything [`FsCore::read`] answers.
@@ -649,7 +655,7 @@ impl FsCore {
                 Small::Status => {
                     // READDIRPLUS hands the kernel the inode: a snapshot
                     // counted like a LOOKUP's, released if not sent.
-                    let text = control::status_json(&self.catalog);
+                    let text = self.status_text();
                     let snapshot = self.status.take(text, u64::from(handed.plus));
                     if handed.plus {
                         handed.snapshot = Some((snapshot.sequence, false));

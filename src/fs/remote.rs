@@ -5,8 +5,9 @@
 //! directory, see `cluster::directory`) but holds the values of its own
 //! partitions only. A READ of any other key is handed to a [`RemoteReads`]
 //! (the peers, `cluster::peer_reads`), which answers later on threads of its
-//! own: a FUSE session thread never waits on the network. The core stays
-//! free of the cluster, and tests drive it with a fake.
+//! own: a FUSE session thread never waits on the network. The same seam
+//! describes the node for `.status`. The core stays free of the cluster,
+//! and tests drive it with a fake.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,6 +35,12 @@ pub type ReadDone = Box<dyn FnOnce(Result<Bytes, FsError>) + Send>;
 pub trait RemoteReads: Send + Sync + 'static {
     /// Starts `read` and returns at once; `done` is called when it ends.
     fn read(&self, read: RemoteRead, done: ReadDone);
+
+    /// This node in its cluster (shard ID, session, peers), added to
+    /// `.status` as its `cluster` object.
+    fn node_status(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A [`RemoteReads`] in the mount's options (which are `Debug`).

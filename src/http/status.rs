@@ -45,26 +45,7 @@ struct GlobalStatus<'a> {
     source_problem: Option<String>,
     /// This node in its cluster (not in sequins).
     #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<ClusterJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct ClusterJson<'a> {
-    shard_id: &'a str,
-    address: &'a str,
-    /// The coordination session: connected, disconnected, ...
-    session: &'static str,
-    /// Serving without a live session (see `ClusterNode::degraded`).
-    degraded: bool,
-    peers: Vec<PeerJson>,
-    /// Peers that failed lately, tried last.
-    unhealthy_peers: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct PeerJson {
-    shard_id: String,
-    address: String,
+    cluster: Option<crate::cluster::node::NodeStatus>,
 }
 
 /// Who this node is on the status pages: `localhost` with no shard ID
@@ -174,24 +155,6 @@ fn db_json<'a>(db: &DatabaseStatus, me: Me<'a>) -> DbStatusJson<'a> {
     }
 }
 
-fn cluster_json(node: &ClusterNode) -> ClusterJson<'_> {
-    ClusterJson {
-        shard_id: node.shard_id(),
-        address: node.address(),
-        session: node.session().state.as_str(),
-        degraded: node.degraded(),
-        peers: node
-            .peers()
-            .into_iter()
-            .map(|p| PeerJson {
-                shard_id: p.shard_id,
-                address: p.address,
-            })
-            .collect(),
-        unhealthy_peers: node.unhealthy_peers(),
-    }
-}
-
 /// `GET /`: every database.
 pub(crate) fn global(
     catalog: &Catalog,
@@ -209,7 +172,7 @@ pub(crate) fn global(
                 .collect(),
             shard_id: me.shard_id,
             source_problem: catalog.source_problem(),
-            cluster: cluster.map(cluster_json),
+            cluster: cluster.map(ClusterNode::describe),
         };
         json(StatusCode::OK, &doc, head)
     } else {

@@ -307,6 +307,13 @@ pub fn start_cluster(
     nodes
 }
 
+/// The `.status` document of a node's mount.
+pub fn mount_status(node: &Node) -> serde_json::Value {
+    let mountpoint = node.mountpoint.as_ref().expect("a mounted node");
+    let text = std::fs::read_to_string(mountpoint.join(".status")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// [`start_cluster`] of nodes running mounts ([`Node::start_mounted`]).
 pub fn start_mounted_cluster(
     dir: &Path,
