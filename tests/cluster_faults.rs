@@ -150,6 +150,66 @@ fn a_node_cut_off_from_zookeeper_keeps_serving_and_rejoins() {
     );
 }
 
+/// The same partition made with nftables in a network namespace of the
+/// test's own: ZooKeeper and three nodes share its loopback interface;
+/// node 3 reaches ZooKeeper at 127.0.0.3, and dropping every packet to and
+/// from that address and port cuts it from ZooKeeper while it still
+/// reaches its peers (and they it) at 127.0.0.1. It keeps serving every
+/// key over HTTP and through its mount, its session expires, and it
+/// rejoins when the rules are removed.
+#[test]
+fn a_node_partitioned_by_nftables_keeps_serving_and_rejoins() {
+    if !common::mount::can_mount() {
+        return;
+    }
+    common::netns::in_private_network(|| {
+        let Some(firewall) = common::netns::Firewall::new() else {
+            return;
+        };
+        let Some(zk) = ZkServer::started_on_every_loopback_address() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        write_words(&source, "1");
+        let isolated = "127.0.0.3";
+        let mut nodes: Vec<Node> = ["1", "2", "3"]
+            .iter()
+            .map(|id| {
+                let host = if *id == "3" { isolated } else { "127.0.0.1" };
+                Node::start_mounted_through(
+                    dir.path(),
+                    &format!("{host}:{}", zk.port()),
+                    &source,
+                    id,
+                    &format!("shard_id = \"{id}\"\nmin_replication = 2\n"),
+                    &["--zk-timeout", SESSION_TIMEOUT],
+                )
+            })
+            .collect();
+        for node in &nodes {
+            node.wait_serving();
+        }
+        let readers = Readers::start_on(&ReadTarget::all(&nodes), "words", &words("1"));
+
+        firewall.cut(isolated, zk.port());
+        nodes[2].wait_log("lost the connection to ZooKeeper");
+        wait_peer_event(&nodes[0], "lost peer", "3");
+        wait_peer_event(&nodes[1], "lost peer", "3");
+        firewall.heal();
+        nodes[2].wait_log("ZooKeeper session expired; re-creating");
+        nodes[2].wait_log("registered in ZooKeeper");
+        wait_peer_event(&nodes[0], "new peer", "3");
+        wait_peer_event(&nodes[1], "new peer", "3");
+        survived(
+            "one node partitioned from ZooKeeper by nftables",
+            readers,
+            &mut nodes,
+            &source,
+        );
+    });
+}
+
 /// Every node's session expires at once (ZooKeeper up, every link cut):
 /// no read fails, no node exits, and afterwards every node has registered
 /// again and the cluster agrees on a new version.

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod http;
 pub mod mount;
 pub mod mutate;
+pub mod netns;
 pub mod relay;
 pub mod s3;
 pub mod zk;

@@ -41,6 +41,19 @@ impl ZkServer {
     /// A configured server on a free port that is not running yet (to test
     /// clients that start while ZooKeeper is down); see [`ZkServer::start`].
     pub fn stopped() -> Option<ZkServer> {
+        ZkServer::configured("127.0.0.1")
+    }
+
+    /// A running server listening on every address of the loopback
+    /// interface (`0.0.0.0`): only for a test inside a network namespace
+    /// of its own ([`super::netns`]), where that is loopback only.
+    pub fn started_on_every_loopback_address() -> Option<ZkServer> {
+        let mut server = ZkServer::configured("0.0.0.0")?;
+        server.start();
+        Some(server)
+    }
+
+    fn configured(client_address: &str) -> Option<ZkServer> {
         if !installed() {
             if std::env::var_os("CI").is_some() {
                 panic!(
@@ -58,7 +71,7 @@ impl ZkServer {
         let port = free_port();
         let config = format!(
             "tickTime={}\nmaxSessionTimeout={}\ndataDir={}\nclientPort={port}\n\
-             clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
+             clientPortAddress={client_address}\nmaxClientCnxns=0\nadmin.enableServer=false\n\
              4lw.commands.whitelist=ruok,srvr,stat,mntr\n",
             TICK.as_millis(),
             MAX_SESSION.as_millis(),
@@ -70,6 +83,11 @@ impl ZkServer {
             port,
             dir,
         })
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `127.0.0.1:<port>`, for `[zk] servers`.
