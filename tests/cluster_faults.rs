@@ -13,11 +13,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::cluster::{
-    Node, ReadTarget, Readers, assert_serves, mount_status, stop_all, upgrade_all, wait_peer_event,
-    words, write_words,
+    Node, ReadTarget, Readers, WordsCluster, assert_serves, mount_status, stop_all, upgrade_all,
+    wait_peer_event, words, write_words,
 };
 use common::http::Conn;
 use common::relay::Relay;
@@ -58,9 +58,7 @@ fn behind_relays(
 
 /// Three nodes behind relays with readers on each; see [`readable_cluster`].
 struct Readable {
-    zk: ZkServer,
-    _dir: tempfile::TempDir,
-    source: PathBuf,
+    cluster: WordsCluster,
     relays: Vec<Relay>,
     nodes: Vec<Node>,
     readers: Readers,
@@ -70,20 +68,18 @@ struct Readable {
 /// readers on every node. Each partition has exactly two copies, so
 /// `min_replication = 2` makes every new version need every node.
 fn readable_cluster() -> Option<Readable> {
-    if !common::mount::can_mount() {
-        return None;
-    }
-    let zk = ZkServer::started()?;
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    write_words(&source, "1");
+    let cluster = WordsCluster::new()?;
     let ids = ["1", "2", "3"];
-    let (relays, nodes) = behind_relays(dir.path(), &zk, &source, &ids, "min_replication = 2\n");
+    let (relays, nodes) = behind_relays(
+        cluster.dir.path(),
+        &cluster.zk,
+        &cluster.source,
+        &ids,
+        "min_replication = 2\n",
+    );
     let readers = Readers::start_on(&ReadTarget::all(&nodes), "words", &words("1"));
     Some(Readable {
-        zk,
-        _dir: dir,
-        source,
+        cluster,
         relays,
         nodes,
         readers,
@@ -120,9 +116,7 @@ fn report(scenario: &str, reads: u64, failures: &[String]) {
 #[test]
 fn a_node_cut_off_from_zookeeper_keeps_serving_and_rejoins() {
     let Some(Readable {
-        zk: _zk,
-        _dir,
-        source,
+        cluster,
         relays,
         mut nodes,
         readers,
@@ -131,23 +125,30 @@ fn a_node_cut_off_from_zookeeper_keeps_serving_and_rejoins() {
         return;
     };
 
-    relays[2].cut();
-    nodes[2].wait_log("lost the connection to ZooKeeper");
-    // Its session expires: the others see it go.
-    wait_peer_event(&nodes[0], "lost peer", "3");
-    wait_peer_event(&nodes[1], "lost peer", "3");
-    relays[2].heal();
-    nodes[2].wait_log("ZooKeeper session expired; re-creating");
-    nodes[2].wait_log("registered in ZooKeeper");
-    wait_peer_event(&nodes[0], "new peer", "3");
-    wait_peer_event(&nodes[1], "new peer", "3");
+    cut_off_and_rejoin(&nodes, || relays[2].cut(), || relays[2].heal());
     // Its copies count again: a version needing them is agreed on.
     survived(
         "one node cut off from ZooKeeper",
         readers,
         &mut nodes,
-        &source,
+        &cluster.source,
     );
+}
+
+/// Cuts node 3 (of three) from ZooKeeper with `cut` until its session
+/// expired and the others saw it go, then heals the link with `heal` and
+/// waits until it registered again and the others saw it back.
+fn cut_off_and_rejoin(nodes: &[Node], cut: impl FnOnce(), heal: impl FnOnce()) {
+    cut();
+    nodes[2].wait_log("lost the connection to ZooKeeper");
+    // Its session expires: the others see it go.
+    wait_peer_event(&nodes[0], "lost peer", "3");
+    wait_peer_event(&nodes[1], "lost peer", "3");
+    heal();
+    nodes[2].wait_log("ZooKeeper session expired; re-creating");
+    nodes[2].wait_log("registered in ZooKeeper");
+    wait_peer_event(&nodes[0], "new peer", "3");
+    wait_peer_event(&nodes[1], "new peer", "3");
 }
 
 /// The same partition made with nftables in a network namespace of the
@@ -192,15 +193,8 @@ fn a_node_partitioned_by_nftables_keeps_serving_and_rejoins() {
         }
         let readers = Readers::start_on(&ReadTarget::all(&nodes), "words", &words("1"));
 
-        firewall.cut(isolated, zk.port());
-        nodes[2].wait_log("lost the connection to ZooKeeper");
-        wait_peer_event(&nodes[0], "lost peer", "3");
-        wait_peer_event(&nodes[1], "lost peer", "3");
-        firewall.heal();
-        nodes[2].wait_log("ZooKeeper session expired; re-creating");
-        nodes[2].wait_log("registered in ZooKeeper");
-        wait_peer_event(&nodes[0], "new peer", "3");
-        wait_peer_event(&nodes[1], "new peer", "3");
+        let cut = || firewall.cut(isolated, zk.port());
+        cut_off_and_rejoin(&nodes, cut, || firewall.heal());
         survived(
             "one node partitioned from ZooKeeper by nftables",
             readers,
@@ -216,9 +210,7 @@ fn a_node_partitioned_by_nftables_keeps_serving_and_rejoins() {
 #[test]
 fn every_session_expiring_fails_no_read() {
     let Some(Readable {
-        zk,
-        _dir,
-        source,
+        cluster,
         relays,
         mut nodes,
         readers,
@@ -235,7 +227,7 @@ fn every_session_expiring_fails_no_read() {
     }
     // The server expires the sessions it stops hearing from, and their
     // entries with them.
-    zk.wait_no_ephemerals();
+    cluster.zk.wait_no_ephemerals();
     for relay in &relays {
         relay.heal();
     }
@@ -243,7 +235,12 @@ fn every_session_expiring_fails_no_read() {
         node.wait_log("ZooKeeper session expired; re-creating");
         node.wait_log("registered in ZooKeeper");
     }
-    survived("every session expired", readers, &mut nodes, &source);
+    survived(
+        "every session expired",
+        readers,
+        &mut nodes,
+        &cluster.source,
+    );
 }
 
 /// A node started while ZooKeeper is down serves its local store at once,
@@ -251,19 +248,14 @@ fn every_session_expiring_fails_no_read() {
 /// and registers when ZooKeeper comes back.
 #[test]
 fn a_node_starts_while_zookeeper_is_down() {
-    if !common::mount::can_mount() {
-        return;
-    }
-    let Some(mut zk) = ZkServer::started() else {
+    let Some(mut cluster) = WordsCluster::new() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    write_words(&source, "1");
     // Two nodes, R=2: each holds every partition.
-    let (_relays, mut nodes) = behind_relays(dir.path(), &zk, &source, &["1", "2"], "");
+    let (dir, source) = (cluster.dir.path(), &cluster.source);
+    let (_relays, mut nodes) = behind_relays(dir, &cluster.zk, source, &["1", "2"], "");
     stop_all(&mut nodes);
-    zk.stop();
+    cluster.zk.stop();
 
     let node = &mut nodes[0];
     node.restart();
@@ -271,7 +263,7 @@ fn a_node_starts_while_zookeeper_is_down() {
     node.wait_serving();
     assert_serves(node, &words("1"));
     assert_session(node, "never_connected", true);
-    zk.start();
+    cluster.zk.start();
     node.wait_log("registered in ZooKeeper");
     assert_session(node, "connected", false);
     node.stop();
@@ -305,22 +297,16 @@ fn assert_session(node: &Node, session: &str, degraded: bool) {
 /// read throughout.
 #[test]
 fn a_lost_node_is_replaced_and_its_return_restores_the_layout() {
-    if !common::mount::can_mount() {
-        return;
-    }
-    let Some(zk) = ZkServer::started() else {
+    let Some(cluster) = WordsCluster::new() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    write_words(&source, "1");
     let mut nodes: Vec<Node> = ["1", "2", "3", "4"]
         .iter()
         .map(|id| {
             Node::start_mounted_through(
-                dir.path(),
-                &zk.address(),
-                &source,
+                cluster.dir.path(),
+                &cluster.zk.address(),
+                &cluster.source,
                 id,
                 &format!("shard_id = \"{id}\"\nrereplicate_after = \"3s\"\n"),
                 &["--zk-timeout", SESSION_TIMEOUT],

@@ -8,24 +8,17 @@
 mod common;
 
 use common::cluster::{
-    assert_mount_serves, assert_serves, mount_status, start_mounted_cluster, stop_all,
-    wait_switched, words, write_words,
+    WordsCluster, assert_mount_serves, assert_serves, mount_status, stop_all, wait_switched, words,
+    write_words,
 };
-use common::mount::can_mount;
-use common::zk::ZkServer;
 
 #[test]
 fn every_mount_lists_and_reads_every_key_and_versions_switch_together() {
-    if !can_mount() {
-        return;
-    }
-    let Some(zk) = ZkServer::started() else {
+    let Some(cluster) = WordsCluster::new() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    write_words(&source, "1");
-    let mut nodes = start_mounted_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
+    let source = &cluster.source;
+    let mut nodes = cluster.mounted(&["1", "2", "3"], "");
     for (i, node) in nodes.iter().enumerate() {
         // Replication 2 over 3 nodes: each holds 4 of the 6 partitions, so
         // a third of the keys are read from peers.
@@ -43,7 +36,7 @@ fn every_mount_lists_and_reads_every_key_and_versions_switch_together() {
         assert_mount_serves(node, &words("1"));
         assert_serves(node, &words("1"));
     }
-    write_words(&source, "2");
+    write_words(source, "2");
     for node in &nodes {
         node.refresh();
     }
@@ -56,16 +49,10 @@ fn every_mount_lists_and_reads_every_key_and_versions_switch_together() {
 
 #[test]
 fn a_mount_reads_through_surviving_replicas_and_restarts_from_its_store() {
-    if !can_mount() {
-        return;
-    }
-    let Some(zk) = ZkServer::started() else {
+    let Some(cluster) = WordsCluster::new() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source");
-    write_words(&source, "1");
-    let mut nodes = start_mounted_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
+    let mut nodes = cluster.mounted(&["1", "2", "3"], "");
     // Killed before any key was read: every remote read below is cold,
     // and a third of them name the dead node first or second.
     nodes[2].kill();

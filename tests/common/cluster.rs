@@ -68,19 +68,8 @@ impl Node {
         Node::launch(dir, servers, source, name, extra, flags, false)
     }
 
-    /// A node named `name` that runs `sequinsfs mount` (with its HTTP
+    /// [`Node::start_through`] running `sequinsfs mount` (with its HTTP
     /// sidecar) instead of `serve`, mounted at `dir/mnt-<name>`.
-    pub fn start_mounted(
-        dir: &Path,
-        zk: &ZkServer,
-        source: &Path,
-        name: &str,
-        extra: &str,
-    ) -> Node {
-        Node::launch(dir, &zk.address(), source, name, extra, &[], true)
-    }
-
-    /// [`Node::start_through`] running a mount, as [`Node::start_mounted`].
     pub fn start_mounted_through(
         dir: &Path,
         servers: &str,
@@ -307,6 +296,34 @@ pub fn start_cluster(
     nodes
 }
 
+/// What most cluster tests start from: ZooKeeper, a directory for the
+/// nodes' files, and a source root holding version 1 of [`words`].
+pub struct WordsCluster {
+    pub zk: ZkServer,
+    pub dir: tempfile::TempDir,
+    pub source: PathBuf,
+}
+
+impl WordsCluster {
+    /// `None`, after saying why, when this machine cannot mount or has no
+    /// ZooKeeper (the tests then report a skip).
+    pub fn new() -> Option<WordsCluster> {
+        if !super::mount::can_mount() {
+            return None;
+        }
+        let zk = ZkServer::started()?;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        write_words(&source, "1");
+        Some(WordsCluster { zk, dir, source })
+    }
+
+    /// Mounted nodes with shard IDs `ids` ([`start_mounted_cluster`]).
+    pub fn mounted(&self, ids: &[&str], extra: &str) -> Vec<Node> {
+        start_mounted_cluster(self.dir.path(), &self.zk, &self.source, ids, extra)
+    }
+}
+
 /// The `.status` document of a node's mount.
 pub fn mount_status(node: &Node) -> serde_json::Value {
     let mountpoint = node.mountpoint.as_ref().expect("a mounted node");
@@ -326,7 +343,7 @@ pub fn start_mounted_cluster(
         .iter()
         .map(|id| {
             let extra = format!("shard_id = \"{id}\"\n{extra}");
-            Node::start_mounted(dir, zk, source, id, &extra)
+            Node::start_mounted_through(dir, &zk.address(), source, id, &extra, &[])
         })
         .collect();
     for node in &nodes {
