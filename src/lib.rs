@@ -20,6 +20,7 @@
 //! | [`refresh`] | refresh triggers, planning and load scheduling |
 //! | [`engine`] | the running core: store + catalog + refresh loop |
 //! | [`cluster`] | cluster mode: ZooKeeper coordination, partition assignment, proxying |
+//! | [`lifecycle`] | databases' state in the source root (online, pinned); publishing |
 //! | [`config`] | the TOML config file (sequins' keys) and defaults |
 //! | [`metrics`] | Prometheus metrics the engine feeds and the sidecar exports |
 //! | [`error_chain`] | one line for an error and its causes |
@@ -44,6 +45,7 @@ pub mod error_chain;
 pub mod format;
 pub mod fs;
 pub mod http;
+pub mod lifecycle;
 pub mod load;
 pub mod metrics;
 pub mod naming;

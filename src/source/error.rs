@@ -7,6 +7,10 @@ use std::error::Error as _;
 /// (the source URI, or the display path of the database, version or file).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// A database's state object is damaged.
+    #[error(transparent)]
+    State(#[from] crate::lifecycle::state::StateError),
+
     /// The source URI cannot be used.
     #[error("invalid source {uri:?}: {reason}")]
     InvalidUri { uri: String, reason: String },
@@ -91,6 +95,7 @@ impl SourceError {
             | SourceError::InvalidName { .. }
             | SourceError::BadSymlink { .. }
             | SourceError::NotFound { .. }
+            | SourceError::State(_)
             | SourceError::Changed { .. } => false,
             SourceError::Open { source, .. }
             | SourceError::List { source, .. }

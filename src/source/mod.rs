@@ -415,6 +415,52 @@ impl Source {
         }
     }
 
+    /// The state object of `db` (`<db>/_state.json`, see
+    /// `lifecycle::state`), if it has one.
+    pub async fn database_state(
+        &self,
+        db: &str,
+    ) -> Result<Option<crate::lifecycle::DatabaseState>, SourceError> {
+        use crate::lifecycle::state::{DatabaseState, MAX_STATE_LEN, STATE_FILE};
+        check_name("database", db)?;
+        let location = format!("{}/{STATE_FILE}", self.display_path(db, None));
+        let path = self.inner.root.clone().join(db).join(STATE_FILE);
+        let read_err = |source| SourceError::Read {
+            file: location.clone(),
+            offset: 0,
+            source,
+        };
+        let object = match self.inner.store.get(&path).await {
+            Ok(object) => object,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(read_err(source)),
+        };
+        if object.meta.size > MAX_STATE_LEN {
+            return Err(SourceError::State(crate::lifecycle::state::StateError {
+                location,
+                message: format!("{} bytes is too large for a state object", object.meta.size),
+            }));
+        }
+        let bytes = object.bytes().await.map_err(read_err)?;
+        DatabaseState::parse(&bytes, &location)
+            .map(Some)
+            .map_err(SourceError::State)
+    }
+
+    /// The object store under the source and the root's path in it, for
+    /// the commands that write to the source (`publish`, `db`).
+    pub fn object_store(&self) -> (&Arc<dyn ObjectStore>, &ObjectPath) {
+        (&self.inner.store, &self.inner.root)
+    }
+
+    /// The root directory of a local source.
+    pub fn local_root(&self) -> Option<std::path::PathBuf> {
+        self.inner
+            .local
+            .as_ref()
+            .and_then(|local| local.path_to_filesystem(&ObjectPath::default()).ok())
+    }
+
     fn version_path(&self, db: &str, version: &str) -> ObjectPath {
         self.inner.root.clone().join(db).join(version)
     }
