@@ -503,8 +503,13 @@ impl VersionStatus {
 #[derive(Debug, Clone)]
 pub struct DatabaseStatus {
     pub name: String,
+    /// The version served (none while offline).
     pub current: Option<String>,
     pub versions: Vec<VersionStatus>,
+    /// Taken offline through its state.
+    pub offline: bool,
+    /// Its state in the source root, if it has one.
+    pub state: Option<crate::lifecycle::DatabaseState>,
 }
 
 /// A change announced to [`Catalog::on_change`] listeners.
@@ -526,6 +531,9 @@ type Listener = Box<dyn Fn(&CatalogEvent) + Send + Sync>;
 /// still holds.
 struct Database {
     current: ArcSwapOption<Version>,
+    /// Taken offline through its state (see `lifecycle::state`): hidden
+    /// from the front ends, its versions kept.
+    offline: std::sync::atomic::AtomicBool,
     inner: Mutex<DatabaseInner>,
 }
 
@@ -541,6 +549,8 @@ struct DatabaseInner {
     /// A version built and waiting for the cluster to agree on it (see
     /// [`Catalog::prepare`]).
     prepared: Option<Arc<Version>>,
+    /// Its state in the source root as last read, if it has one.
+    state: Option<crate::lifecycle::DatabaseState>,
 }
 
 /// The set of databases; see the module docs.
@@ -558,23 +568,48 @@ impl Catalog {
         Arc::new(Catalog::default())
     }
 
-    /// The version of `db` being served now, if any. Lock-free apart from a
-    /// read lock on the (rarely written) database table.
+    /// The version of `db` being served now, if any (none while the
+    /// database is offline). Lock-free apart from a read lock on the
+    /// (rarely written) database table.
     pub fn current(&self, db: &str) -> Option<Arc<Version>> {
         let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
-        dbs.get(db)?.current.load_full()
+        let database = dbs.get(db)?;
+        if database.offline.load(Ordering::Acquire) {
+            return None;
+        }
+        database.current.load_full()
+    }
+
+    /// The version of `db` that is current, whether or not the database is
+    /// offline: what the refresh machinery plans from.
+    pub fn active(&self, db: &str) -> Option<Arc<Version>> {
+        self.database(db)?.current.load_full()
     }
 
     /// Every database that has a version being served, with that version,
-    /// in name order.
+    /// in name order (offline databases are not served).
     pub fn served(&self) -> Vec<Arc<Version>> {
         let dbs = self.dbs.read().unwrap_or_else(|e| e.into_inner());
-        dbs.values().filter_map(|d| d.current.load_full()).collect()
+        dbs.values()
+            .filter(|d| !d.offline.load(Ordering::Acquire))
+            .filter_map(|d| d.current.load_full())
+            .collect()
     }
 
     /// Every version of `db` still held: the current one and those in their
-    /// grace period, in name order.
+    /// grace period, in name order. None while the database is offline
+    /// (see [`Catalog::held_versions_even_offline`]).
     pub fn held_versions(&self, db: &str) -> Vec<Arc<Version>> {
+        match self.database(db) {
+            Some(database) if !database.offline.load(Ordering::Acquire) => {
+                self.held_versions_even_offline(db)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`Catalog::held_versions`], also while the database is offline.
+    pub fn held_versions_even_offline(&self, db: &str) -> Vec<Arc<Version>> {
         let Some(database) = self.database(db) else {
             return Vec::new();
         };
@@ -594,6 +629,38 @@ impl Catalog {
             .find(|v| v.name == version)
     }
 
+    /// Records `db`'s state as read from the source root (`None`: it has no
+    /// state object, so it is online and unpinned) and takes the database
+    /// offline or brings it back online accordingly, at once: the front
+    /// ends stop or start showing it, and the mount is told.
+    pub fn set_state(&self, db: &str, state: Option<crate::lifecycle::DatabaseState>) {
+        let database = self.database_or_insert(db);
+        let offline = state.as_ref().is_some_and(|s| !s.online);
+        database
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state = state;
+        let was = database.offline.swap(offline, Ordering::AcqRel);
+        if was == offline {
+            return;
+        }
+        match (offline, database.current.load_full()) {
+            (true, _) => self.notify(&CatalogEvent::Removed { db: db.to_string() }),
+            (false, Some(version)) => self.notify(&CatalogEvent::Switched {
+                db: db.to_string(),
+                version: version.name.clone(),
+            }),
+            (false, None) => {}
+        }
+    }
+
+    /// Whether `db` is offline (see [`Catalog::set_state`]).
+    pub fn is_offline(&self, db: &str) -> bool {
+        self.database(db)
+            .is_some_and(|d| d.offline.load(Ordering::Acquire))
+    }
+
     /// Names of all databases the catalog knows, including those with no
     /// servable version (for example only ERROR versions).
     pub fn database_names(&self) -> Vec<String> {
@@ -611,6 +678,7 @@ impl Catalog {
         };
         dbs.into_iter()
             .map(|(name, db)| {
+                let offline = db.offline.load(Ordering::Acquire);
                 let current = db.current.load_full().map(|v| v.name.clone());
                 let inner = db.inner.lock().unwrap_or_else(|e| e.into_inner());
                 let versions = inner
@@ -627,8 +695,10 @@ impl Catalog {
                     .collect();
                 DatabaseStatus {
                     name,
-                    current,
+                    current: current.filter(|_| !offline),
                     versions,
+                    offline,
+                    state: inner.state.clone(),
                 }
             })
             .collect()
@@ -925,6 +995,7 @@ impl Catalog {
         Arc::clone(dbs.entry(db.to_string()).or_insert_with(|| {
             Arc::new(Database {
                 current: ArcSwapOption::empty(),
+                offline: std::sync::atomic::AtomicBool::new(false),
                 inner: Mutex::new(DatabaseInner::default()),
             })
         }))

@@ -164,7 +164,12 @@ impl Refresher {
         let mut restored = 0;
         for (db, mut versions) in by_db {
             let mut served = false;
-            // Newest first.
+            // The version the database is pinned to first (see
+            // `LocalStore::set_pinned`), then newest first.
+            if let Some(at) = versions.iter().position(|v| self.store.is_pinned(&db, v)) {
+                let pinned = versions.remove(at);
+                versions.push(pinned);
+            }
             while let Some(version) = versions.pop() {
                 let dir = self.store.version_dir(&db, &version);
                 let local = match LocalVersion::open(&dir) {
@@ -287,24 +292,10 @@ impl Refresher {
         };
         self.metrics.record_refresh(true);
         for db in &dbs {
-            let current = self.catalog.current(db);
-            // Never roll back: only versions above the served one count (a
-            // smaller name, for example after the newest was deleted, is
-            // ignored).
-            let above = current.as_ref().map(|current| current.name());
-            let target = match self.source.newest_version(db, above).await {
-                Ok(Some(target)) => target,
-                Ok(None) => {
-                    if current.is_none() {
-                        tracing::info!(db, "no versions available");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(db, "refresh: cannot list versions: {}", ErrorChain(&e));
-                    continue;
-                }
+            let Some(target) = self.plan(db).await else {
+                continue;
             };
+            let current = self.catalog.active(db);
             if !self.claim_build(db) {
                 self.supersede_prepared(db, &target);
                 self.skipped_while_building
@@ -339,7 +330,7 @@ impl Refresher {
             tracing::warn!("refresh: the source lists no databases; keeping everything served");
         } else {
             for db in self.catalog.database_names() {
-                if !listed.contains(&db) && self.catalog.current(&db).is_some() {
+                if !listed.contains(&db) && self.catalog.active(&db).is_some() {
                     tracing::info!(db, "database removed from the source; no longer served");
                     self.catalog.remove_database(&db, self.grace);
                     report.removed.push(db);
@@ -351,6 +342,71 @@ impl Refresher {
             .unwrap_or_else(|e| e.into_inner())
             .extend(builds);
         report
+    }
+
+    /// Reads `db`'s state from the source (see `lifecycle::state`), applies
+    /// it to the catalog (offline or online at once), and returns the
+    /// version to build, if any: the pinned one when it is pinned and not
+    /// served, else the newest version above the served one (a smaller
+    /// name, for example after the newest was deleted, is never rolled
+    /// back to unless pinned).
+    async fn plan(&self, db: &str) -> Option<String> {
+        let state = match self.source.database_state(db).await {
+            Ok(state) => {
+                self.catalog.set_state(db, state.clone());
+                state.unwrap_or_default()
+            }
+            Err(e) => {
+                // The last state read stays in force.
+                tracing::warn!(db, "refresh: cannot read the state: {}", ErrorChain(&e));
+                self.catalog
+                    .database_status(db)
+                    .and_then(|s| s.state)
+                    .unwrap_or_default()
+            }
+        };
+        let current = self.catalog.active(db);
+        if let Some(pinned) = &state.pinned {
+            if current.as_ref().is_some_and(|c| c.name() == pinned) {
+                return None;
+            }
+            return match self.source.list_versions(db).await {
+                Ok(versions) if versions.contains(pinned) => {
+                    tracing::info!(
+                        db,
+                        version = pinned,
+                        "pinned: switching to the pinned version"
+                    );
+                    Some(pinned.clone())
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        db,
+                        version = pinned,
+                        "pinned to a version the source does not have; serving what is served"
+                    );
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(db, "refresh: cannot list versions: {}", ErrorChain(&e));
+                    None
+                }
+            };
+        }
+        let above = current.as_ref().map(|current| current.name());
+        match self.source.newest_version(db, above).await {
+            Ok(Some(target)) => Some(target),
+            Ok(None) => {
+                if current.is_none() {
+                    tracing::info!(db, "no versions available");
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(db, "refresh: cannot list versions: {}", ErrorChain(&e));
+                None
+            }
+        }
     }
 
     /// Marks `db` as having a build in flight; false if it already has
@@ -529,10 +585,11 @@ impl Refresher {
             Ok(v) => {
                 let keys = v.local_keys().key_count();
                 let bytes = done.bytes_done;
-                let previous = self.catalog.current(db).map(|p| p.name().to_string());
+                let previous = self.catalog.active(db).map(|p| p.name().to_string());
                 if v.held_partitions().is_some() {
                     self.mark_agreed(db, version).await;
                 }
+                self.record_pin(db, version).await;
                 self.catalog.publish(v, path, self.grace);
                 self.update_disk_usage().await;
                 tracing::info!(
@@ -687,6 +744,25 @@ impl Refresher {
         }
     }
 
+    /// Records in the store whether `db` is pinned to `version`, which is
+    /// about to be served (see [`LocalStore::set_pinned`]); a failure only
+    /// costs serving a newer local version for a moment after a restart.
+    async fn record_pin(&self, db: &str, version: &str) {
+        let pinned = self
+            .catalog
+            .database_status(db)
+            .and_then(|s| s.state)
+            .and_then(|s| s.pinned)
+            .filter(|pinned| pinned == version);
+        let store = Arc::clone(&self.store);
+        let d = db.to_string();
+        match tokio::task::spawn_blocking(move || store.set_pinned(&d, pinned.as_deref())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(db, version, "cannot record the pin: {}", ErrorChain(&e)),
+            Err(e) => tracing::warn!(db, version, "pin task failed: {e}"),
+        }
+    }
+
     /// See [`LocalStore::mark_agreed`]; a failure only costs waiting for
     /// the cluster again after a restart.
     async fn mark_agreed(&self, db: &str, version: &str) {
@@ -759,7 +835,7 @@ impl Refresher {
         };
         // The rebuilt copy only replaces the version it extends; a newer one
         // published meanwhile stays.
-        if self.catalog.current(db).is_none_or(|c| c.name() != version) {
+        if self.catalog.active(db).is_none_or(|c| c.name() != version) {
             node.rereplication_finished(db, version, None);
             return;
         }

@@ -101,7 +101,10 @@ fn slowloris_partial_requests_are_closed() {
 /// slowly, for many request timeouts, gets all of it.
 #[test]
 fn slow_download_of_a_large_value_is_not_cut_off() {
-    let timeout = Duration::from_millis(200);
+    // Long enough that a test thread descheduled for a few hundred
+    // milliseconds on a loaded machine still reads within two timeouts
+    // (the server closes a connection that took nothing for that long).
+    let timeout = Duration::from_millis(400);
     let options = HttpOptions {
         header_read_timeout: timeout,
         ..HttpOptions::default()
@@ -120,8 +123,8 @@ fn slow_download_of_a_large_value_is_not_cut_off() {
     let mut chunk = vec![0u8; 64 * 1024];
     let mut body_start = None;
     while body_start.is_none_or(|start| received.len() < start + value.len()) {
-        // The slow client: a pause before every read.
-        std::thread::sleep(Duration::from_millis(5));
+        // The slow client: a pause before every read (about 400 of them).
+        std::thread::sleep(Duration::from_millis(12));
         let n = conn.stream().read(&mut chunk).unwrap();
         assert!(n > 0, "closed after {} bytes", received.len());
         received.extend_from_slice(&chunk[..n]);

@@ -62,6 +62,8 @@ pub fn status_json_with(catalog: &Catalog, cluster: Option<serde_json::Value>) -
             .map(|db| DatabaseDoc {
                 name: db.name.clone(),
                 current: db.current.clone(),
+                online: !db.offline,
+                state: db.state.clone(),
                 versions: db.versions.iter().map(VersionDoc::from).collect(),
             })
             .collect(),
@@ -86,7 +88,14 @@ struct StatusDoc {
 #[derive(Serialize)]
 struct DatabaseDoc {
     name: String,
+    /// The version served (none while offline).
     current: Option<String>,
+    /// False while taken offline through its state.
+    online: bool,
+    /// Its state in the source root (`<db>/_state.json`: online, pinned,
+    /// who changed it and when), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<crate::lifecycle::DatabaseState>,
     versions: Vec<VersionDoc>,
 }
 

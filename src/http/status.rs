@@ -74,6 +74,10 @@ impl<'a> Me<'a> {
 #[derive(Serialize)]
 struct DbStatusJson<'a> {
     versions: BTreeMap<String, VersionJson<'a>>,
+    /// Its state in the source root (online, pinned, who changed it; not
+    /// in sequins), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<crate::lifecycle::DatabaseState>,
 }
 
 #[derive(Serialize)]
@@ -152,6 +156,7 @@ fn db_json<'a>(db: &DatabaseStatus, me: Me<'a>) -> DbStatusJson<'a> {
             .iter()
             .map(|v| (v.version.clone(), version_json(v, me)))
             .collect(),
+        state: db.state.clone(),
     }
 }
 
@@ -192,6 +197,8 @@ pub(crate) fn database(
         name: db.to_string(),
         current: None,
         versions: Vec::new(),
+        offline: false,
+        state: None,
     });
     if accept::prefers_json(request) {
         json(StatusCode::OK, &db_json(&status, Me::of(cluster)), head)
@@ -277,6 +284,26 @@ fn html(page: &str, head: bool) -> Response<Body> {
 }
 
 /// A plain, readable page: one table per database, one row per version.
+/// A database's state in a few words: ` (offline, pinned to 3; by alice
+/// at ...)`.
+fn state_line(state: &crate::lifecycle::DatabaseState) -> String {
+    let mut words = Vec::new();
+    if !state.online {
+        words.push("offline".to_string());
+    }
+    if let Some(pinned) = &state.pinned {
+        words.push(format!("pinned to {pinned}"));
+    }
+    let by = match (&state.changed_by, &state.changed_at) {
+        (Some(who), Some(when)) => format!("; last change by {who} at {when}"),
+        _ => String::new(),
+    };
+    if words.is_empty() {
+        words.push("online".to_string());
+    }
+    format!(" ({}{by})", words.join(", "))
+}
+
 fn render_html(title: &str, dbs: &[DatabaseStatus]) -> String {
     let mut page = String::with_capacity(2048);
     let _ = write!(
@@ -295,9 +322,12 @@ fn render_html(title: &str, dbs: &[DatabaseStatus]) -> String {
     for db in dbs {
         let _ = writeln!(
             page,
-            "<h2>{}</h2>\n<p>Serving: {}</p>",
+            "<h2>{}</h2>\n<p>Serving: {}{}</p>",
             escape(&db.name),
-            db.current.as_deref().map_or("nothing".to_string(), escape)
+            db.current.as_deref().map_or("nothing".to_string(), escape),
+            db.state
+                .as_ref()
+                .map_or(String::new(), |state| escape(&state_line(state)))
         );
         page.push_str(
             "<table><tr><th>version</th><th>state</th><th>partitions</th><th>keys</th>\

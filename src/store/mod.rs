@@ -64,6 +64,8 @@ pub enum StoreError {
 
 /// See [`LocalStore::mark_agreed`].
 const AGREED_FILE: &str = "agreed";
+/// Marks the version a database is pinned to (see [`LocalStore::set_pinned`]).
+const PINNED_FILE: &str = "pinned";
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -164,6 +166,40 @@ impl LocalStore {
             .and_then(|f| f.sync_all())
             .map_err(io_err(&marker))?;
         sync_dir(&dir)
+    }
+
+    /// Records that `db` is pinned to `version` (`Some`) or not pinned
+    /// (`None`), durably: a file `pinned` in the pinned version's directory
+    /// and in no other of the database. At start-up the pinned version is
+    /// served rather than a newer one still in the store.
+    pub fn set_pinned(&self, db: &str, version: Option<&str>) -> Result<(), StoreError> {
+        let db_dir = self.root.join(DATA_DIR).join(db);
+        for other in sorted_dir_names(&db_dir).unwrap_or_default() {
+            if Some(other.as_str()) == version {
+                continue;
+            }
+            let marker = db_dir.join(&other).join(PINNED_FILE);
+            match fs::remove_file(&marker) {
+                Ok(()) => sync_dir(&db_dir.join(&other))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&marker)(e)),
+            }
+        }
+        if let Some(version) = version {
+            let dir = self.version_dir(db, version);
+            let marker = dir.join(PINNED_FILE);
+            fs::File::create(&marker)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&marker))?;
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `db`/`version` is the version its database is pinned to
+    /// (see [`LocalStore::set_pinned`]).
+    pub fn is_pinned(&self, db: &str, version: &str) -> bool {
+        self.version_dir(db, version).join(PINNED_FILE).exists()
     }
 
     /// Whether [`LocalStore::mark_agreed`] was called for `db`/`version`.

@@ -84,7 +84,9 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
         let current = catalog.current(&db).map(|v| v.id());
         let db_dir = INodeNo(Inode::DbDir(core.db_id(&db)).number().unwrap_or(0));
         let mut retired_pinned = false;
-        for version in catalog.held_versions(&db) {
+        // An offline database has no current version: all of its pinned
+        // versions are dropped.
+        for version in catalog.held_versions_even_offline(&db) {
             let pinned_here = core
                 .generation_of(&version)
                 .is_some_and(|generation| pinned.contains(&generation));
