@@ -226,3 +226,42 @@ fn a_damaged_state_keeps_the_last_one() {
     loaded.runtime.block_on(engine.refresh_now());
     assert!(engine.catalog().current("words").is_some());
 }
+
+/// A restart serves the pinned version from the local store, not a newer
+/// one the store still holds, before the source is even read.
+#[test]
+fn a_restart_serves_the_pinned_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_seqfile_version(&source, "words", "1", &[pairs("1")]);
+    write_seqfile_version(&source, "words", "2", &[pairs("2")]);
+    let store = dir.path().join("store");
+    let at = |source: &Path| {
+        let (source, store) = (source.to_path_buf(), store.clone());
+        move |config: &mut sequinsfs::config::Config| {
+            config.source = source.display().to_string();
+            config.local_store = store;
+        }
+    };
+    let first = TestEngine::start_with(|_| {}, Duration::from_secs(60), at(&source));
+    assert_eq!(
+        first.engine().catalog().current("words").unwrap().name(),
+        "2"
+    );
+    write_state(&source, "words", r#"{"pinned": "1"}"#);
+    first.runtime.block_on(first.engine().refresh_now());
+    assert_eq!(
+        first.engine().catalog().current("words").unwrap().name(),
+        "1"
+    );
+    drop(first);
+
+    // Restarted over a source that lists nothing (so nothing is read from
+    // it): what is served comes from the store alone.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let second = TestEngine::start_with(|_| {}, Duration::from_secs(60), at(&empty));
+    let current = second.engine().catalog().current("words").unwrap();
+    assert_eq!(current.name(), "1");
+    assert_eq!(current.get(b"k01").unwrap().unwrap().as_ref(), b"1:1");
+}
