@@ -337,6 +337,13 @@ impl Version {
         self.directory.is_some()
     }
 
+    /// Whether [`Version::keys`] is every key of the version: it holds
+    /// every partition, or has a directory. A mount shows only such
+    /// versions, so that a listing is never a subset.
+    pub fn lists_every_key(&self) -> bool {
+        self.directory.is_some() || (0..self.num_partitions).all(|p| self.holds(p))
+    }
+
     /// Adds this version's db and name to an error from its data.
     pub fn context(&self, mut err: LookupError) -> LookupError {
         if err.db.is_empty() {

@@ -244,7 +244,11 @@ impl FsCore {
                     }
                     db => {
                         let db = std::str::from_utf8(db).map_err(|_| FsError::not_found())?;
-                        let version = self.catalog.current(db).ok_or_else(FsError::not_found)?;
+                        let version = self
+                            .catalog
+                            .current(db)
+                            .filter(|v| v.lists_every_key())
+                            .ok_or_else(FsError::not_found)?;
                         let generation = self.generation(&version)?;
                         let attr = self.version_attr(&version, Inode::Symlink { generation })?;
                         self.pins.add(generation, &version, 1);
@@ -257,7 +261,7 @@ impl FsCore {
             }
             Inode::VersionsDir => {
                 let db = std::str::from_utf8(name).map_err(|_| FsError::not_found())?;
-                if self.catalog.held_versions(db).is_empty() {
+                if self.held_versions(db).is_empty() {
                     return Err(FsError::not_found());
                 }
                 fixed(Inode::DbDir(self.db_id(db)))
@@ -266,8 +270,9 @@ impl FsCore {
                 let db = self.db_name(id)?;
                 let name = std::str::from_utf8(name).map_err(|_| FsError::not_found())?;
                 let version = self
-                    .catalog
-                    .held_version(&db, name)
+                    .held_versions(&db)
+                    .into_iter()
+                    .find(|v| v.name() == name)
                     .ok_or_else(FsError::not_found)?;
                 let generation = self.generation(&version)?;
                 let attr = self.version_attr(&version, Inode::VersionRoot { generation })?;
@@ -625,12 +630,15 @@ impl FsCore {
                 entries.push((".status".to_string(), Small::Status));
                 entries.push((".versions".to_string(), Small::Fixed(Inode::VersionsDir)));
                 for version in self.catalog.served() {
+                    if !version.lists_every_key() {
+                        continue;
+                    }
                     entries.push((version.db().to_string(), Small::Symlink(version)));
                 }
             }
             Inode::VersionsDir => {
                 for db in self.catalog.database_names() {
-                    if !self.catalog.held_versions(&db).is_empty() {
+                    if !self.held_versions(&db).is_empty() {
                         let id = self.db_id(&db);
                         entries.push((db, Small::Fixed(Inode::DbDir(id))));
                     }
@@ -638,7 +646,7 @@ impl FsCore {
             }
             Inode::DbDir(id) => {
                 let db = self.db_name(id)?;
-                for version in self.catalog.held_versions(&db) {
+                for version in self.held_versions(&db) {
                     entries.push((version.name().to_string(), Small::VersionRoot(version)));
                 }
             }
@@ -774,6 +782,16 @@ impl FsCore {
                     .is_some_and(|held| Arc::ptr_eq(&held, version))
             })
             .ok_or_else(|| FsError::stale(ino))
+    }
+
+    /// The versions of `db` the mount shows under `.versions/<db>/`: those
+    /// held whose listing is every key (a node of a cluster shows a version
+    /// waiting for agreement only once it has its key directory, which it
+    /// gets on agreement; see `cluster::directory`).
+    fn held_versions(&self, db: &str) -> Vec<Arc<Version>> {
+        let mut held = self.catalog.held_versions(db);
+        held.retain(|v| v.lists_every_key());
+        held
     }
 
     /// The generation of `version`, assigned now if the mount never showed
@@ -1279,6 +1297,28 @@ mod tests {
             }
         }
         assert_eq!(peers.1.lock().unwrap().len(), all.len() - held.len());
+        // The same version without its directory (say, still waiting for
+        // the cluster) is not shown: its listing would be a subset.
+        let bare = Version::partial(
+            "db",
+            "v0",
+            SystemTime::UNIX_EPOCH,
+            "test",
+            2,
+            &[0],
+            Box::new(InMemoryVersionData::new(held.clone())),
+            None,
+        );
+        catalog.prepare(Arc::clone(&bare));
+        assert!(catalog.held_version("db", "v0").is_some());
+        let versions = found(core.lookup(inode::ROOT, b".versions").unwrap());
+        let db_dir = found(core.lookup(versions.ino, b"db").unwrap());
+        assert!(core.lookup(db_dir.ino, b"v0").is_err());
+        let names: Vec<String> = list(&core, db_dir.ino, 0)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(!names.contains(&"v0".to_string()), "{names:?}");
         // Without peers, a remote key is EIO, not a wrong or empty value.
         let lone = FsCore::new(catalog, || {}, owner());
         let root = version_root(&lone, &version);
