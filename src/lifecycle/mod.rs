@@ -2,8 +2,10 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`state`] | `<db>/_state.json`: online flag, pinned version, who changed it; conditional updates |
+//! | [`state`] | `<db>/_state.json`: online flag, pinned version, who changed it |
+//! | [`update`] | conditional read-modify-write of the state (ETag on object stores, flock + rename locally) |
 
 pub mod state;
+pub mod update;
 
 pub use state::{DatabaseState, STATE_FILE};
