@@ -2,11 +2,13 @@
 //! subcommands. Errors are printed as one line on stderr with a non-zero exit.
 
 pub mod cluster_args;
+pub mod db;
 pub mod demo;
 pub mod engine_args;
 pub mod inspect;
 pub mod logging;
 pub mod mount;
+pub mod publish;
 pub mod serve;
 pub mod sync;
 
@@ -40,6 +42,13 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Write a small demo source root (used by the quick start).
     DemoData(demo::DemoArgs),
+    /// Upload a version directory to SOURCE/<db>/<version>: every file with
+    /// a conditional create (a second publisher fails, nothing is
+    /// overwritten), `_SUCCESS` last.
+    Publish(publish::PublishArgs),
+    /// A database's lifecycle in the source root: list, status, offline,
+    /// online, pin VERSION, unpin, delete.
+    Db(db::DbArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -53,6 +62,8 @@ pub fn main() -> ExitCode {
         Command::DemoData(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Mount(args) => mount::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Db(args) => db::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

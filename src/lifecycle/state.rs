@@ -76,6 +76,26 @@ impl DatabaseState {
         })
     }
 
+    /// The state in one line, as the `db` commands print it:
+    /// `offline, pinned 3 (change 7: pin 3 by alice@build-3 at ...)`.
+    pub fn summary(&self) -> String {
+        let mut text = String::from(if self.online { "online" } else { "offline" });
+        match &self.pinned {
+            Some(version) => text.push_str(&format!(", pinned {version}")),
+            None => text.push_str(", unpinned"),
+        }
+        if self.changes > 0 {
+            text.push_str(&format!(
+                " (change {}: {} by {} at {})",
+                self.changes,
+                self.last_change.as_deref().unwrap_or("?"),
+                self.changed_by.as_deref().unwrap_or("?"),
+                self.changed_at.as_deref().unwrap_or("?")
+            ));
+        }
+        text
+    }
+
     /// The document as written.
     pub fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).unwrap_or_default();

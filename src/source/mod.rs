@@ -144,6 +144,8 @@ struct SourceInner {
     root: ObjectPath,
     /// Set for local sources: reads go straight to the files.
     local: Option<Arc<LocalFileSystem>>,
+    /// The directory of a local root, for the commands that write to it.
+    local_root: Option<PathBuf>,
     options: SourceOptions,
     limiter: Option<Arc<BandwidthLimiter>>,
 }
@@ -193,13 +195,17 @@ impl Source {
                     }
                 })?);
                 let store: Arc<dyn ObjectStore> = local.clone();
-                Ok(Source::build(
+                let mut source = Source::build(
                     display_base,
                     store,
                     ObjectPath::default(),
                     Some(local),
                     options,
-                ))
+                );
+                if let Some(inner) = Arc::get_mut(&mut source.inner) {
+                    inner.local_root = Some(root.clone());
+                }
+                Ok(source)
             }
             SourceUri::S3 { bucket, prefix, .. } => {
                 let store = s3::builder(
@@ -267,6 +273,7 @@ impl Source {
                 store,
                 root,
                 local,
+                local_root: None,
                 options,
                 limiter,
             }),
@@ -455,10 +462,7 @@ impl Source {
 
     /// The root directory of a local source.
     pub fn local_root(&self) -> Option<std::path::PathBuf> {
-        self.inner
-            .local
-            .as_ref()
-            .and_then(|local| local.path_to_filesystem(&ObjectPath::default()).ok())
+        self.inner.local_root.clone()
     }
 
     fn version_path(&self, db: &str, version: &str) -> ObjectPath {

@@ -10,6 +10,7 @@ pub mod mount;
 pub mod mutate;
 pub mod netns;
 pub mod relay;
+pub mod roots;
 pub mod s3;
 pub mod zk;
 
