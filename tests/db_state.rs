@@ -1,6 +1,6 @@
-//! A database's state in the source root (`<db>/_state.json`), honoured by
-//! a running daemon at each refresh, through a real mount and the HTTP
-//! sidecar: offline hides the database (404 over HTTP) while keeping its
+//! A database's state in the source root (`<db>/_state.json`), changed with
+//! `sequinsfs db` and honoured by a running daemon at each refresh, through
+//! a real mount and the HTTP sidecar: offline hides the database (404 over HTTP) while keeping its
 //! data, so online is instant; pin serves an older version; unpin rolls
 //! forward again; a database removed from the source goes away. Readers of
 //! another database run throughout and no read of theirs fails.
@@ -28,6 +28,17 @@ fn pairs(version: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
             )
         })
         .collect()
+}
+
+/// `sequinsfs db ARGS... SOURCE/<db>`, which must succeed.
+fn db_command(source: &Path, db: &str, args: &[&str]) {
+    let target = source.join(db);
+    let mut all: Vec<&str> = vec!["db"];
+    all.extend_from_slice(args);
+    let target = target.to_str().unwrap();
+    all.push(target);
+    let (code, stdout, stderr) = common::cli::run(&all);
+    assert_eq!(code, 0, "sequinsfs {all:?}: {stdout}{stderr}");
 }
 
 fn write_state(source: &Path, db: &str, json: &str) {
@@ -123,11 +134,7 @@ fn offline_online_pin_unpin_and_removal_through_mount_and_http() {
         .collect();
 
     // Offline: gone from the mount and 404 over HTTP; the data stays.
-    write_state(
-        &loaded.source,
-        "words",
-        r#"{"online": false, "changed_by": "ops@test"}"#,
-    );
+    db_command(&loaded.source, "words", &["offline"]);
     refresh();
     assert_eq!(root_names(&mnt), ["other"]);
     assert!(std::fs::metadata(mnt.join("words/k01")).is_err());
@@ -136,10 +143,11 @@ fn offline_online_pin_unpin_and_removal_through_mount_and_http() {
     let words = database(&doc, "words");
     assert_eq!(words["online"], false);
     assert_eq!(words["current"], serde_json::Value::Null);
-    assert_eq!(words["state"]["changed_by"], "ops@test");
+    assert_eq!(words["state"]["last_change"], "offline");
+    assert!(words["state"]["changed_by"].as_str().unwrap().contains('@'));
 
     // Online: back at once, without a load.
-    write_state(&loaded.source, "words", r#"{"online": true}"#);
+    db_command(&loaded.source, "words", &["online"]);
     let report = refresh();
     assert!(
         report.builds_started.is_empty(),
@@ -151,7 +159,7 @@ fn offline_online_pin_unpin_and_removal_through_mount_and_http() {
     assert_eq!(http.get("/words/k01").body, b"2:1");
 
     // Pinned to the older version: loaded and switched to.
-    write_state(&loaded.source, "words", r#"{"pinned": "1"}"#);
+    db_command(&loaded.source, "words", &["pin", "1"]);
     refresh();
     assert_eq!(
         std::fs::read_to_string(mnt.join("words/.version"))
@@ -175,7 +183,7 @@ fn offline_online_pin_unpin_and_removal_through_mount_and_http() {
     assert_eq!(std::fs::read(mnt.join("words/k01")).unwrap(), b"1:1");
 
     // Unpinned: rolls forward to the newest.
-    write_state(&loaded.source, "words", "{}");
+    db_command(&loaded.source, "words", &["unpin"]);
     refresh();
     assert_eq!(std::fs::read(mnt.join("words/k01")).unwrap(), b"3:1");
 
@@ -185,7 +193,8 @@ fn offline_online_pin_unpin_and_removal_through_mount_and_http() {
     assert_eq!(std::fs::read(mnt.join("words/k01")).unwrap(), b"3:1");
 
     // Deleted from the source: gone from the mount and HTTP.
-    std::fs::remove_dir_all(loaded.source.join("words")).unwrap();
+    db_command(&loaded.source, "words", &["delete", "--force"]);
+    assert!(!loaded.source.join("words").join("3").exists());
     refresh();
     assert_eq!(root_names(&mnt), ["other"]);
     assert_eq!(http.get("/words/k01").status, 404);

@@ -195,17 +195,13 @@ impl Source {
                     }
                 })?);
                 let store: Arc<dyn ObjectStore> = local.clone();
-                let mut source = Source::build(
+                Ok(Source::build(
                     display_base,
                     store,
                     ObjectPath::default(),
-                    Some(local),
+                    Some((local, root.clone())),
                     options,
-                );
-                if let Some(inner) = Arc::get_mut(&mut source.inner) {
-                    inner.local_root = Some(root.clone());
-                }
-                Ok(source)
+                ))
             }
             SourceUri::S3 { bucket, prefix, .. } => {
                 let store = s3::builder(
@@ -261,9 +257,10 @@ impl Source {
         display_base: String,
         store: Arc<dyn ObjectStore>,
         root: ObjectPath,
-        local: Option<Arc<LocalFileSystem>>,
+        local: Option<(Arc<LocalFileSystem>, PathBuf)>,
         options: SourceOptions,
     ) -> Source {
+        let (local, local_root) = local.unzip();
         let limiter =
             BandwidthLimiter::from_mib_per_second(options.max_download_bandwidth_mb_per_second)
                 .map(Arc::new);
@@ -273,7 +270,7 @@ impl Source {
                 store,
                 root,
                 local,
-                local_root: None,
+                local_root,
                 options,
                 limiter,
             }),
