@@ -7,6 +7,7 @@ pub mod engine_args;
 pub mod inspect;
 pub mod logging;
 pub mod mount;
+pub mod pack;
 pub mod serve;
 pub mod sync;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Print the header, record count and (optionally) the first records of
     /// SequenceFiles and Sparkey tables.
     Inspect(inspect::InspectArgs),
+    /// Write a version directory of Sparkey tables (one per partition,
+    /// keys sorted) from SequenceFiles, TSV or JSON lines, ready to publish.
+    Pack(pack::PackArgs),
     /// Write a small demo source root (used by the quick start).
     DemoData(demo::DemoArgs),
 }
@@ -51,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Sync(args) => sync::run(args),
         Command::DemoData(args) => demo::run(args),
+        Command::Pack(args) => pack::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Mount(args) => mount::run(args),
     };
