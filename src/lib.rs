@@ -20,6 +20,7 @@
 //! | [`refresh`] | refresh triggers, planning and load scheduling |
 //! | [`engine`] | the running core: store + catalog + refresh loop |
 //! | [`cluster`] | cluster mode: ZooKeeper coordination, partition assignment, proxying |
+//! | [`pack`] | the producer: inputs -> sorted, partitioned Sparkey tables |
 //! | [`lifecycle`] | databases' state in the source root (online, pinned); publishing |
 //! | [`config`] | the TOML config file (sequins' keys) and defaults |
 //! | [`metrics`] | Prometheus metrics the engine feeds and the sidecar exports |
@@ -49,6 +50,7 @@ pub mod lifecycle;
 pub mod load;
 pub mod metrics;
 pub mod naming;
+pub mod pack;
 pub mod partition;
 pub mod refresh;
 pub mod source;

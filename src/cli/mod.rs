@@ -8,6 +8,7 @@ pub mod engine_args;
 pub mod inspect;
 pub mod logging;
 pub mod mount;
+pub mod pack;
 pub mod publish;
 pub mod serve;
 pub mod sync;
@@ -40,6 +41,9 @@ enum Command {
     /// Print the header, record count and (optionally) the first records of
     /// SequenceFiles and Sparkey tables.
     Inspect(inspect::InspectArgs),
+    /// Write a version directory of Sparkey tables (one per partition,
+    /// keys sorted) from SequenceFiles, TSV or JSON lines, ready to publish.
+    Pack(pack::PackArgs),
     /// Write a small demo source root (used by the quick start).
     DemoData(demo::DemoArgs),
     /// Upload a version directory to SOURCE/<db>/<version>: every file with
@@ -60,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Sync(args) => sync::run(args),
         Command::DemoData(args) => demo::run(args),
+        Command::Pack(args) => pack::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Mount(args) => mount::run(args),
         Command::Publish(args) => publish::run(args),

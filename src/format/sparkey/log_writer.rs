@@ -194,6 +194,23 @@ impl LogWriter {
         })
     }
 
+    /// Replaces the random log file identifier and index hash seed with the
+    /// given ones, so that the same entries always give the same bytes
+    /// (producers that want reproducible output). Only before the first
+    /// entry: the seed is already in every hash remembered for the index.
+    pub fn set_identifiers(&mut self, file_identifier: u32, hash_seed: u32) -> FormatResult<()> {
+        if self.header.num_puts + self.header.num_deletes != 0 {
+            return Err(FormatError::new(
+                self.name.as_str(),
+                0,
+                FormatErrorKind::Corrupt("identifiers set after the first entry".into()),
+            ));
+        }
+        self.header.file_identifier = file_identifier;
+        self.pending = PendingIndex::new(hash_seed, true);
+        Ok(())
+    }
+
     /// Appends a put; a later put of the same key wins. Returns where the
     /// entry went.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> FormatResult<EntryPosition> {
