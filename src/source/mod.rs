@@ -381,23 +381,13 @@ impl Source {
             reason,
         };
         let path = self.version_path(db, version).join(SYMLINK_FILE);
-        let read_err = |source| SourceError::Read {
-            file: location.clone(),
-            offset: 0,
-            source,
+        let bytes = match self.read_small(&path, &location, MAX_SYMLINK_LEN).await? {
+            None => return Ok(None),
+            Some(Err(size)) => {
+                return Err(bad(format!("{size} bytes is too long for a version name")));
+            }
+            Some(Ok(bytes)) => bytes,
         };
-        let object = match self.inner.store.get(&path).await {
-            Ok(object) => object,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => return Err(read_err(source)),
-        };
-        if object.meta.size > MAX_SYMLINK_LEN {
-            return Err(bad(format!(
-                "{} bytes is too long for a version name",
-                object.meta.size
-            )));
-        }
-        let bytes = object.bytes().await.map_err(read_err)?;
         let target = std::str::from_utf8(&bytes)
             .map_err(|_| bad("not UTF-8".into()))?
             .trim();
@@ -415,7 +405,11 @@ impl Source {
                 "points at version {target}, which redirects again (one level only)"
             ))),
             Err(object_store::Error::NotFound { .. }) => Ok(Some(target.to_string())),
-            Err(source) => Err(read_err(source)),
+            Err(source) => Err(SourceError::Read {
+                file: location.clone(),
+                offset: 0,
+                source,
+            }),
         }
     }
 
@@ -429,26 +423,44 @@ impl Source {
         check_name("database", db)?;
         let location = format!("{}/{STATE_FILE}", self.display_path(db, None));
         let path = self.inner.root.clone().join(db).join(STATE_FILE);
+        let bytes = match self.read_small(&path, &location, MAX_STATE_LEN).await? {
+            None => return Ok(None),
+            Some(Err(size)) => {
+                return Err(SourceError::State(crate::lifecycle::state::StateError {
+                    location,
+                    message: format!("{size} bytes is too large for a state object"),
+                }));
+            }
+            Some(Ok(bytes)) => bytes,
+        };
+        DatabaseState::parse(&bytes, &location)
+            .map(Some)
+            .map_err(SourceError::State)
+    }
+
+    /// A small object read whole: `None` if it does not exist, `Err(size)`
+    /// (nothing read) if it is larger than `max` bytes. `location` names it
+    /// in errors.
+    async fn read_small(
+        &self,
+        path: &ObjectPath,
+        location: &str,
+        max: u64,
+    ) -> Result<Option<Result<bytes::Bytes, u64>>, SourceError> {
         let read_err = |source| SourceError::Read {
-            file: location.clone(),
+            file: location.to_string(),
             offset: 0,
             source,
         };
-        let object = match self.inner.store.get(&path).await {
+        let object = match self.inner.store.get(path).await {
             Ok(object) => object,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(source) => return Err(read_err(source)),
         };
-        if object.meta.size > MAX_STATE_LEN {
-            return Err(SourceError::State(crate::lifecycle::state::StateError {
-                location,
-                message: format!("{} bytes is too large for a state object", object.meta.size),
-            }));
+        if object.meta.size > max {
+            return Ok(Some(Err(object.meta.size)));
         }
-        let bytes = object.bytes().await.map_err(read_err)?;
-        DatabaseState::parse(&bytes, &location)
-            .map(Some)
-            .map_err(SourceError::State)
+        Ok(Some(Ok(object.bytes().await.map_err(read_err)?)))
     }
 
     /// The object store under the source and the root's path in it, for
