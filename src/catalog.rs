@@ -568,11 +568,52 @@ pub struct Catalog {
     /// What is wrong with the source root as a whole, as of the last
     /// refresh (it cannot be listed, or holds no databases).
     source_problem: Mutex<Option<String>>,
+    /// The local store's format and migration, for `.status`.
+    store: Mutex<StoreStatus>,
+}
+
+/// The local store as `.status` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStatus {
+    /// The format it has now.
+    pub format: u32,
+    /// The format it had when this process opened it.
+    pub opened_format: u32,
+    /// The background conversion running, if one is.
+    pub migration: Option<MigrationStatus>,
+}
+
+/// A background conversion of the store's migration (see
+/// [`crate::store::migrate`]).
+#[derive(Debug, Clone)]
+pub struct MigrationStatus {
+    pub step: &'static str,
+    pub db: String,
+    pub version: String,
+    /// Versions still to convert after this one.
+    pub versions_left: usize,
+    pub progress: Arc<crate::store::migrate::ConversionProgress>,
 }
 
 impl Catalog {
     pub fn new() -> Arc<Self> {
         Arc::new(Catalog::default())
+    }
+
+    pub fn set_store_status(&self, status: StoreStatus) {
+        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    pub fn store_status(&self) -> StoreStatus {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets (or clears) the migration shown in [`Catalog::store_status`].
+    pub fn set_migration(&self, migration: Option<MigrationStatus>) {
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .migration = migration;
     }
 
     /// The version of `db` being served now, if any (none while the
@@ -825,16 +866,39 @@ impl Catalog {
     /// The version's progress becomes its load's final figures (from the
     /// counters given to [`Catalog::start_load`], if it was loaded so).
     pub fn publish(&self, version: Arc<Version>, path: String, grace: Duration) {
-        self.publish_with_origin(version, path, grace, Origin::Built, None)
+        self.publish_with_origin(version, path, grace, Origin::Built, None, None);
     }
 
     /// [`Catalog::publish`] for a version found complete in the local store
     /// at start-up; `progress` is the load that built it (its manifest).
     pub fn publish_reused(&self, version: Arc<Version>, grace: Duration, progress: Progress) {
         let path = version.source_path().to_string();
-        self.publish_with_origin(version, path, grace, Origin::Reused, Some(progress))
+        self.publish_with_origin(version, path, grace, Origin::Reused, Some(progress), None);
     }
 
+    /// Switches in `version`, a converted copy of the version with id
+    /// `replaced` made by a migration of the local store, if that version
+    /// is still its database's current one; returns whether it was.
+    pub fn publish_converted(
+        &self,
+        version: Arc<Version>,
+        replaced: u64,
+        grace: Duration,
+        progress: Progress,
+    ) -> bool {
+        let path = version.source_path().to_string();
+        self.publish_with_origin(
+            version,
+            path,
+            grace,
+            Origin::Reused,
+            Some(progress),
+            Some(replaced),
+        )
+    }
+
+    /// The switch; with `replacing`, only if the current version has that
+    /// id (checked under the database's lock). Returns whether it switched.
     fn publish_with_origin(
         &self,
         version: Arc<Version>,
@@ -842,10 +906,16 @@ impl Catalog {
         grace: Duration,
         origin: Origin,
         progress: Option<Progress>,
-    ) {
+        replacing: Option<u64>,
+    ) -> bool {
         let database = self.database_or_insert(&version.db);
         {
             let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = replacing
+                && database.current.load().as_ref().map(|c| c.id) != Some(id)
+            {
+                return false;
+            }
             let now = SystemTime::now();
             if inner
                 .prepared
@@ -889,6 +959,7 @@ impl Catalog {
             db: version.db.clone(),
             version: version.name.clone(),
         });
+        true
     }
 
     /// Stops serving `db` (it is gone from the source). Its current version is

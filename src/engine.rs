@@ -157,6 +157,7 @@ impl Engine {
             }
         }
         refresher.resume_agreements();
+        refresher.resume_migrations();
         // The startup refresh, in the foreground for databases seen for the
         // first time (so a fresh mount shows data at once, as sequins does
         // before it opens its port); newer versions of databases restored
@@ -194,6 +195,12 @@ impl Engine {
     /// served at start-up has ended (served, or failed).
     pub async fn ready(&self) {
         self.refresher.wait_for(&self.first_loads).await;
+    }
+
+    /// Waits until the background conversions of a local store migration
+    /// have ended (see [`crate::store::migrate`]).
+    pub async fn migrated(&self) {
+        self.refresher.wait_for_migrations().await;
     }
 
     /// What the front ends read.

@@ -14,6 +14,8 @@
 //! [`RefreshHandle`]; triggers that arrive during a run coalesce into one more
 //! run.
 
+mod migrations;
+
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -102,6 +104,9 @@ pub struct Refresher {
     /// This node's cluster, in cluster mode: loads build only this node's
     /// partitions, and a version is served once the cluster agrees.
     pub(crate) cluster: std::sync::OnceLock<Arc<ClusterNode>>,
+    /// True once the background conversions of the store's migration have
+    /// ended (see [`Refresher::resume_migrations`]).
+    migrations_done: tokio::sync::watch::Sender<bool>,
 }
 
 /// What one refresh run did, for logs, metrics and tests.
@@ -141,6 +146,7 @@ impl Refresher {
             handle: RefreshHandle::new(),
             shutdown: CancellationToken::new(),
             pending_agreement: Mutex::new(Vec::new()),
+            migrations_done: tokio::sync::watch::Sender::new(false),
             preparing: Mutex::new(Default::default()),
             cluster: std::sync::OnceLock::new(),
         })
@@ -174,6 +180,8 @@ impl Refresher {
                 let dir = self.store.version_dir(&db, &version);
                 let local = match LocalVersion::open(&dir) {
                     Ok(local) => local,
+                    // Not ours to rebuild or delete (see store::format).
+                    Err(e @ StoreError::NewerFormat { .. }) => return Err(e),
                     Err(e) => {
                         tracing::warn!(
                             db,

@@ -29,6 +29,8 @@ pub fn run(args: SyncArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let engine = Engine::start(config).await?;
         engine.refresh_now().await;
+        // A store written by an older release is left fully migrated.
+        engine.migrated().await;
         let mut failed = 0;
         for db in engine.catalog().status() {
             for v in &db.versions {

@@ -53,8 +53,10 @@ pub fn status_json(catalog: &Catalog) -> String {
 /// (shard ID, session, peers), and each version lists the partitions this
 /// node holds.
 pub fn status_json_with(catalog: &Catalog, cluster: Option<serde_json::Value>) -> String {
+    let store = catalog.store_status();
     let doc = StatusDoc {
         cluster,
+        store: (store.format != 0).then(|| StoreDoc::from(&store)),
         source_problem: catalog.source_problem(),
         databases: catalog
             .status()
@@ -79,10 +81,52 @@ struct StatusDoc {
     /// This node in its cluster, in cluster mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<serde_json::Value>,
+    /// The local store's format and migration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreDoc>,
     /// What is wrong with the source root as a whole, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     source_problem: Option<String>,
     databases: Vec<DatabaseDoc>,
+}
+
+#[derive(Serialize)]
+struct StoreDoc {
+    format: u32,
+    /// The format it had when this process opened it, if it was migrated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migrated_from: Option<u32>,
+    /// The background conversion running now, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migration: Option<MigrationDoc>,
+}
+
+#[derive(Serialize)]
+struct MigrationDoc {
+    step: &'static str,
+    db: String,
+    version: String,
+    keys_done: u64,
+    keys_total: u64,
+    versions_left: usize,
+}
+
+impl From<&crate::catalog::StoreStatus> for StoreDoc {
+    fn from(s: &crate::catalog::StoreStatus) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreDoc {
+            format: s.format,
+            migrated_from: (s.opened_format != s.format).then_some(s.opened_format),
+            migration: s.migration.as_ref().map(|m| MigrationDoc {
+                step: m.step,
+                db: m.db.clone(),
+                version: m.version.clone(),
+                keys_done: m.progress.keys_done.load(Relaxed),
+                keys_total: m.progress.keys_total.load(Relaxed),
+                versions_left: m.versions_left,
+            }),
+        }
+    }
 }
 
 #[derive(Serialize)]

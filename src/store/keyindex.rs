@@ -280,6 +280,15 @@ impl From<std::io::Error> for MergeError {
     }
 }
 
+/// Why [`KeyIndex::write_with_locations`] did not write an index.
+#[derive(Debug, thiserror::Error)]
+pub enum WithLocationsError<E> {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Locate(E),
+}
+
 /// Keys merged between two calls of the cancellation check: often enough
 /// that a cancelled merge stops within milliseconds.
 const KEYS_PER_CANCEL_CHECK: u64 = 1 << 16;
@@ -799,6 +808,51 @@ impl KeyIndex {
     pub fn find(&self, key: &[u8]) -> Result<Option<u64>, KeyIndexError> {
         let at = self.lower_bound(key)?;
         Ok((at < self.count && self.key(at)? == key).then_some(at))
+    }
+
+    /// Writes this index, with value locations, to `out` (created, not
+    /// fsynced): the key, offset and length sections are copied as they
+    /// are, and `locate` gives each ordinal's (table, index address) in
+    /// order. This is how a format-1 index is converted (see
+    /// `store::migrate`). Streams: memory is the tables section (4 bytes a
+    /// key) plus buffers. Stops with `Ok(false)` when `cancelled` says so.
+    pub fn write_with_locations<E>(
+        &self,
+        out: &Path,
+        mut locate: impl FnMut(u64) -> Result<(u32, u64), E>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<bool, WithLocationsError<E>> {
+        use std::io::Write;
+        let layout = Layout::new(self.count, self.keys_len, true);
+        let file = File::create(out).map_err(WithLocationsError::Io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let io = WithLocationsError::Io;
+        w.write_all(MAGIC).map_err(io)?;
+        w.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
+        w.write_all(&FLAG_LOCATIONS.to_le_bytes()).map_err(io)?;
+        w.write_all(&self.count.to_le_bytes()).map_err(io)?;
+        w.write_all(&self.keys_len.to_le_bytes()).map_err(io)?;
+        // Offsets and lengths: the same bytes in both formats.
+        let copied = self.layout.offsets_at as usize..self.layout.addresses_at as usize;
+        w.write_all(&self.map[copied]).map_err(io)?;
+        let mut tables = Vec::with_capacity(self.count as usize);
+        for ordinal in 0..self.count {
+            if ordinal % KEYS_PER_CANCEL_CHECK == 0 && cancelled() {
+                return Ok(false);
+            }
+            let (table, address) = locate(ordinal).map_err(WithLocationsError::Locate)?;
+            w.write_all(&address.to_le_bytes()).map_err(io)?;
+            tables.push(table);
+        }
+        for table in tables {
+            w.write_all(&table.to_le_bytes()).map_err(io)?;
+        }
+        w.write_all(&self.map[self.layout.keys_at as usize..])
+            .map_err(io)?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        let written = file.metadata().map_err(io)?.len();
+        debug_assert_eq!(written, layout.file_len);
+        Ok(true)
     }
 
     fn error(&self, offset: u64, message: String) -> KeyIndexError {

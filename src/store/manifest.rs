@@ -11,9 +11,14 @@ use super::{StoreError, io_err};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// Bumped whenever the local layout changes incompatibly; versions with
-/// another format are rebuilt from the source.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The format of the manifests this code writes. Format 2 came with store
+/// format 2 (see [`super::format`]); format 1 manifests describe the same
+/// things and are still read, so that a version found before its manifest
+/// was rewritten by the start-up migration is served as it is. A manifest
+/// of a newer format is an error, never a reason to rebuild.
+pub const MANIFEST_FORMAT: u32 = 2;
+const OLDEST_MANIFEST_FORMAT: u32 = 1;
+const MANIFEST_TMP: &str = "manifest.json.tmp";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -81,14 +86,43 @@ impl Manifest {
         let text = std::fs::read(&path).map_err(io_err(&path))?;
         let manifest: Manifest = serde_json::from_slice(&text)
             .map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display())))?;
-        if manifest.format != MANIFEST_FORMAT {
-            return Err(StoreError::Invalid(format!(
-                "{}: manifest format {} (this build reads {MANIFEST_FORMAT})",
-                path.display(),
-                manifest.format
-            )));
+        if !(OLDEST_MANIFEST_FORMAT..=MANIFEST_FORMAT).contains(&manifest.format) {
+            return Err(StoreError::NewerFormat {
+                path: path.display().to_string(),
+                found: manifest.format,
+                known: MANIFEST_FORMAT,
+            });
         }
         Ok(manifest)
+    }
+
+    /// Replaces the manifest of a published version durably and atomically
+    /// (a temporary file, fsynced, renamed over it, the directory fsynced),
+    /// for migrations that rewrite manifests in place. A crash leaves the
+    /// old manifest or the new one, and at most the temporary file, which
+    /// [`Manifest::remove_leftover`] removes.
+    pub fn replace(&self, dir: &Path) -> Result<(), StoreError> {
+        use std::io::Write;
+        let tmp = dir.join(MANIFEST_TMP);
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| StoreError::Invalid(format!("{}: {e}", tmp.display())))?;
+        let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&tmp))?;
+        let path = dir.join(MANIFEST_FILE);
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        super::sync_dir(dir)
+    }
+
+    /// Removes what an interrupted [`Manifest::replace`] left in `dir`.
+    pub fn remove_leftover(dir: &Path) -> Result<(), StoreError> {
+        let tmp = dir.join(MANIFEST_TMP);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&tmp)(e)),
+        }
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! <local_store>/sequinsfs.lock            held (flock) by the one daemon using the store
+//! <local_store>/store.json                the store's format (see format, migrate)
 //! <local_store>/data/<db>/<version>/      a published version, never modified
 //!     manifest.json                       what the version holds (see manifest)
 //!     keys.idx                            sorted key index (see keyindex)
@@ -25,8 +26,10 @@
 //! removed on a background thread: neither a start, nor a stop, nor the
 //! next load waits for it.
 
+pub mod format;
 pub mod keyindex;
 pub mod manifest;
+pub mod migrate;
 pub mod version;
 
 use std::fs::{self, File, OpenOptions};
@@ -60,6 +63,17 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// Written by a newer release: refused rather than rebuilt, because
+    /// its files may mean something this binary does not know.
+    #[error(
+        "local store {path} has format {found}, newer than this sequinsfs reads (up to {known}): \
+         run the release that wrote it, or point local_store at another directory"
+    )]
+    NewerFormat {
+        path: String,
+        found: u32,
+        known: u32,
+    },
 }
 
 /// See [`LocalStore::mark_agreed`].
@@ -85,6 +99,8 @@ pub struct LocalStore {
     next_staging: AtomicU64,
     /// Directories being removed in the background.
     removals: Arc<Removals>,
+    /// The store's format when it was opened, before any migration.
+    opened_format: u32,
 }
 
 /// A count of background removals in progress, to wait for.
@@ -132,6 +148,10 @@ impl LocalStore {
         lock.rewind().map_err(io_err(&lock_path))?;
         writeln!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
 
+        // Before anything under data/ is touched: a store of a newer
+        // format is refused as it is.
+        let opened_format = format::read(root)?;
+        format::check_known(root, opened_format)?;
         for dir in [DATA_DIR, TMP_DIR] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err(&path))?;
@@ -141,9 +161,17 @@ impl LocalStore {
             _lock: lock,
             next_staging: AtomicU64::new(0),
             removals: Arc::default(),
+            opened_format,
         };
         store.clear_tmp()?;
+        migrate::upgrade_at_open(&store.root, opened_format)?;
         Ok(store)
+    }
+
+    /// The store's format when it was opened (before the start-up steps of
+    /// [`migrate`] brought it to [`format::STORE_FORMAT`]).
+    pub fn opened_format(&self) -> u32 {
+        self.opened_format
     }
 
     pub fn root(&self) -> &Path {
@@ -264,6 +292,42 @@ impl LocalStore {
         sync_dir(&db_dir)?;
         sync_dir(&self.root.join(DATA_DIR))?;
         Ok(target)
+    }
+
+    /// Swaps a complete staging directory with the published `db`/`version`
+    /// in one step (`renameat2` with `RENAME_EXCHANGE`), for a migration
+    /// that rewrote a version in the background. The published name always
+    /// holds a complete version, the old one or the new one; a crash leaves
+    /// the other under `tmp/`, where the next start removes it. After the
+    /// swap the old directory is removed in the background (mappings of its
+    /// files stay valid until their readers drop them).
+    pub fn exchange(&self, staging: &Path, db: &str, version: &str) -> Result<(), StoreError> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(staging).map_err(io_err(staging))? {
+            files.push(entry.map_err(io_err(staging))?.path());
+        }
+        sync_files(&files)?;
+        sync_dir(staging)?;
+        let target = self.version_dir(db, version);
+        let (from, to) = (c_path(staging)?, c_path(&target)?);
+        // SAFETY: two NUL-terminated paths that outlive the call; AT_FDCWD
+        // makes them relative to the working directory like any path.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc != 0 {
+            return Err(io_err(&target)(std::io::Error::last_os_error()));
+        }
+        sync_dir(&self.root.join(DATA_DIR).join(db))?;
+        sync_dir(&self.root.join(TMP_DIR))?;
+        self.remove_in_background(staging.to_path_buf());
+        Ok(())
     }
 
     /// Deletes a published version: renamed out of `data/` first, so it is
@@ -402,6 +466,12 @@ impl LocalStore {
             Err(e) => Err(io_err(dir)(e)),
         }
     }
+}
+
+fn c_path(path: &Path) -> Result<std::ffi::CString, StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| StoreError::Invalid(format!("{}: path contains NUL", path.display())))
 }
 
 fn sorted_dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {

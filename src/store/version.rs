@@ -20,7 +20,7 @@ use crate::partition;
 
 use super::StoreError;
 use super::keyindex::KeyIndex;
-use super::manifest::{MANIFEST_FORMAT, Manifest};
+use super::manifest::Manifest;
 
 pub struct LocalVersion {
     dir: PathBuf,
@@ -41,7 +41,6 @@ impl LocalVersion {
         use std::os::unix::fs::MetadataExt;
         let dir_inode = std::fs::metadata(dir).map_err(super::io_err(dir))?.ino();
         let manifest = Manifest::read(dir)?;
-        debug_assert_eq!(manifest.format, MANIFEST_FORMAT);
         let mut partitions: Vec<Vec<u32>> =
             (0..manifest.num_partitions).map(|_| Vec::new()).collect();
         let mut tables = Vec::with_capacity(manifest.blocks.len());
@@ -90,6 +89,11 @@ impl LocalVersion {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The version's key index.
+    pub fn key_index(&self) -> &KeyIndex {
+        &self.keys
     }
 
     /// When the version was created on the source.
