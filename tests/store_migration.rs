@@ -333,3 +333,54 @@ fn a_store_of_a_newer_format_is_refused_by_the_daemon() {
         STORE_FORMAT + 1
     );
 }
+
+/// Through a real mount: a store of the first release is served at once in
+/// its old layout, its key indexes are converted in the background with
+/// the progress in `.status`, and the converted versions are switched in
+/// with every value unchanged.
+#[test]
+fn a_migrating_store_keeps_serving_through_the_mount() {
+    if !common::mount::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (source, store) = copy_fixture("store-v1", dir.path());
+    let expected = reference(&source, dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let engine = runtime
+        .block_on(Engine::start(config(&source, &store)))
+        .unwrap();
+    let mount = common::mount::TestMount::with_refresh(
+        std::sync::Arc::clone(engine.catalog()),
+        engine.refresh_handle(),
+        sequinsfs::fs::MountOptions::default(),
+    );
+    let read_all = |when: &str| {
+        let mut served = BTreeMap::new();
+        for db in ["baby-names", "colors", "big-values"] {
+            for (key, path) in common::mount::walk_keys(&mount.path().join(db)) {
+                served.insert((db.to_string(), key), common::mount::read(&path));
+            }
+        }
+        assert_eq!(
+            served, expected,
+            "values through the mount {when} the conversion"
+        );
+    };
+    read_all("during or before");
+    runtime.block_on(engine.migrated());
+    read_all("after");
+    let status: serde_json::Value =
+        serde_json::from_slice(&common::mount::read(&mount.path().join(".status"))).unwrap();
+    assert_eq!(status["store"]["format"], STORE_FORMAT);
+    assert_eq!(status["store"]["migrated_from"], 1);
+    assert!(status["store"].get("migration").is_none(), "{status}");
+    for db in status["databases"].as_array().unwrap() {
+        assert_eq!(db["versions"][0]["origin"], "reused", "{db}");
+    }
+    mount.unmount();
+    runtime.block_on(engine.shutdown());
+    let store = LocalStore::open(&store).unwrap();
+    let local = LocalVersion::open(&store.version_dir("baby-names", "1")).unwrap();
+    assert!(local.key_index().has_locations());
+}

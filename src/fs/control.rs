@@ -318,6 +318,43 @@ impl StatusSnapshots {
 mod tests {
     use super::*;
 
+    /// `.status` shows the store's format, the format it was migrated from,
+    /// and the background conversion running, with its progress.
+    #[test]
+    fn status_shows_the_store_format_and_its_migration() {
+        use crate::catalog::{MigrationStatus, StoreStatus};
+        use std::sync::atomic::Ordering::Relaxed;
+        let catalog = Catalog::new();
+        let doc: serde_json::Value = serde_json::from_str(&status_json(&catalog)).unwrap();
+        assert!(doc.get("store").is_none(), "no store, no store section");
+        let progress = Arc::new(crate::store::migrate::ConversionProgress::default());
+        progress.keys_total.store(1000, Relaxed);
+        progress.keys_done.store(250, Relaxed);
+        catalog.set_store_status(StoreStatus {
+            format: 2,
+            opened_format: 1,
+            migration: Some(MigrationStatus {
+                step: "key index to format 2",
+                db: "db".into(),
+                version: "7".into(),
+                versions_left: 3,
+                progress,
+            }),
+        });
+        let doc: serde_json::Value = serde_json::from_str(&status_json(&catalog)).unwrap();
+        let store = &doc["store"];
+        assert_eq!(store["format"], 2);
+        assert_eq!(store["migrated_from"], 1);
+        assert_eq!(store["migration"]["db"], "db");
+        assert_eq!(store["migration"]["version"], "7");
+        assert_eq!(store["migration"]["keys_done"], 250);
+        assert_eq!(store["migration"]["keys_total"], 1000);
+        assert_eq!(store["migration"]["versions_left"], 3);
+        catalog.set_migration(None);
+        let doc: serde_json::Value = serde_json::from_str(&status_json(&catalog)).unwrap();
+        assert!(doc["store"].get("migration").is_none());
+    }
+
     /// `.status` says where each version came from, and what is wrong with
     /// the source root as a whole.
     #[test]
