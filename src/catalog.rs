@@ -701,6 +701,19 @@ impl Catalog {
             }),
             (false, None) => {}
         }
+        if offline {
+            tracing::info!(db, "database taken offline by its state in the source root");
+        } else {
+            tracing::info!(db, "database back online by its state in the source root");
+        }
+    }
+
+    /// `db`'s state as last read from the source (see
+    /// [`Catalog::set_state`]); `None` without one.
+    pub fn state(&self, db: &str) -> Option<crate::lifecycle::DatabaseState> {
+        let database = self.database(db)?;
+        let inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.state.clone()
     }
 
     /// Whether `db` is offline (see [`Catalog::set_state`]).

@@ -367,10 +367,7 @@ impl Refresher {
             Err(e) => {
                 // The last state read stays in force.
                 tracing::warn!(db, "refresh: cannot read the state: {}", ErrorChain(&e));
-                self.catalog
-                    .database_status(db)
-                    .and_then(|s| s.state)
-                    .unwrap_or_default()
+                self.catalog.state(db).unwrap_or_default()
             }
         };
         let current = self.catalog.active(db);
@@ -758,8 +755,7 @@ impl Refresher {
     async fn record_pin(&self, db: &str, version: &str) {
         let pinned = self
             .catalog
-            .database_status(db)
-            .and_then(|s| s.state)
+            .state(db)
             .and_then(|s| s.pinned)
             .filter(|pinned| pinned == version);
         let store = Arc::clone(&self.store);
