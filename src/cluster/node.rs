@@ -401,16 +401,37 @@ impl ClusterNode {
     /// retried with the alternate partition's peers, if the key has one.
     pub async fn fetch(&self, db: &str, version: &str, path: &str, key: RemoteKey) -> ProxyOutcome {
         let path_and_query = format!("{path}?proxy={}", path_escape(version.as_bytes()));
-        let peers = self.peers_of(db, version, key.partition);
-        let mut outcome = self.proxy.fetch(&peers, &path_and_query).await;
-        if let (Some(alternate), ProxyOutcome::Answered { response, .. }) =
-            (key.alternate, &outcome)
-            && response.status() == hyper::StatusCode::NOT_FOUND
-        {
-            let peers = self.peers_of(db, version, alternate);
-            outcome = self.proxy.fetch(&peers, &path_and_query).await;
+        self.fetch_from_holders(db, version, &path_and_query, key, None)
+            .await
+    }
+
+    /// Asks the peers holding `key`'s partition, then (on a 404) those
+    /// holding its alternate partition, and counts the outcome.
+    async fn fetch_from_holders(
+        &self,
+        db: &str,
+        version: &str,
+        path_and_query: &str,
+        key: RemoteKey,
+        range: Option<std::ops::Range<u64>>,
+    ) -> ProxyOutcome {
+        let mut partitions = vec![key.partition];
+        partitions.extend(key.alternate);
+        let mut outcome = ProxyOutcome::NoPeers;
+        for partition in partitions {
+            let peers = self.peers_of(db, version, partition);
+            outcome = self
+                .proxy
+                .fetch_range(&peers, path_and_query, range.clone())
+                .await;
+            // A 404 from the normal partition's peers: try the alternate's.
+            if !matches!(&outcome, ProxyOutcome::Answered { response, .. }
+                if response.status() == hyper::StatusCode::NOT_FOUND)
+            {
+                break;
+            }
         }
-        let slot = match outcome {
+        let slot = match &outcome {
             ProxyOutcome::Answered { .. } => 0,
             ProxyOutcome::NoPeers => 1,
             ProxyOutcome::TimedOut => 2,
@@ -438,28 +459,9 @@ impl ClusterNode {
             path_escape(version.as_bytes())
         );
         let want = range.end - range.start;
-        let mut partitions = vec![at.partition];
-        partitions.extend(at.alternate);
-        let mut outcome = ProxyOutcome::NoPeers;
-        for partition in partitions {
-            let peers = self.peers_of(db, version, partition);
-            outcome = self
-                .proxy
-                .fetch_range(&peers, &path, Some(range.clone()))
-                .await;
-            // A 404 from the normal partition's peers: try the alternate's.
-            if !matches!(&outcome, ProxyOutcome::Answered { response, .. }
-                if response.status() == hyper::StatusCode::NOT_FOUND)
-            {
-                break;
-            }
-        }
-        let slot = match &outcome {
-            ProxyOutcome::Answered { .. } => 0,
-            ProxyOutcome::NoPeers => 1,
-            ProxyOutcome::TimedOut => 2,
-        };
-        self.proxied[slot].fetch_add(1, Ordering::Relaxed);
+        let outcome = self
+            .fetch_from_holders(db, version, &path, at, Some(range.clone()))
+            .await;
         let (peer, response) = match outcome {
             ProxyOutcome::Answered { peer, response } => (peer, response),
             ProxyOutcome::NoPeers => {
