@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::cli::sequinsfs;
@@ -197,13 +197,7 @@ fn fixture_sequencefiles_serve_what_the_reader_yields() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures.join("seqfile"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seq"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 30, "{files:?}");
+    let files = common::data::fixture_seqfiles(&fixtures);
     for file in &files {
         let mut want = BTreeMap::new();
         for (k, v) in read_seqfile_pairs(file) {

@@ -7,7 +7,7 @@
 mod common;
 
 use common::cluster::{
-    Node, WordsCluster, assert_serves, stop_all, wait_switched, words, write_words,
+    Node, WordsCluster, assert_serves, stop_all, switch_all, upgrade_all, words,
 };
 use common::http::Conn;
 
@@ -68,29 +68,10 @@ fn offline_online_pin_and_unpin_reach_every_node() {
     }
 
     // Version 2 everywhere, then pinned back to 1 and unpinned again.
-    write_words(source, "2");
-    for node in &nodes {
-        node.refresh();
-    }
-    for node in &nodes {
-        wait_switched(node, "2");
-        assert_serves(node, &words("2"));
-    }
+    upgrade_all(&nodes, source, "2");
     db_command(&["db", "pin", "1", &db]);
-    for node in &nodes {
-        node.refresh();
-    }
-    for node in &nodes {
-        wait_switched(node, "1");
-        assert_serves(node, &words("1"));
-    }
+    switch_all(&nodes, "1");
     db_command(&["db", "unpin", &db]);
-    for node in &nodes {
-        node.refresh();
-    }
-    for node in &nodes {
-        wait_switched(node, "2");
-        assert_serves(node, &words("2"));
-    }
+    switch_all(&nodes, "2");
     stop_all(&mut nodes);
 }

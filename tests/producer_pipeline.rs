@@ -194,13 +194,7 @@ async fn pack_publish_and_mount_every_fixture_sequencefile() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures.join("seqfile"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seq"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 30, "{files:?}");
+    let files = common::data::fixture_seqfiles(&fixtures);
     let mut packed = Vec::new();
     for file in &files {
         let db = file.file_stem().unwrap().to_str().unwrap().to_string();

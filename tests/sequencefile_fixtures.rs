@@ -10,13 +10,7 @@ use sequinsfs::format::FormatErrorKind;
 use sequinsfs::format::sequencefile::Reader;
 
 fn seqfiles(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("seqfile"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seq"))
-        .collect();
-    files.sort();
-    files
+    common::data::fixture_seqfiles(dir)
 }
 
 /// Every Hadoop-written file decodes to exactly what Hadoop's reader

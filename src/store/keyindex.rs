@@ -815,11 +815,15 @@ impl KeyIndex {
     /// are, and `locate` gives each ordinal's (table, index address) in
     /// order. This is how a format-1 index is converted (see
     /// `store::migrate`). Streams: memory is the tables section (4 bytes a
-    /// key) plus buffers. Stops with `Ok(false)` when `cancelled` says so.
-    pub fn write_with_locations<E>(
+    /// key) plus buffers. `locate` runs on `threads` threads at once, over
+    /// consecutive slices of each batch of keys (a lookup is a random read
+    /// of a hash index and a log, so both cores help). Stops with
+    /// `Ok(false)` when `cancelled` says so.
+    pub fn write_with_locations<E: Send>(
         &self,
         out: &Path,
-        mut locate: impl FnMut(u64) -> Result<(u32, u64), E>,
+        locate: &(dyn Fn(u64) -> Result<(u32, u64), E> + Sync),
+        threads: usize,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<bool, WithLocationsError<E>> {
         use std::io::Write;
@@ -836,13 +840,32 @@ impl KeyIndex {
         let copied = self.layout.offsets_at as usize..self.layout.addresses_at as usize;
         w.write_all(&self.map[copied]).map_err(io)?;
         let mut tables = Vec::with_capacity(self.count as usize);
-        for ordinal in 0..self.count {
-            if ordinal % KEYS_PER_CANCEL_CHECK == 0 && cancelled() {
+        let threads = threads.max(1) as u64;
+        let mut batch: Vec<Result<(u32, u64), E>> = Vec::new();
+        for start in (0..self.count).step_by(KEYS_PER_CANCEL_CHECK as usize) {
+            if cancelled() {
                 return Ok(false);
             }
-            let (table, address) = locate(ordinal).map_err(WithLocationsError::Locate)?;
-            w.write_all(&address.to_le_bytes()).map_err(io)?;
-            tables.push(table);
+            let end = (start + KEYS_PER_CANCEL_CHECK).min(self.count);
+            let per_thread = (end - start).div_ceil(threads);
+            batch.clear();
+            std::thread::scope(|scope| {
+                let slices: Vec<_> = (start..end)
+                    .step_by(per_thread as usize)
+                    .map(|from| {
+                        let to = (from + per_thread).min(end);
+                        scope.spawn(move || (from..to).map(locate).collect::<Vec<_>>())
+                    })
+                    .collect();
+                for slice in slices {
+                    batch.extend(slice.join().expect("a key index lookup thread panicked"));
+                }
+            });
+            for found in batch.drain(..) {
+                let (table, address) = found.map_err(WithLocationsError::Locate)?;
+                w.write_all(&address.to_le_bytes()).map_err(io)?;
+                tables.push(table);
+            }
         }
         for table in tables {
             w.write_all(&table.to_le_bytes()).map_err(io)?;

@@ -177,13 +177,16 @@ fn write_converted(
     let out = staging.join(KEY_INDEX_FILE);
     let locate = |ordinal: u64| {
         if ordinal % 4096 == 0 {
-            progress.keys_done.store(ordinal, Ordering::Relaxed);
+            progress.keys_done.fetch_max(ordinal, Ordering::Relaxed);
         }
         let value = version.locate_ordinal(ordinal)?;
         Ok::<_, crate::catalog::LookupError>((value.table, value.address))
     };
+    // Every core: the store is being migrated while the version serves from
+    // the page cache, and the conversion is mostly waiting on random reads.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let written = keys
-        .write_with_locations(&out, locate, cancelled)
+        .write_with_locations(&out, &locate, threads, cancelled)
         .map_err(|e| match e {
             WithLocationsError::Io(e) => io_err(&out)(e),
             WithLocationsError::Locate(e) => StoreError::Invalid(format!(

@@ -435,6 +435,12 @@ pub fn assert_serves(node: &Node, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
 /// node, and checks that each switches to it and answers every key.
 pub fn upgrade_all(nodes: &[Node], source: &Path, version: &str) {
     write_words(source, version);
+    switch_all(nodes, version);
+}
+
+/// Refreshes every node and checks that each switches `words` to
+/// `version` and answers every key of it.
+pub fn switch_all(nodes: &[Node], version: &str) {
     for node in nodes {
         node.refresh();
     }

@@ -1,7 +1,7 @@
 //! Test data: source roots of SequenceFiles written with the project's
 //! writer, and copies of fixture trees.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sequinsfs::format::sequencefile::{Codec, Compression, Reader, Writer, WriterOptions};
 
@@ -91,4 +91,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::set_permissions(&target, perms).unwrap();
         }
     }
+}
+
+/// The Hadoop-written SequenceFiles of the interop fixtures
+/// (`<fixtures>/seqfile/*.seq`), in name order.
+pub fn fixture_seqfiles(fixtures: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures.join("seqfile"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seq"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "{files:?}");
+    files
 }
