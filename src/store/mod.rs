@@ -7,6 +7,8 @@
 //!     manifest.json                       what the version holds (see manifest)
 //!     keys.idx                            sorted key index (see keyindex)
 //!     part-<partition>-<block>.spl/.spi   Sparkey log and hash index per block
+//!     file-<n>.seq                        or: the n-th data file, an uncompressed
+//!                                         SequenceFile served in place (see inplace)
 //! <local_store>/tmp/                      builds in progress and deletions
 //! ```
 //!
@@ -25,6 +27,7 @@
 //! removed on a background thread: neither a start, nor a stop, nor the
 //! next load waits for it.
 
+pub mod inplace;
 pub mod keyindex;
 pub mod manifest;
 pub mod version;
