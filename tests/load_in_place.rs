@@ -129,7 +129,11 @@ fn uncompressed_sequencefiles_are_served_in_place_bit_exact() {
     assert_eq!(manifest.input, InputKind::SequenceFile);
     assert_eq!(manifest.num_keys, expected.len() as u64);
     assert_eq!(manifest.num_records, 3004);
-    let kinds: Vec<_> = manifest.blocks.iter().map(|b| (b.kind, b.entries)).collect();
+    let kinds: Vec<_> = manifest
+        .blocks
+        .iter()
+        .map(|b| (b.kind, b.entries))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -138,7 +142,11 @@ fn uncompressed_sequencefiles_are_served_in_place_bit_exact() {
             (BlockKind::SequenceFile, 1001)
         ]
     );
-    let sources: Vec<_> = manifest.blocks.iter().map(|b| b.source_file.clone()).collect();
+    let sources: Vec<_> = manifest
+        .blocks
+        .iter()
+        .map(|b| b.source_file.clone())
+        .collect();
     assert_eq!(
         sources,
         [
@@ -195,30 +203,35 @@ fn uncompressed_sequencefiles_are_served_in_place_bit_exact() {
     }
 }
 
-/// A version with a compressed file, or with storage compression, keeps
-/// today's Sparkey tables.
+/// A version with a compressed file, with storage compression, or with
+/// `[storage] in_place = false` keeps Sparkey tables.
 #[test]
 fn compressed_inputs_keep_sparkey_tables() {
     let files = dataset();
     let expected = expected(&files);
-    for snappy_storage in [false, true] {
-        let options = if snappy_storage {
-            SeqfileOptions::none()
-        } else {
+    for case in ["compressed input", "snappy storage", "in_place off"] {
+        let options = if case == "compressed input" {
             SeqfileOptions::snappy_block()
+        } else {
+            SeqfileOptions::none()
         };
         let loaded = TestEngine::start_with(
             |root| write_version(root, &files, &options),
             Duration::ZERO,
-            |config| {
-                if snappy_storage {
-                    config.storage.compression = sequinsfs::config::StorageCompression::Snappy;
+            |config| match case {
+                "snappy storage" => {
+                    config.storage.compression = sequinsfs::config::StorageCompression::Snappy
                 }
+                "in_place off" => config.storage.in_place = false,
+                _ => {}
             },
         );
         let dir = version_dir(&loaded);
         let names = names(&dir);
-        assert!(names.contains(&"part-00000-000.spl".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"part-00000-000.spl".to_string()),
+            "{case}: {names:?}"
+        );
         assert!(!names.iter().any(|n| n.ends_with(".seq")), "{names:?}");
         let manifest = Manifest::read(&dir).unwrap();
         assert!(manifest.blocks.iter().all(|b| b.kind == BlockKind::Sparkey));
@@ -317,7 +330,10 @@ fn damaged_files_and_offsets_are_errors_naming_file_and_offset() {
     assert!(e.contains("file-00000.seq: byte 0"), "{e}");
     std::fs::remove_file(&seq0).unwrap();
     let e = LocalVersion::open(&copy).err().unwrap().to_string();
-    assert!(e.contains("file-00000.seq") && e.contains("cannot open"), "{e}");
+    assert!(
+        e.contains("file-00000.seq") && e.contains("cannot open"),
+        "{e}"
+    );
     std::fs::write(&seq0, &full).unwrap();
     let v = LocalVersion::open(&copy).unwrap();
     assert_eq!(read(&v, &first).unwrap().as_ref(), expected.get(&first));

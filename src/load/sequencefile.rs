@@ -65,6 +65,7 @@ pub(crate) async fn load(
     inputs: Vec<SourceFile>,
 ) -> Result<Built, LoadErrorKind> {
     if ctx.only.is_none()
+        && ctx.options.in_place
         && ctx.options.compression == StorageCompression::None
         && all_uncompressed(ctx, &inputs).await?
     {
@@ -226,10 +227,7 @@ struct InPlaceFile {
 }
 
 /// Loads uncompressed SequenceFiles in place (see the module comment).
-async fn load_in_place(
-    ctx: &LoadContext,
-    inputs: Vec<SourceFile>,
-) -> Result<Built, LoadErrorKind> {
+async fn load_in_place(ctx: &LoadContext, inputs: Vec<SourceFile>) -> Result<Built, LoadErrorKind> {
     let n = inputs.len() as u32;
     let reading = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -305,7 +303,8 @@ async fn load_in_place(
     );
     // Runs recorded (partition, value offset, file index); the key index
     // records (table = the file's block, address = the value offset).
-    let locate: Arc<super::Locate> = Arc::new(|_partition: u32, offset: u64, file: u32| (file, offset));
+    let locate: Arc<super::Locate> =
+        Arc::new(|_partition: u32, offset: u64, file: u32| (file, offset));
     let num_keys = super::write_key_index(
         ctx,
         runs.into_iter().map(|(_, r)| r).collect(),

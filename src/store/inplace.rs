@@ -83,7 +83,9 @@ impl InPlaceFile {
             .ok_or_else(|| InPlaceError {
                 file: self.name.clone(),
                 offset: address,
-                message: format!("value of {value_len} bytes runs past the end of the {size}-byte file"),
+                message: format!(
+                    "value of {value_len} bytes runs past the end of the {size}-byte file"
+                ),
             })?;
         let start = usize::try_from(offset).map_or(value.len(), |o| o.min(value.len()));
         let end = start + len.min(value.len() - start);

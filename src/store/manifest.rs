@@ -135,7 +135,8 @@ mod tests {
     /// a block in place keeps its kind through a write and a read.
     #[test]
     fn blocks_without_a_kind_are_sparkey_tables() {
-        let old = r#"{"partition": 3, "name": "part-00003-000", "entries": 7, "source_file": null}"#;
+        let old =
+            r#"{"partition": 3, "name": "part-00003-000", "entries": 7, "source_file": null}"#;
         let block: BlockInfo = serde_json::from_str(old).unwrap();
         assert_eq!(block.kind, BlockKind::Sparkey);
         assert_eq!(block.name, "part-00003-000");

@@ -27,7 +27,10 @@ use super::inplace::InPlaceFile;
 use super::keyindex::KeyIndex;
 use super::manifest::{BlockKind, MANIFEST_FORMAT, Manifest};
 
-/// One table of a version.
+/// One table of a version. (A version has a few tables, each opened once:
+/// the size of the Sparkey reader does not matter, an indirection per
+/// lookup would.)
+#[allow(clippy::large_enum_variant)]
 enum Table {
     Sparkey(sparkey::Reader),
     InPlace(InPlaceFile),

@@ -70,6 +70,9 @@ struct Block {
     remaining: u64,
 }
 
+/// A record with a position in the input: (key, value, offset).
+pub type Located<'a> = (&'a [u8], &'a [u8], u64);
+
 /// A streaming reader of one SequenceFile.
 pub struct Reader<R: Read> {
     input: Input<R>,
@@ -177,7 +180,7 @@ impl<R: Read> Reader<R> {
     /// `offset..offset + value.len()` (an unwrapped value is always the tail
     /// of its serialized form). Fails on a compressed file, whose values are
     /// not stored as served.
-    pub fn next_unwrapped_at(&mut self) -> FormatResult<Option<(&[u8], &[u8], u64)>> {
+    pub fn next_unwrapped_at(&mut self) -> FormatResult<Option<Located<'_>>> {
         if self.header.compression != Compression::None {
             let offset = self.input.position();
             return Err(self.fail(
@@ -282,7 +285,7 @@ impl<R: Read> Reader<R> {
 
     /// The next plain record, with the input offset where its serialized
     /// value ends.
-    fn next_plain_record(&mut self, unwrap: bool) -> FormatResult<Option<(&[u8], &[u8], u64)>> {
+    fn next_plain_record(&mut self, unwrap: bool) -> FormatResult<Option<Located<'_>>> {
         let (offset, record_len) = loop {
             let offset = self.input.position();
             match self.next_int_or_eof("record length")? {
