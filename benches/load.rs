@@ -18,7 +18,19 @@
 //!   the same files measured in the same run;
 //! - `serve`: an engine restarts on the loaded store, answers one million
 //!   random lookups, and reports its anonymous RSS (what it uses beyond the
-//!   page cache).
+//!   page cache);
+//! - `first key` (the load-speed issue's input, generated into
+//!   `target/bench-data/first-key-<records>/`): 8 uncompressed BytesWritable
+//!   SequenceFiles of `LOAD_BENCH_FIRST_KEY_RECORDS` records (default 4
+//!   million, about 505 MB: 24-byte keys, 86-byte values), timed from the
+//!   start of a `sequinsfs serve` process (the release binary) to the first
+//!   key answered over HTTP; its baselines are `cp -r` of the same files
+//!   measured in the same run, sequins' published 3.0 s for this input, and
+//!   the same daemon with `[storage] in_place = false` (the files rewritten
+//!   into Sparkey tables, as before they were served in place); then
+//!   1,000,000 random lookups on the version in place.
+//!
+//! `LOAD_BENCH_ONLY=first-key` runs only the last phase.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,6 +73,7 @@ fn main() {
         Some("seqfile") => phase_load("seqfile"),
         Some("sparkey") => phase_load("sparkey"),
         Some("serve") => phase_serve(),
+        Some("first-key-serve") => phase_first_key_serve(),
         _ => driver(),
     }
 }
@@ -82,6 +95,13 @@ fn data_dir() -> PathBuf {
 }
 
 fn driver() {
+    if std::env::var("LOAD_BENCH_ONLY").as_deref() != Ok("first-key") {
+        main_phases();
+    }
+    first_key();
+}
+
+fn main_phases() {
     let n = records();
     let dir = data_dir();
     if !dir.join("ready").exists() {
@@ -331,4 +351,206 @@ fn time_cp(from: &Path, to: &Path) -> f64 {
     assert!(status.success());
     let _ = std::fs::remove_dir_all(to);
     seconds.max(Duration::from_micros(1).as_secs_f64())
+}
+
+/// sequins' time from process start to the first served key on the first
+/// key input, as published in the load-speed issue (Go sequins, same
+/// machine as sequinsfs' 1.3-1.9 s there).
+const SEQUINS_FIRST_KEY_SECONDS: f64 = 3.0;
+const FIRST_KEY_VALUE_LEN: usize = 86;
+
+fn first_key_records() -> u64 {
+    std::env::var("LOAD_BENCH_FIRST_KEY_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4_000_000)
+}
+
+/// The first key phase (see the module comment): three runs, each with a
+/// fresh store after a `sync`, beside `cp -r` of the same files.
+fn first_key() {
+    let n = first_key_records();
+    let dir = first_key_dir();
+    let version = dir.join("source/db/1");
+    if !dir.join("ready").exists() {
+        eprintln!("generating {n} records into {}", dir.display());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&version).unwrap();
+        let mut writers: Vec<_> = (0..FILES)
+            .map(|f| {
+                let out = std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::fs::File::create(version.join(format!("part-{f:05}"))).unwrap(),
+                );
+                Writer::new(out, WriterOptions::bytes_writable()).unwrap()
+            })
+            .collect();
+        let mut value_buf = Vec::new();
+        for i in 0..n {
+            value(i, &mut value_buf);
+            value_buf.truncate(FIRST_KEY_VALUE_LEN);
+            writers[(i % FILES as u64) as usize]
+                .append_bytes_writable(&key(i), &value_buf)
+                .unwrap();
+        }
+        for w in writers {
+            w.finish().unwrap().flush().unwrap();
+        }
+        std::fs::write(dir.join("ready"), b"").unwrap();
+    }
+    let bytes = dir_size(&version);
+    println!(
+        "first key: {n} records, {KEY_LEN}-byte keys, {FIRST_KEY_VALUE_LEN}-byte values, {FILES} uncompressed SequenceFiles, {:.0} MB",
+        bytes as f64 / 1e6
+    );
+    // The daemon's defaults, and the same with SequenceFiles rewritten into
+    // Sparkey tables as before they were served in place.
+    let in_place = dir.join("in-place.conf");
+    std::fs::write(&in_place, "").unwrap();
+    let sparkey = dir.join("sparkey.conf");
+    std::fs::write(&sparkey, "[storage]\nin_place = false\n").unwrap();
+    let probe = key(n / 2 + 1);
+    let mut expected = Vec::new();
+    value(n / 2 + 1, &mut expected);
+    expected.truncate(FIRST_KEY_VALUE_LEN);
+    let store = dir.join("store");
+    for run in 1..=3 {
+        sync();
+        let cp_seconds = time_cp(&version, &dir.join("cp-copy"));
+        let mut times = Vec::new();
+        for config in [&sparkey, &in_place] {
+            let _ = std::fs::remove_dir_all(&store);
+            sync();
+            times.push(serve_first_key(
+                &dir.join("source"),
+                &store,
+                config,
+                &probe,
+                &expected,
+            ));
+        }
+        let (before, seconds) = (times[0], times[1]);
+        println!(
+            "run {run}: process start -> first key {seconds:.2} s in place ({before:.2} s into Sparkey tables); cp -r of the same files {cp_seconds:.2} s; load speed / cp speed = {:.2} ({:.2}); vs sequins' {SEQUINS_FIRST_KEY_SECONDS:.1} s: {:.2}x ({:.2}x)",
+            cp_seconds / seconds,
+            cp_seconds / before,
+            SEQUINS_FIRST_KEY_SECONDS / seconds,
+            SEQUINS_FIRST_KEY_SECONDS / before,
+        );
+    }
+    // The last run's store (in place) stays for the lookups below.
+    let serve = run_phase("first-key-serve");
+    println!(
+        "serving the {n} keys in place after 1,000,000 random lookups: anonymous RSS {:.1} MiB, {:.0} lookups/s",
+        serve.anon_rss_mib, serve.rate
+    );
+    let _ = std::fs::remove_dir_all(dir.join("store"));
+}
+
+fn first_key_dir() -> PathBuf {
+    data_dir()
+        .parent()
+        .unwrap()
+        .join(format!("first-key-{}", first_key_records()))
+}
+
+/// `serve` on the store the first key phase left: lookups by key through
+/// the engine, which for SequenceFiles in place search the key index.
+fn phase_first_key_serve() {
+    let dir = first_key_dir();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cfg = config(&dir.join("source"), &dir.join("store"));
+    let n = first_key_records();
+    let rate = runtime.block_on(async {
+        let engine = Engine::start(cfg).await.unwrap();
+        engine.refresh_now().await;
+        let v = engine.catalog().current("db").unwrap();
+        let mut x = 88172645463325252u64;
+        let started = Instant::now();
+        let lookups = 1_000_000;
+        for _ in 0..lookups {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = key(x % n);
+            assert!(v.get(&k).unwrap().is_some());
+        }
+        let rate = lookups as f64 / started.elapsed().as_secs_f64();
+        drop(v);
+        let status = proc_status();
+        println!("anon_rss_mib={}", status("RssAnon") / 1024.0);
+        engine.shutdown().await;
+        rate
+    });
+    println!("rate={rate}");
+}
+
+fn sync() {
+    assert!(Command::new("sync").status().unwrap().success());
+}
+
+/// Starts `sequinsfs serve` on `source` with an empty store and returns the
+/// seconds from spawning it to the answer to the first GET of `key`.
+fn serve_first_key(source: &Path, store: &Path, config: &Path, key: &[u8], expected: &[u8]) -> f64 {
+    use std::io::{BufRead, Read};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sequinsfs"))
+        .args([
+            "serve",
+            "--bind",
+            &address,
+            "--log-level",
+            "info",
+            "--config",
+        ])
+        .arg(config)
+        .arg("--local-store")
+        .arg(store)
+        .arg(source)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    // The daemon listens before loading, but answers only once the first
+    // loads have ended, when it logs this line.
+    loop {
+        let line = lines
+            .next()
+            .expect("sequinsfs serve exited before serving")
+            .unwrap();
+        if line.contains("serving HTTP on") {
+            break;
+        }
+    }
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    let path = String::from_utf8(key.to_vec()).unwrap();
+    write!(
+        stream,
+        "GET /db/{path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(reply.ends_with(expected), "wrong value");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    // Drain the log so the child never blocks writing it.
+    for _ in lines {}
+    assert!(child.wait().unwrap().success());
+    seconds
 }

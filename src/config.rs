@@ -109,6 +109,12 @@ pub struct StorageConfig {
     pub compression: StorageCompression,
     /// Sparkey compression block size; sequins' default.
     pub block_size: u32,
+    /// Serve versions of uncompressed SequenceFiles in place (the files
+    /// kept as downloaded, values found through the key index) rather than
+    /// rewrite them into Sparkey tables. On by default: a load then costs
+    /// little more than a copy of the files. Off, lookups by key are hash
+    /// probes instead of a binary search of the key index.
+    pub in_place: bool,
 }
 
 impl Default for StorageConfig {
@@ -116,6 +122,7 @@ impl Default for StorageConfig {
         StorageConfig {
             compression: StorageCompression::None,
             block_size: 4096,
+            in_place: true,
         }
     }
 }

@@ -115,6 +115,7 @@ impl Engine {
             LoadOptions {
                 compression: config.storage.compression,
                 block_size: config.storage.block_size,
+                in_place: config.storage.in_place,
                 throttle: config.throttle_loads,
             },
         );

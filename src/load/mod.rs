@@ -62,6 +62,8 @@ use crate::store::manifest::{BlockInfo, InputKind, MANIFEST_FORMAT, Manifest, So
 pub struct LoadOptions {
     pub compression: StorageCompression,
     pub block_size: u32,
+    /// Serve uncompressed SequenceFiles in place (`[storage] in_place`).
+    pub in_place: bool,
     /// Pause before every SequenceFile record (sequins' `throttle_loads`).
     pub throttle: Duration,
 }
@@ -72,6 +74,7 @@ impl Default for LoadOptions {
         LoadOptions {
             compression: storage.compression,
             block_size: storage.block_size,
+            in_place: storage.in_place,
             throttle: Duration::ZERO,
         }
     }

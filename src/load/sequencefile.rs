@@ -2,6 +2,17 @@
 //! partition under sequins' partition function, then each partition's keys
 //! are sorted and its hash index built.
 //!
+//! Uncompressed SequenceFiles are served in place instead, when every file
+//! of the version is uncompressed, the version is built whole (not a
+//! cluster node's share) and local storage is uncompressed: each file is
+//! copied into the version as it is read (one pass: the bytes read from the
+//! source are written to the copy and parsed from the same buffer), and
+//! the key index records for every key the file, the offset of its value
+//! in the file and its length. No value is rewritten and no hash index is
+//! built; a load costs a copy of the files plus sorting the keys. Later
+//! records of a key override earlier ones in file order, then record order,
+//! which is one of the orders the Sparkey path may apply.
+//!
 //! The number of partitions N is the number of files. A node of a cluster
 //! reads every file and keeps only the records of its partitions (the
 //! other partitions' logs stay empty and are not served). Files are read in
@@ -26,6 +37,9 @@ use crate::store::keyindex::SortedRun;
 
 use super::jobs::{LoadContext, blocking, joined};
 use super::{Built, LoadErrorKind, block_name, sparkey_compression};
+use crate::config::StorageCompression;
+use crate::format::sequencefile::Compression;
+use crate::store::manifest::{BlockInfo, BlockKind};
 
 /// Records are handed to a partition's sink in batches of about this many
 /// bytes (divided among partitions, see below): large enough that the lock
@@ -50,6 +64,13 @@ pub(crate) async fn load(
     ctx: &LoadContext,
     inputs: Vec<SourceFile>,
 ) -> Result<Built, LoadErrorKind> {
+    if ctx.only.is_none()
+        && ctx.options.in_place
+        && ctx.options.compression == StorageCompression::None
+        && all_uncompressed(ctx, &inputs).await?
+    {
+        return load_in_place(ctx, inputs).await;
+    }
     let n = inputs.len() as u32;
     let sinks = {
         let (staging, options) = (ctx.staging.clone(), ctx.options.clone());
@@ -148,7 +169,8 @@ pub(crate) async fn load(
     );
     let blocks = runs
         .iter()
-        .map(|(p, run)| crate::store::manifest::BlockInfo {
+        .map(|(p, run)| BlockInfo {
+            kind: BlockKind::Sparkey,
             partition: *p,
             name: block_name(*p, 0),
             entries: run.len() as u64,
@@ -171,6 +193,221 @@ pub(crate) async fn load(
         num_keys,
         num_records: records,
     })
+}
+
+/// Whether every file's header says its records are uncompressed (the
+/// headers are read in parallel; a file that is not a SequenceFile fails
+/// the load as it would when read).
+async fn all_uncompressed(ctx: &LoadContext, inputs: &[SourceFile]) -> Result<bool, LoadErrorKind> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for file in inputs.iter().cloned() {
+        let source = Arc::clone(&ctx.source);
+        tasks.spawn_blocking(move || -> Result<bool, LoadErrorKind> {
+            let input = source.open_read(&file)?;
+            let reader = sequencefile::Reader::new(input, &file.name)?;
+            Ok(reader.header().compression == Compression::None)
+        });
+    }
+    let mut all = true;
+    while let Some(result) = tasks.join_next().await {
+        all &= joined(result)?;
+    }
+    Ok(all)
+}
+
+/// The name (stem) of the in-place copy of the version's `index`th file.
+fn in_place_name(index: u32) -> String {
+    format!("file-{index:05}")
+}
+
+/// What reading one file in place produced: its keys by partition.
+struct InPlaceFile {
+    runs: Vec<SortedRun>,
+    records: u64,
+}
+
+/// Loads uncompressed SequenceFiles in place (see the module comment).
+async fn load_in_place(ctx: &LoadContext, inputs: Vec<SourceFile>) -> Result<Built, LoadErrorKind> {
+    let n = inputs.len() as u32;
+    let reading = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut blocks = Vec::with_capacity(inputs.len());
+    for (index, file) in inputs.into_iter().enumerate() {
+        let index = index as u32;
+        blocks.push(BlockInfo {
+            kind: BlockKind::SequenceFile,
+            partition: index,
+            name: in_place_name(index),
+            entries: 0,
+            source_file: Some(file.name.clone()),
+        });
+        let permit = ctx.worker().await?;
+        let ctx = ctx.clone();
+        tasks.spawn_blocking(move || {
+            let _permit = permit;
+            copy_file(&ctx, &file, index, n).map(|read| (index, read))
+        });
+    }
+    let mut files: Vec<Option<InPlaceFile>> = (0..n).map(|_| None).collect();
+    let mut records = 0;
+    while let Some(result) = tasks.join_next().await {
+        match joined(result) {
+            Ok((index, read)) => {
+                records += read.records;
+                blocks[index as usize].entries = read.records;
+                files[index as usize] = Some(read);
+            }
+            Err(e) => {
+                tasks.abort_all();
+                return Err(e);
+            }
+        }
+    }
+    tracing::debug!(
+        seconds = reading.elapsed().as_secs_f64(),
+        records,
+        "copied and indexed every file in place"
+    );
+
+    // Partition p's run is every file's keys of p, in file order: the
+    // last record of a key (in file order, then record order) wins.
+    let mut by_partition: Vec<Vec<SortedRun>> = (0..n).map(|_| Vec::new()).collect();
+    for file in files.into_iter().flatten() {
+        for (p, run) in file.runs.into_iter().enumerate() {
+            by_partition[p].push(run);
+        }
+    }
+    let sorting = Instant::now();
+    let mut sorts = tokio::task::JoinSet::new();
+    for (p, parts) in by_partition.into_iter().enumerate() {
+        sorts.spawn(ctx.cpu_job(move || {
+            let mut parts = parts.into_iter();
+            let mut run = parts.next().unwrap_or_default();
+            for part in parts {
+                run.absorb(part, p as u32);
+            }
+            run.finish().map_err(|d| {
+                LoadErrorKind::Internal(format!("duplicate origin for {:?}", d.key))
+            })?;
+            Ok((p as u32, run))
+        }));
+    }
+    let mut runs: Vec<(u32, SortedRun)> = Vec::new();
+    while let Some(result) = sorts.join_next().await {
+        runs.push(joined(result)?);
+    }
+    runs.sort_by_key(|(p, _)| *p);
+    tracing::debug!(
+        seconds = sorting.elapsed().as_secs_f64(),
+        "sorted every partition's keys"
+    );
+    // Runs recorded (partition, value offset, file index); the key index
+    // records (table = the file's block, address = the value offset).
+    let locate: Arc<super::Locate> =
+        Arc::new(|_partition: u32, offset: u64, file: u32| (file, offset));
+    let num_keys = super::write_key_index(
+        ctx,
+        runs.into_iter().map(|(_, r)| r).collect(),
+        Some(locate),
+    )
+    .await?;
+    Ok(Built {
+        num_partitions: n,
+        blocks,
+        num_keys,
+        num_records: records,
+    })
+}
+
+/// Copies one file into the version as it reads it, and collects its keys
+/// with the offset and length of their values; runs on a blocking thread.
+fn copy_file(
+    ctx: &LoadContext,
+    file: &SourceFile,
+    index: u32,
+    n: u32,
+) -> Result<InPlaceFile, LoadErrorKind> {
+    let progress = &ctx.progress;
+    let path = ctx.staging.join(format!("{}.seq", in_place_name(index)));
+    let io = |source| LoadErrorKind::Io {
+        path: path.clone(),
+        source,
+    };
+    let copy = std::fs::File::create(&path).map_err(io)?;
+    let input = ctx.source.open_read(file)?;
+    let mut tee = TeeReader {
+        inner: CountingReader {
+            inner: input,
+            progress,
+        },
+        copy: &copy,
+        written: 0,
+        failed: None,
+    };
+    let mut reader = sequencefile::Reader::new(&mut tee, &file.name)?;
+    let mut runs: Vec<SortedRun> = (0..n).map(|_| SortedRun::new()).collect();
+    let throttle = ctx.options.throttle;
+    let mut records = 0u64;
+    let read = loop {
+        if !throttle.is_zero() {
+            std::thread::sleep(throttle);
+            ctx.check()?;
+        }
+        let (key, value, at) = match reader.next_unwrapped_at() {
+            Ok(Some(record)) => record,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let (p, _) = partition::partitions(key, n);
+        // Run entries record (origin, position, ordinal): here the
+        // partition, the value's offset and the file's index.
+        runs[p as usize].put(key, value.len() as u64, p, at, index);
+        records += 1;
+        if records % PROGRESS_EVERY == 0 {
+            progress
+                .records_done
+                .fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
+            ctx.check()?;
+        }
+    };
+    drop(reader);
+    // A failed write of the copy explains a read error it caused.
+    if let Some(e) = tee.failed.take() {
+        return Err(io(e));
+    }
+    read?;
+    drop(copy);
+    crate::store::start_writeback(&path);
+    progress
+        .records_done
+        .fetch_add(records % PROGRESS_EVERY, Ordering::Relaxed);
+    progress.files_done.fetch_add(1, Ordering::Relaxed);
+    Ok(InPlaceFile { runs, records })
+}
+
+/// Writes everything read through it to `copy`, so that the copy holds
+/// exactly the bytes parsed, at the same offsets.
+struct TeeReader<'a, R> {
+    inner: R,
+    copy: &'a std::fs::File,
+    written: u64,
+    /// Why writing the copy failed (reported as a read error to the parser,
+    /// and by the caller as what it is).
+    failed: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.inner.read(buf)?;
+        if let Err(e) = self.copy.write_all_at(&buf[..n], self.written) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(std::io::Error::new(kind, "cannot write the local copy"));
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
 }
 
 /// sequins' pre-sharding detection (reference section 4.5), for a node of

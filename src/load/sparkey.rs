@@ -178,6 +178,7 @@ async fn load_table(
         .fetch_add(entries, Ordering::Relaxed);
     Ok((
         BlockInfo {
+            kind: crate::store::manifest::BlockKind::Sparkey,
             partition,
             name: name.to_string(),
             entries,

@@ -19,7 +19,8 @@
 //! 24  key bytes total B (u64)
 //! 32  key offsets: N+1 x u64, offsets[i]..offsets[i+1] is key i within the key bytes
 //! ..  value lengths: N x u64
-//! ..  if locations: value addresses N x u64 (Sparkey index addresses),
+//! ..  if locations: value addresses N x u64 (Sparkey index addresses, or
+//!     for a SequenceFile in place the byte offset of the value in the file),
 //!     then tables N x u32 (positions in the manifest's block list)
 //! ..  key bytes: B bytes
 //! ```

@@ -59,16 +59,44 @@ pub enum InputKind {
     Empty,
 }
 
-/// One Sparkey table of the version.
+/// One table of the version: a Sparkey log and hash index, or an
+/// uncompressed SequenceFile served in place (see [`BlockKind`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlockInfo {
+    /// The partition whose records the table holds. For a SequenceFile in
+    /// place, which holds records of any partition, the position of its
+    /// file among the version's data files (which is a partition number,
+    /// there being one partition per file).
     pub partition: u32,
-    /// File stem: the log is `<name>.spl`, the index `<name>.spi`.
+    /// File stem: the log is `<name>.spl`, the index `<name>.spi`; a
+    /// SequenceFile in place is `<name>.seq`.
     pub name: String,
-    /// Live entries.
+    /// Live entries; for a SequenceFile in place, its records (including
+    /// any a later duplicate overrides).
     pub entries: u64,
-    /// The source file it was made from (Sparkey input), if one.
+    /// The source file it was made from (Sparkey input, SequenceFile in
+    /// place), if one.
     pub source_file: Option<String>,
+    /// What the table's files are. Absent in manifests written before
+    /// SequenceFiles were served in place, which only had Sparkey tables.
+    #[serde(default)]
+    pub kind: BlockKind,
+}
+
+/// The kinds of table of a version.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    /// `<name>.spl` and `<name>.spi`: values are found by key through the
+    /// hash index, and by the address the key index records.
+    #[default]
+    Sparkey,
+    /// `<name>.seq`: an uncompressed SequenceFile kept as downloaded, whose
+    /// values are served as byte ranges of the file. It has no hash index:
+    /// the key index records, for every key, the table's position, the byte
+    /// offset of the value in the file and the value's length, and lookups
+    /// by key search the key index.
+    SequenceFile,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,5 +158,29 @@ impl Manifest {
         let text = serde_json::to_vec_pretty(self)
             .map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display())))?;
         std::fs::write(&path, text).map_err(io_err(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Manifests written before blocks had a kind read as Sparkey tables;
+    /// a block in place keeps its kind through a write and a read.
+    #[test]
+    fn blocks_without_a_kind_are_sparkey_tables() {
+        let old =
+            r#"{"partition": 3, "name": "part-00003-000", "entries": 7, "source_file": null}"#;
+        let block: BlockInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(block.kind, BlockKind::Sparkey);
+        assert_eq!(block.name, "part-00003-000");
+
+        let in_place = BlockInfo {
+            kind: BlockKind::SequenceFile,
+            ..block
+        };
+        let text = serde_json::to_string(&in_place).unwrap();
+        assert!(text.contains(r#""kind":"sequencefile""#), "{text}");
+        assert_eq!(serde_json::from_str::<BlockInfo>(&text).unwrap(), in_place);
     }
 }

@@ -8,6 +8,8 @@
 //!     manifest.json                       what the version holds (see manifest)
 //!     keys.idx                            sorted key index (see keyindex)
 //!     part-<partition>-<block>.spl/.spi   Sparkey log and hash index per block
+//!     file-<n>.seq                        or: the n-th data file, an uncompressed
+//!                                         SequenceFile served in place (see inplace)
 //! <local_store>/tmp/                      builds in progress and deletions
 //! ```
 //!
@@ -27,6 +29,7 @@
 //! next load waits for it.
 
 pub mod format;
+pub mod inplace;
 pub mod keyindex;
 pub mod manifest;
 pub mod migrate;

@@ -10,6 +10,10 @@
 //! falls back to the key for indexes written before (format 1). Values are
 //! then read by range: uncompressed ones as slices of the mapping, without
 //! a copy; compressed ones block by block.
+//!
+//! A version of SequenceFiles served in place (see [`super::inplace`]) has
+//! no hash indexes: a lookup by key binary-searches the key index, which
+//! records every value's table, offset and length.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,8 +23,18 @@ use crate::format::sparkey;
 use crate::partition;
 
 use super::StoreError;
+use super::inplace::InPlaceFile;
 use super::keyindex::KeyIndex;
-use super::manifest::Manifest;
+use super::manifest::{BlockKind, Manifest};
+
+/// One table of a version. (A version has a few tables, each opened once:
+/// the size of the Sparkey reader does not matter, an indirection per
+/// lookup would.)
+#[allow(clippy::large_enum_variant)]
+enum Table {
+    Sparkey(sparkey::Reader),
+    InPlace(InPlaceFile),
+}
 
 pub struct LocalVersion {
     dir: PathBuf,
@@ -29,10 +43,14 @@ pub struct LocalVersion {
     manifest: Manifest,
     /// One reader per table, in the manifest's block order (a value's
     /// `table` is a position here).
-    tables: Vec<sparkey::Reader>,
-    /// Positions in `tables` of each partition's tables, by partition.
+    tables: Vec<Table>,
+    /// Positions in `tables` of each partition's Sparkey tables, by
+    /// partition.
     partitions: Vec<Vec<u32>>,
     keys: KeyIndex,
+    /// Whether lookups by key search the key index (a version with tables
+    /// in place, which have no hash index) rather than probe hash indexes.
+    by_key_index: bool,
 }
 
 impl LocalVersion {
@@ -56,15 +74,31 @@ impl LocalVersion {
                         manifest.num_partitions
                     ))
                 })?;
-            let log = dir.join(format!("{}.spl", block.name));
-            let index = dir.join(format!("{}.spi", block.name));
-            let reader = sparkey::Reader::open(&log, &index)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            slot.push(position as u32);
-            tables.push(reader);
+            match block.kind {
+                BlockKind::Sparkey => {
+                    let log = dir.join(format!("{}.spl", block.name));
+                    let index = dir.join(format!("{}.spi", block.name));
+                    let reader = sparkey::Reader::open(&log, &index)
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    slot.push(position as u32);
+                    tables.push(Table::Sparkey(reader));
+                }
+                BlockKind::SequenceFile => {
+                    let file = InPlaceFile::open(&dir.join(format!("{}.seq", block.name)))
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    tables.push(Table::InPlace(file));
+                }
+            }
         }
         let keys = KeyIndex::open(&dir.join("keys.idx"))
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let by_key_index = tables.iter().any(|t| matches!(t, Table::InPlace(_)));
+        if by_key_index && !keys.has_locations() {
+            return Err(StoreError::Invalid(format!(
+                "{}: the key index records no value locations, which SequenceFiles in place need",
+                dir.join("keys.idx").display()
+            )));
+        }
         if keys.len() != manifest.num_keys {
             return Err(StoreError::Invalid(format!(
                 "{}: key index has {} keys, manifest says {}",
@@ -80,6 +114,7 @@ impl LocalVersion {
             tables,
             partitions,
             keys,
+            by_key_index,
         })
     }
 
@@ -106,7 +141,10 @@ impl LocalVersion {
             return Ok(None);
         };
         for &table in tables {
-            if let Some(found) = self.table(table)?.locate(key).map_err(LookupError::new)? {
+            let Table::Sparkey(reader) = self.table(table)? else {
+                continue;
+            };
+            if let Some(found) = reader.locate(key).map_err(LookupError::new)? {
                 return Ok(Some(ValueRef {
                     table,
                     address: found.address,
@@ -117,7 +155,7 @@ impl LocalVersion {
         Ok(None)
     }
 
-    fn table(&self, table: u32) -> Result<&sparkey::Reader, LookupError> {
+    fn table(&self, table: u32) -> Result<&Table, LookupError> {
         self.tables.get(table as usize).ok_or_else(|| {
             LookupError::new(format!(
                 "{}: table {table} of {}",
@@ -130,6 +168,12 @@ impl LocalVersion {
 
 impl VersionData for LocalVersion {
     fn locate(&self, key: &[u8]) -> Result<Option<ValueRef>, LookupError> {
+        if self.by_key_index {
+            return match self.keys.find(key).map_err(LookupError::new)? {
+                Some(ordinal) => self.locate_ordinal(ordinal).map(Some),
+                None => Ok(None),
+            };
+        }
         let n = self.manifest.num_partitions;
         if n == 0 {
             return Ok(None);
@@ -172,9 +216,15 @@ impl VersionData for LocalVersion {
         len: usize,
         scratch: &mut Vec<u8>,
     ) -> Result<Option<&'a [u8]>, LookupError> {
-        self.table(value.table)?
-            .read_value_into(value.address, offset, len, scratch)
-            .map_err(LookupError::new)
+        match self.table(value.table)? {
+            Table::Sparkey(reader) => reader
+                .read_value_into(value.address, offset, len, scratch)
+                .map_err(LookupError::new),
+            Table::InPlace(file) => file
+                .read_value(value.address, value.len, offset, len)
+                .map(Some)
+                .map_err(LookupError::new),
+        }
     }
 
     fn key_count(&self) -> u64 {

@@ -70,6 +70,9 @@ struct Block {
     remaining: u64,
 }
 
+/// A record with a position in the input: (key, value, offset).
+pub type Located<'a> = (&'a [u8], &'a [u8], u64);
+
 /// A streaming reader of one SequenceFile.
 pub struct Reader<R: Read> {
     input: Input<R>,
@@ -153,7 +156,9 @@ impl<R: Read> Reader<R> {
     /// internal buffers that are reused for the following records.
     pub fn next_raw(&mut self) -> FormatResult<Option<(&[u8], &[u8])>> {
         match self.header.compression {
-            Compression::None | Compression::Record => self.next_plain_record(false),
+            Compression::None | Compression::Record => {
+                Ok(self.next_plain_record(false)?.map(|(k, v, _)| (k, v)))
+            }
             Compression::Block => self.next_block_record(false),
         }
     }
@@ -163,9 +168,32 @@ impl<R: Read> Reader<R> {
     /// serialized.
     pub fn next_unwrapped(&mut self) -> FormatResult<Option<(&[u8], &[u8])>> {
         match self.header.compression {
-            Compression::None | Compression::Record => self.next_plain_record(true),
+            Compression::None | Compression::Record => {
+                Ok(self.next_plain_record(true)?.map(|(k, v, _)| (k, v)))
+            }
             Compression::Block => self.next_block_record(true),
         }
+    }
+
+    /// [`Reader::next_unwrapped`] for an uncompressed file, with the input
+    /// offset of the value as served: its bytes are exactly the input's
+    /// `offset..offset + value.len()` (an unwrapped value is always the tail
+    /// of its serialized form). Fails on a compressed file, whose values are
+    /// not stored as served.
+    pub fn next_unwrapped_at(&mut self) -> FormatResult<Option<Located<'_>>> {
+        if self.header.compression != Compression::None {
+            let offset = self.input.position();
+            return Err(self.fail(
+                offset,
+                FormatErrorKind::Corrupt(format!(
+                    "values are {} compressed, not stored in place",
+                    self.header.compression
+                )),
+            ));
+        }
+        Ok(self
+            .next_plain_record(true)?
+            .map(|(key, value, end)| (key, value, end - value.len() as u64)))
     }
 
     /// Reads to the end and returns the number of records, checking every
@@ -255,7 +283,9 @@ impl<R: Read> Reader<R> {
         Ok(Some(i32::from_be_bytes(bytes)))
     }
 
-    fn next_plain_record(&mut self, unwrap: bool) -> FormatResult<Option<(&[u8], &[u8])>> {
+    /// The next plain record, with the input offset where its serialized
+    /// value ends.
+    fn next_plain_record(&mut self, unwrap: bool) -> FormatResult<Option<Located<'_>>> {
         let (offset, record_len) = loop {
             let offset = self.input.position();
             match self.next_int_or_eof("record length")? {
@@ -292,6 +322,7 @@ impl<R: Read> Reader<R> {
                 )
             })?;
         let name = self.name.as_str();
+        let end = offset + 8 + record_len as u64;
         let body = self
             .input
             .take(record_len, "record")
@@ -309,9 +340,10 @@ impl<R: Read> Reader<R> {
         };
         if unwrap {
             let kinds = (self.key_kind, self.value_kind);
-            return unwrap_pair(kinds, key, value, name, offset).map(Some);
+            let (key, value) = unwrap_pair(kinds, key, value, name, offset)?;
+            return Ok(Some((key, value, end)));
         }
-        Ok(Some((key, value)))
+        Ok(Some((key, value, end)))
     }
 
     fn next_block_record(&mut self, unwrap: bool) -> FormatResult<Option<(&[u8], &[u8])>> {
