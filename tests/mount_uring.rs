@@ -7,12 +7,26 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
+// The behaviour checks of these files, each mount over io_uring.
+#[path = "mount_fixture_keys.rs"]
+mod fixture_keys;
+#[path = "mount_layout.rs"]
+mod layout;
+#[path = "mount_status.rs"]
+mod status;
+#[path = "mount_switch.rs"]
+mod switch;
+#[path = "mount_writes.rs"]
+mod writes;
 
-use common::{TestMount, can_mount, publish_version, read, version};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{EnableUring, TestMount, can_mount, publish_version, read, version};
 use sequinsfs::catalog::Catalog;
-use sequinsfs::fs::{FuseTransport, Op};
+use sequinsfs::fs::fuse::is_mount_point;
+use sequinsfs::fs::{FuseTransport, MountOptions, Op, mount};
 
 fn catalog() -> Arc<Catalog> {
     let catalog = Catalog::new();
@@ -45,4 +59,119 @@ fn requests_travel_over_the_rings() {
     let served = m.handle().uring_requests() - before;
     assert!(served >= 3, "only {served} requests over io_uring");
     m.unmount();
+}
+
+fn uring() -> MountOptions {
+    MountOptions {
+        transport: FuseTransport::Uring,
+        ..MountOptions::default()
+    }
+}
+
+#[test]
+fn unmount_while_busy_detaches_lazily_and_the_rings_keep_serving() {
+    if !can_mount() {
+        return;
+    }
+    let _lock = common::one_mount_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let param = EnableUring::new();
+    let handle = mount(catalog(), || {}, dir.path(), uring()).unwrap();
+    drop(param);
+    assert_eq!(handle.transport(), FuseTransport::Uring);
+    let mut open = std::fs::File::open(dir.path().join("db/key007")).unwrap();
+    handle.unmount().unwrap();
+    assert!(!is_mount_point(dir.path()));
+    // The first READ of the open file comes after the detach.
+    let mut value = String::new();
+    open.read_to_string(&mut value).unwrap();
+    assert_eq!(value, "value 7");
+}
+
+#[test]
+fn an_unmount_from_outside_ends_the_rings() {
+    if !can_mount() {
+        return;
+    }
+    let _lock = common::one_mount_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let param = EnableUring::new();
+    let handle = mount(catalog(), || {}, dir.path(), uring()).unwrap();
+    drop(param);
+    assert_eq!(
+        std::fs::read(dir.path().join("db/key001")).unwrap(),
+        b"value 1"
+    );
+    let status = std::process::Command::new("umount")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.is_mounted() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(!handle.is_mounted());
+    // Joins the queue threads, which the kernel ended with the connection.
+    handle.unmount().unwrap();
+}
+
+#[test]
+fn auto_falls_back_to_dev_fuse_when_the_kernel_disallows_io_uring() {
+    if !can_mount() {
+        return;
+    }
+    let _lock = common::one_mount_at_a_time();
+    let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
+    let Ok(previous) = std::fs::read_to_string(param) else {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    };
+    if previous.trim() == "Y" {
+        eprintln!("skipped: {param} is Y on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let options = MountOptions {
+        transport: FuseTransport::Auto,
+        ..MountOptions::default()
+    };
+    let handle = mount(catalog(), || {}, dir.path(), options).unwrap();
+    assert_eq!(handle.transport(), FuseTransport::Dev);
+    assert_eq!(
+        std::fs::read(dir.path().join("db/key002")).unwrap(),
+        b"value 2"
+    );
+    assert_eq!(handle.uring_requests(), 0);
+    handle.unmount().unwrap();
+
+    // `uring` refuses instead, naming the parameter.
+    let err = mount(catalog(), || {}, dir.path(), uring())
+        .err()
+        .expect("must fail");
+    assert!(err.to_string().contains("enable_uring"), "{err}");
+    assert!(!is_mount_point(dir.path()));
+}
+
+#[test]
+fn auto_uses_io_uring_when_the_kernel_allows_it() {
+    if !can_mount() {
+        return;
+    }
+    let _lock = common::one_mount_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let param = EnableUring::new();
+    let options = MountOptions {
+        transport: FuseTransport::Auto,
+        ..MountOptions::default()
+    };
+    let handle = mount(catalog(), || {}, dir.path(), options).unwrap();
+    drop(param);
+    assert_eq!(handle.transport(), FuseTransport::Uring);
+    assert_eq!(
+        std::fs::read(dir.path().join("db/key003")).unwrap(),
+        b"value 3"
+    );
+    assert!(handle.uring_requests() > 0);
+    handle.unmount().unwrap();
 }

@@ -44,7 +44,7 @@ pub struct MountLock {
     _file: std::fs::File,
 }
 
-fn one_mount_at_a_time() -> MountLock {
+pub fn one_mount_at_a_time() -> MountLock {
     use std::os::fd::AsRawFd;
     let path = std::env::temp_dir().join("sequinsfs-mount-tests.lock");
     let file = std::fs::OpenOptions::new()

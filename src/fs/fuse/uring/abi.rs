@@ -168,19 +168,6 @@ impl InHeader {
             pid: f.u32(32, "pid")?,
         })
     }
-
-    pub fn encode(&self) -> [u8; IN_HEADER_LEN] {
-        let mut out = [0u8; IN_HEADER_LEN];
-        let mut w = Writer::new(&mut out);
-        w.u32(self.len);
-        w.u32(self.opcode);
-        w.u64(self.unique);
-        w.u64(self.nodeid);
-        w.u32(self.uid);
-        w.u32(self.gid);
-        w.u32(self.pid);
-        out
-    }
 }
 
 /// `fuse_out_header`: `error` is zero or a negated errno.

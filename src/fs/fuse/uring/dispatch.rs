@@ -219,8 +219,9 @@ impl Dispatcher {
             opcode::COPY_FILE_RANGE | opcode::COPY_FILE_RANGE_64 => {
                 self.read_only(Op::CopyFileRange, ino)
             }
-            // ACCESS, LSEEK, FSYNCDIR, locks, BMAP, POLL, STATX...: what
-            // fuser answers for a method the adapter does not implement.
+            // What fuser answers for a method the adapter does not
+            // implement (also locks, BMAP, POLL, STATX...).
+            opcode::ACCESS | opcode::LSEEK | opcode::FSYNCDIR => Err(libc::ENOSYS),
             _ => Err(libc::ENOSYS),
         })
     }
