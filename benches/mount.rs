@@ -312,7 +312,9 @@ fn compare_transports(catalog: &Arc<Catalog>, tmpfs_db: &Path, names: &[String])
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    println!("transports: {rounds} rounds, fresh mount per transport and round; latency = one open+read+close");
+    println!(
+        "transports: {rounds} rounds, fresh mount per transport and round; latency = one open+read+close"
+    );
     let row = |label: String, pass: &Pass, tmpfs: &Pass| {
         println!(
             "{label:<22} sequinsfs {:>10.0} files/s  p50 {:>6.1} us  p99 {:>6.1} us   tmpfs {:>10.0} files/s  p50 {:>5.1} us   ratio {:>5.2}",

@@ -465,7 +465,11 @@ fn fuse_transport_uring_without_the_kernel_is_a_clear_error() {
     let source = dir.path().join("source");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    assert!(run_bounded(Command::new(bin()).arg("demo-data").arg(&source)).status.success());
+    assert!(
+        run_bounded(Command::new(bin()).arg("demo-data").arg(&source))
+            .status
+            .success()
+    );
     let out = run_bounded(
         Command::new(bin())
             .arg("mount")

@@ -4,6 +4,9 @@
 //! fuse module's `enable_uring` for the mount and restoring it), plus checks
 //! of the transport itself: requests really travel over the rings, and
 //! `auto` falls back to /dev/fuse when the kernel does not allow io_uring.
+// Deliberate: the other test files are compiled in again, each with its
+// own copy of the helpers.
+#![allow(clippy::duplicate_mod)]
 
 mod common;
 

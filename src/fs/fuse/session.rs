@@ -156,7 +156,7 @@ pub fn mount(
                     .as_fd()
                     .try_clone_to_owned()
                     .map_err(MountError::io(mountpoint))?;
-                let owner_only = (!options.allow_other).then(|| nix_geteuid());
+                let owner_only = (!options.allow_other).then(geteuid);
                 let dispatcher =
                     Dispatcher::new(Arc::clone(&core), options.activity.clone(), owner_only);
                 ready.serve(fd, Arc::new(dispatcher), payload);
@@ -222,7 +222,7 @@ pub fn mount(
     })
 }
 
-fn nix_geteuid() -> u32 {
+fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }

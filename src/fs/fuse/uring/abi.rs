@@ -284,12 +284,14 @@ pub fn put_entry(w: &mut Writer, attr: &Attr, entry_ttl: Duration, attr_ttl: Dur
     put_attr(w, attr);
 }
 
-/// `fuse_attr_out`.
+/// `fuse_attr_out` ([`ATTR_OUT_LEN`] bytes).
 pub fn put_attr_out(w: &mut Writer, attr: &Attr, ttl: Duration) {
+    let start = w.len();
     w.u64(ttl.as_secs());
     w.u32(ttl.subsec_nanos());
     w.u32(0);
     put_attr(w, attr);
+    debug_assert_eq!(w.len() - start, ATTR_OUT_LEN);
 }
 
 /// `fuse_dirent` (or the dirent half of `fuse_direntplus`) with its name,
