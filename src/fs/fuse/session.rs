@@ -59,8 +59,8 @@ pub struct MountOptions {
     pub remote_reads: Option<RemoteReadsHandle>,
     /// /dev/fuse (fuser's session threads) or io_uring per-CPU queues.
     /// /dev/fuse by default: io_uring needs root to set the fuse module's
-    /// `enable_uring` and did not make reads faster everywhere (see
-    /// docs/PERFORMANCE.md).
+    /// `enable_uring` (N by default), and its gain (cold reads 1.05-1.65x)
+    /// was measured on one VM only (see docs/PERFORMANCE.md).
     pub transport: FuseTransport,
 }
 
