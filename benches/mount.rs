@@ -12,6 +12,14 @@
 //! Targets from the design: warm >= 0.5 of tmpfs, cold >= 0.1, misses >=
 //! 1.0, `ls -l` within 2x. The daemon's request counters are printed per
 //! pass, and its RSS, which must stay flat however many keys were read.
+//!
+//! Then the FUSE transports side by side: fresh mounts over /dev/fuse and
+//! over io_uring (the fuse module's `enable_uring` is set for the io_uring
+//! mounts and restored), alternated for `SEQUINSFS_BENCH_ROUNDS` rounds
+//! (default 2), each with a cold and a warm pass and tmpfs measured just
+//! before; besides files/s, the latency of each open+read+close (p50, p99),
+//! which is what one client reading one key at a time (one HTTP connection's
+//! worth of work) waits. `SEQUINSFS_BENCH_ONLY=transports` runs only this.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -22,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
 use sequinsfs::fs::Op;
-use sequinsfs::fs::{MountOptions, mount};
+use sequinsfs::fs::{FuseTransport, MountOptions, mount};
 use sequinsfs::wakeup::IdlePoll;
 
 const VALUE_LEN: usize = 100;
@@ -65,6 +73,10 @@ fn main() {
     );
     let version = Version::new("db", "1", SystemTime::now(), "bench", 1, Box::new(data));
     catalog.publish(version, "bench".into(), Duration::from_secs(60));
+    if std::env::var("SEQUINSFS_BENCH_ONLY").as_deref() == Ok("transports") {
+        compare_transports(&catalog, &tmpfs_db, &names);
+        return;
+    }
     let fuse_dir = tempfile::tempdir().unwrap();
     let handle = mount(
         Arc::clone(&catalog),
@@ -185,6 +197,8 @@ fn main() {
         }
     }
 
+    compare_transports(&catalog, &tmpfs_db, &names);
+
     if let Some(keys) = std::env::var("SEQUINSFS_BENCH_RSS_KEYS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -284,6 +298,103 @@ fn rss_with_many_keys(keys: u64) {
          ({rate:.0} files/s cold): {after} KiB; after {sample} more: {after_more} KiB"
     );
     handle.unmount().unwrap();
+}
+
+/// Cold and warm passes over fresh mounts of `catalog`, /dev/fuse and
+/// io_uring alternately, tmpfs measured before each pass.
+fn compare_transports(catalog: &Arc<Catalog>, tmpfs_db: &Path, names: &[String]) {
+    let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
+    let Ok(previous) = std::fs::read_to_string(param) else {
+        println!("no transport comparison: this kernel has no FUSE over io_uring");
+        return;
+    };
+    let rounds: usize = std::env::var("SEQUINSFS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    println!(
+        "transports: {rounds} rounds, fresh mount per transport and round; latency = one open+read+close"
+    );
+    let row = |label: String, pass: &Pass, tmpfs: &Pass| {
+        println!(
+            "{label:<22} sequinsfs {:>10.0} files/s  p50 {:>6.1} us  p99 {:>6.1} us   tmpfs {:>10.0} files/s  p50 {:>5.1} us   ratio {:>5.2}",
+            pass.rate,
+            pass.p50_us,
+            pass.p99_us,
+            tmpfs.rate,
+            tmpfs.p50_us,
+            pass.rate / tmpfs.rate
+        );
+    };
+    for round in 1..=rounds {
+        for transport in [FuseTransport::Dev, FuseTransport::Uring] {
+            if transport == FuseTransport::Uring {
+                std::fs::write(param, "Y").expect("enable io_uring for FUSE");
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mounted = mount(
+                Arc::clone(catalog),
+                || {},
+                dir.path(),
+                MountOptions {
+                    transport,
+                    ..MountOptions::default()
+                },
+            );
+            // Put back what was there as soon as INIT is done.
+            let _ = std::fs::write(param, previous.trim());
+            let handle = mounted.unwrap();
+            assert_eq!(handle.transport(), transport);
+            let db = dir.path().join("db");
+            let tmpfs = timed_pass(tmpfs_db, names);
+            let cold = timed_pass(&db, names);
+            row(format!("cold {transport} #{round}"), &cold, &tmpfs);
+            let tmpfs = timed_pass(tmpfs_db, names);
+            let warm = timed_pass(&db, names);
+            row(format!("warm {transport} #{round}"), &warm, &tmpfs);
+            if transport == FuseTransport::Uring {
+                println!(
+                    "{:<22} {} requests over io_uring, {} counted",
+                    "",
+                    handle.uring_requests(),
+                    handle.counters().total()
+                );
+            }
+            handle.unmount().unwrap();
+        }
+    }
+}
+
+/// One pass over `names` (all present): rate and per-file latency.
+struct Pass {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn timed_pass(dir: &Path, names: &[String]) -> Pass {
+    let mut buf = vec![0u8; 4096];
+    let mut latencies = Vec::with_capacity(names.len());
+    let start = Instant::now();
+    for name in names {
+        let one = Instant::now();
+        let mut f = std::fs::File::open(dir.join(name)).unwrap();
+        let n = f.read(&mut buf).unwrap();
+        drop(f);
+        latencies.push(one.elapsed());
+        assert_eq!(n, VALUE_LEN, "{name}");
+    }
+    let rate = names.len() as f64 / start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
+        latencies[i].as_secs_f64() * 1e6
+    };
+    Pass {
+        rate,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    }
 }
 
 /// Files (or failed opens) per second over `names` in order.

@@ -52,6 +52,7 @@ fn help_explains_every_flag_with_its_default() {
         "--http",
         "--http-threads",
         "--idle-poll",
+        "--fuse-transport",
         "--log-level",
         "--log-file",
     ] {
@@ -76,4 +77,11 @@ fn help_explains_every_flag_with_its_default() {
             "{flag}: no default in {entry:?}"
         );
     }
+}
+
+#[test]
+fn an_unknown_fuse_transport_is_refused() {
+    let (code, _, err) = sequinsfs(&["mount", "--fuse-transport", "tcp", "/tmp", "/tmp"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown FUSE transport \"tcp\""), "{err}");
 }

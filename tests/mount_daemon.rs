@@ -415,3 +415,82 @@ fn find_daemon(mnt: &Path) -> Option<i32> {
     }
     None
 }
+
+/// The tests that depend on the fuse module's `enable_uring` parameter.
+static URING_PARAM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `--fuse-transport uring` serves the mount over io_uring when the kernel
+/// allows it (the test sets `enable_uring` for the mount and restores it).
+#[test]
+fn mount_serves_over_io_uring_when_asked() {
+    if !common::can_mount() {
+        return;
+    }
+    if !Path::new(sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM).exists() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let port = common::free_port();
+    let param = common::EnableUring::new();
+    mount_demo(dir.path(), port, &["--fuse-transport", "uring"]);
+    drop(param);
+    assert_eq!(
+        std::fs::read(mnt.join("baby-names/1881/boy")).unwrap(),
+        b"John"
+    );
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    stop_daemon(&mnt);
+    assert!(!is_mounted(&mnt), "unmounted on SIGTERM");
+    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
+}
+
+/// Without the kernel's permission, `--fuse-transport uring` is a one-line
+/// error naming the parameter, and `auto` mounts over /dev/fuse.
+#[test]
+fn fuse_transport_uring_without_the_kernel_is_a_clear_error() {
+    if !common::can_mount() {
+        return;
+    }
+    let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
+    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
+    if std::fs::read_to_string(param).is_ok_and(|v| v.trim() == "Y") {
+        eprintln!("skipped: {param} is Y on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    assert!(
+        run_bounded(Command::new(bin()).arg("demo-data").arg(&source))
+            .status
+            .success()
+    );
+    let out = run_bounded(
+        Command::new(bin())
+            .arg("mount")
+            .arg(&source)
+            .arg(&mnt)
+            .arg("--local-store")
+            .arg(dir.path().join("store"))
+            .args(["--fuse-transport", "uring"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("enable_uring"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!is_mounted(&mnt));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let port = common::free_port();
+    mount_demo(dir.path(), port, &["--fuse-transport", "auto"]);
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    stop_daemon(&mnt);
+    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    assert!(log.contains("using /dev/fuse"), "{log}");
+}

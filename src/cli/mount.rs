@@ -52,6 +52,12 @@ pub struct MountArgs {
     /// SIGHUP or --refresh-period instead [default: off].
     #[arg(long)]
     pub ro: bool,
+    /// How FUSE requests reach the daemon: `dev` (reads and writes of
+    /// /dev/fuse), `uring` (FUSE over io_uring, per-CPU queues; fails if the
+    /// kernel does not offer it) or `auto` (io_uring when the fuse module's
+    /// `enable_uring` parameter is Y, else dev). See docs/OPERATIONS.md.
+    #[arg(long, value_name = "auto|uring|dev", default_value = "dev")]
+    pub fuse_transport: crate::fs::FuseTransport,
     /// Mount even if the mount point is not empty, hiding its files while
     /// mounted (as other FUSE file systems' `nonempty`) [default: refuse].
     #[arg(long)]
@@ -329,6 +335,7 @@ fn serve(
             gid: args.gid,
             allow_other: args.allow_other,
             kernel_read_only: args.ro,
+            transport: args.fuse_transport,
             activity,
             remote_reads: cluster.as_ref().map(|node| {
                 crate::fs::RemoteReadsHandle(std::sync::Arc::new(

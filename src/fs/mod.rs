@@ -34,5 +34,5 @@ pub use self::control::RefreshTrigger;
 pub use self::core::{DirEntry, Entry, FsCore};
 pub use self::counters::{Op, RequestCounters};
 pub use self::error::{FsError, FsResult};
-pub use self::fuse::{MountError, MountHandle, MountOptions, mount};
+pub use self::fuse::{FuseTransport, MountError, MountHandle, MountOptions, mount};
 pub use self::remote::{ReadDone, RemoteRead, RemoteReads, RemoteReadsHandle};

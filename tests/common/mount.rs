@@ -5,11 +5,11 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sequinsfs::catalog::{Catalog, InMemoryVersionData, Version};
-use sequinsfs::fs::{MountHandle, MountOptions, mount};
+use sequinsfs::fs::{FuseTransport, MountHandle, MountOptions, mount};
 use sequinsfs::naming;
 use sequinsfs::refresh::RefreshHandle;
 
@@ -36,7 +36,80 @@ pub fn version(db: &str, name: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Arc<Vers
 /// (which references the kernel drops, how many requests it sends), and a
 /// concurrent test's child processes briefly inherit every open descriptor
 /// between fork and exec, which keeps dentries alive at random moments.
-static ONE_MOUNT_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// The `mount_uring` test binary compiles other test files into itself,
+/// each with its own copy of this module (and of any static in it), so the
+/// lock is a file lock: `flock` excludes other open descriptions of the
+/// file, in this process as in others.
+pub struct MountLock {
+    _file: std::fs::File,
+}
+
+pub fn one_mount_at_a_time() -> MountLock {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join("sequinsfs-mount-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    loop {
+        // SAFETY: the descriptor is open for the duration of the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::Interrupted,
+            "flock {}: {err}",
+            path.display()
+        );
+    }
+    // Released when the file is closed (the lock is dropped).
+    MountLock { _file: file }
+}
+
+/// Mounts made by tests compiled into the `mount_uring` binary go over
+/// io_uring; everywhere else they keep the default transport.
+fn test_transport() -> FuseTransport {
+    if module_path!().starts_with("mount_uring::") {
+        FuseTransport::Uring
+    } else {
+        FuseTransport::Dev
+    }
+}
+
+/// Sets the fuse module's `enable_uring` to Y for as long as it lives and
+/// puts back what was there. A connection keeps io_uring once INIT agreed on
+/// it, so only the mount itself needs the parameter.
+pub struct EnableUring {
+    previous: Option<String>,
+}
+
+impl EnableUring {
+    pub fn new() -> EnableUring {
+        let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
+        let previous = std::fs::read_to_string(param).ok();
+        if previous.as_deref().map(str::trim) != Some("Y") {
+            std::fs::write(param, "Y").unwrap_or_else(|e| panic!("enable {param}: {e}"));
+        }
+        EnableUring { previous }
+    }
+}
+
+impl Drop for EnableUring {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous
+            && previous.trim() != "Y"
+        {
+            let _ = std::fs::write(
+                sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM,
+                previous.trim(),
+            );
+        }
+    }
+}
 
 pub struct TestMount {
     pub catalog: Arc<Catalog>,
@@ -44,7 +117,7 @@ pub struct TestMount {
     // Declared before `dir` so it is dropped (unmounted) first.
     handle: Option<MountHandle>,
     dir: tempfile::TempDir,
-    _exclusive: MutexGuard<'static, ()>,
+    _exclusive: MountLock,
 }
 
 impl TestMount {
@@ -63,9 +136,13 @@ impl TestMount {
         refresh: RefreshHandle,
         options: MountOptions,
     ) -> TestMount {
-        let exclusive = ONE_MOUNT_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let exclusive = one_mount_at_a_time();
+        let mut options = options;
+        if options.transport == FuseTransport::Dev {
+            options.transport = test_transport();
+        }
+        let uring = options.transport == FuseTransport::Uring;
+        let param = uring.then(EnableUring::new);
         let dir = tempfile::Builder::new()
             .prefix("sequinsfs-mount-")
             .tempdir()
@@ -81,6 +158,14 @@ impl TestMount {
             options,
         )
         .expect("mount");
+        drop(param);
+        if uring {
+            assert_eq!(
+                handle.transport(),
+                FuseTransport::Uring,
+                "io_uring negotiated"
+            );
+        }
         TestMount {
             catalog,
             refresh,

@@ -29,6 +29,7 @@ use crate::fs::attr::{ATTR_TTL, Attr, FileKind};
 use crate::fs::core::{Entry, FsCore};
 use crate::fs::counters::Op;
 use crate::fs::error::FsError;
+use crate::fs::fuse::uring::UringOffer;
 use crate::naming::NAME_MAX;
 use crate::wakeup::Activity;
 
@@ -62,11 +63,22 @@ macro_rules! read_only {
 pub(super) struct FuseAdapter {
     core: Arc<FsCore>,
     activity: Option<Activity>,
+    /// Set when the io_uring transport is ready to take over: INIT then
+    /// asks for FUSE_OVER_IO_URING if the kernel offers it.
+    uring: Option<Arc<UringOffer>>,
 }
 
 impl FuseAdapter {
-    pub(super) fn new(core: Arc<FsCore>, activity: Option<Activity>) -> Self {
-        FuseAdapter { core, activity }
+    pub(super) fn new(
+        core: Arc<FsCore>,
+        activity: Option<Activity>,
+        uring: Option<Arc<UringOffer>>,
+    ) -> Self {
+        FuseAdapter {
+            core,
+            activity,
+            uring,
+        }
     }
 
     /// Called first by every request handler.
@@ -84,8 +96,9 @@ impl FuseAdapter {
     }
 }
 
-/// [`FuseAdapter::failed`], for replies sent from other threads.
-fn failed(op: Op, ino: INodeNo, err: &FsError) -> Errno {
+/// [`FuseAdapter::failed`], for replies sent from other threads (and by
+/// the io_uring transport).
+pub(super) fn failed(op: Op, ino: INodeNo, err: &FsError) -> Errno {
     event_at!(
         err.level(),
         op = op.name(),
@@ -155,6 +168,21 @@ impl Filesystem for FuseAdapter {
         // Up to 64 background requests (readahead); more gave nothing in
         // mountpoint-s3's measurements, fewer throttled readahead.
         let _ = config.set_max_background(64);
+        if let Some(offer) = &self.uring {
+            if config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok()
+            {
+                // Asking for more than the maximum is how fuser's config
+                // tells what it will send (both are left at their defaults
+                // here): the ring payload must hold the largest request.
+                let max_write = config.set_max_write(u32::MAX).err().unwrap_or(16 << 20);
+                let max_readahead = config.set_max_readahead(u32::MAX).err().unwrap_or(0);
+                offer.accept(max_write, max_readahead);
+            } else {
+                tracing::info!("the kernel does not offer FUSE over io_uring");
+            }
+        }
         Ok(())
     }
 

@@ -5,12 +5,15 @@
 //!   failed ones;
 //! - [`invalidate`]: pushing catalog changes and retired versions out of the
 //!   kernel's caches;
-//! - [`mountpoint`]: checking and recovering the mount point, lazy unmounts.
+//! - [`mountpoint`]: checking and recovering the mount point, lazy unmounts;
+//! - [`uring`]: the io_uring transport, beside fuser's /dev/fuse one.
 
 mod adapter;
 mod invalidate;
 pub mod mountpoint;
 pub mod session;
+pub mod uring;
 
 pub use self::mountpoint::{MountError, is_mount_point, lazy_unmount};
 pub use self::session::{MountHandle, MountOptions, mount};
+pub use self::uring::FuseTransport;
