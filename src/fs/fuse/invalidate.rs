@@ -71,7 +71,7 @@ pub(super) fn sweep_loop(
 }
 
 /// Invalidates `.versions/<db>/<version>` for every pinned version that is
-/// not its database's current one: the kernel drops the unused dentries
+/// not its database's current one (nor the one about to be): the kernel drops the unused dentries
 /// under it and sends FORGETs, which release the pin. Files still open and
 /// working directories keep their inodes (and the version) alive.
 fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
@@ -82,6 +82,8 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
     let catalog: &Catalog = core.catalog();
     for db in catalog.database_names() {
         let current = catalog.current(&db).map(|v| v.id());
+        // A version being warmed up before its switch is kept warm.
+        let prepared = catalog.prepared(&db).map(|v| v.id());
         let db_dir = INodeNo(Inode::DbDir(core.db_id(&db)).number().unwrap_or(0));
         let mut retired_pinned = false;
         // An offline database has no current version: all of its pinned
@@ -90,7 +92,7 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
             let pinned_here = core
                 .generation_of(&version)
                 .is_some_and(|generation| pinned.contains(&generation));
-            if Some(version.id()) != current && pinned_here {
+            if Some(version.id()) != current && Some(version.id()) != prepared && pinned_here {
                 retired_pinned = true;
                 log_invalidation(notifier.inval_entry(db_dir, OsStr::new(version.name())));
             }
