@@ -12,6 +12,7 @@
 //! locks, because the kernel takes the directory's lock to invalidate an
 //! entry of it, and a request thread may be holding it.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::sync::mpsc;
@@ -62,9 +63,12 @@ pub(super) fn sweep_loop(
     stop: &mpsc::Receiver<Stop>,
     sweep: Duration,
 ) {
+    let mut seen = HashMap::new();
     loop {
         match stop.recv_timeout(sweep) {
-            Err(mpsc::RecvTimeoutError::Timeout) => drop_retired_entries(core, notifier),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                drop_retired_entries(core, notifier, &mut seen);
+            }
             Ok(Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
@@ -74,8 +78,19 @@ pub(super) fn sweep_loop(
 /// not its database's current one (nor the one about to be): the kernel drops the unused dentries
 /// under it and sends FORGETs, which release the pin. Files still open and
 /// working directories keep their inodes (and the version) alive.
-fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
+///
+/// A retired version still pinned after that (a reader had a file open,
+/// which kept its directory; the kernel unhashed it, so only its parent can
+/// reach it) is dropped through `.versions/<db>` itself. That prunes the
+/// unused entries of every version of the database, the served one too (a
+/// cold cliff for its readers), so it is done only at the 2nd, 4th, 8th...
+/// sweep that finds the same retired version still pinned (`seen` counts
+/// them): never in the sweep right after a switch, whose per-version
+/// invalidation nearly always releases the old version on its own, and
+/// rarely while a reader keeps an old file open for long.
+fn drop_retired_entries(core: &FsCore, notifier: &Notifier, seen: &mut HashMap<u64, u32>) {
     let pinned = core.pinned_generations();
+    seen.retain(|generation, _| pinned.contains(generation));
     if pinned.is_empty() {
         return;
     }
@@ -86,14 +101,22 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
         let prepared = catalog.prepared(&db).map(|v| v.id());
         let db_dir = INodeNo(Inode::DbDir(core.db_id(&db)).number().unwrap_or(0));
         let mut retired_pinned = false;
+        let mut deep = false;
         // An offline database has no current version: all of its pinned
         // versions are dropped.
         for version in catalog.held_versions_even_offline(&db) {
             let pinned_here = core
                 .generation_of(&version)
                 .is_some_and(|generation| pinned.contains(&generation));
-            if Some(version.id()) != current && Some(version.id()) != prepared && pinned_here {
+            if Some(version.id()) != current
+                && Some(version.id()) != prepared
+                && let Some(generation) = core.generation_of(&version)
+                && pinned_here
+            {
                 retired_pinned = true;
+                let sweeps = seen.entry(generation).or_insert(0);
+                *sweeps = sweeps.saturating_add(1);
+                deep |= *sweeps >= 2 && sweeps.is_power_of_two();
                 log_invalidation(notifier.inval_entry(db_dir, OsStr::new(version.name())));
             }
         }
@@ -101,6 +124,8 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
             // A lookup of `<db>` that raced with a switch may have left the
             // old symlink cached; drop it too (the next walk looks it up).
             log_invalidation(notifier.inval_entry(INodeNo(inode::ROOT), OsStr::new(&db)));
+        }
+        if deep {
             // And `.versions/<db>` itself: a version directory the kernel
             // already unhashed is only reachable (and prunable) from there.
             log_invalidation(notifier.inval_entry(INodeNo(inode::VERSIONS_DIR), OsStr::new(&db)));
