@@ -24,6 +24,21 @@ use crate::catalog::{Catalog, CatalogEvent};
 use crate::fs::core::FsCore;
 use crate::fs::inode::{self, Inode};
 
+/// Sweeps between two invalidations of the same `.versions/<db>` (see
+/// `drop_retired_entries`): 30 s at the default 10 s interval.
+const DEEP_EVERY: u64 = 3;
+
+/// What the sweeps remember.
+#[derive(Default)]
+struct Sweeps {
+    /// Sweeps so far.
+    sweep: u64,
+    /// Per retired generation, the sweeps that found it pinned.
+    pinned: HashMap<u64, u32>,
+    /// Per database, the sweep that last invalidated `.versions/<db>`.
+    last_deep: HashMap<String, u64>,
+}
+
 /// Tells the sweep thread to end.
 pub(super) struct Stop;
 
@@ -63,7 +78,7 @@ pub(super) fn sweep_loop(
     stop: &mpsc::Receiver<Stop>,
     sweep: Duration,
 ) {
-    let mut seen = HashMap::new();
+    let mut seen = Sweeps::default();
     loop {
         match stop.recv_timeout(sweep) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -83,14 +98,17 @@ pub(super) fn sweep_loop(
 /// which kept its directory; the kernel unhashed it, so only its parent can
 /// reach it) is dropped through `.versions/<db>` itself. That prunes the
 /// unused entries of every version of the database, the served one too (a
-/// cold cliff for its readers), so it is done only at the 2nd, 4th, 8th...
-/// sweep that finds the same retired version still pinned (`seen` counts
-/// them): never in the sweep right after a switch, whose per-version
-/// invalidation nearly always releases the old version on its own, and
-/// rarely while a reader keeps an old file open for long.
-fn drop_retired_entries(core: &FsCore, notifier: &Notifier, seen: &mut HashMap<u64, u32>) {
+/// cold cliff for its readers), so it is done only from the 2nd
+/// sweep that finds a retired version still pinned, and at most every
+/// [`DEEP_EVERY`] sweeps per database: never in the sweep right after a
+/// switch, whose per-version invalidation nearly always releases the old
+/// version on its own, and not every sweep while a reader keeps an old
+/// file open for long.
+fn drop_retired_entries(core: &FsCore, notifier: &Notifier, seen: &mut Sweeps) {
     let pinned = core.pinned_generations();
-    seen.retain(|generation, _| pinned.contains(generation));
+    seen.sweep += 1;
+    seen.pinned
+        .retain(|generation, _| pinned.contains(generation));
     if pinned.is_empty() {
         return;
     }
@@ -114,9 +132,9 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier, seen: &mut HashMap<u
                 && pinned_here
             {
                 retired_pinned = true;
-                let sweeps = seen.entry(generation).or_insert(0);
+                let sweeps = seen.pinned.entry(generation).or_insert(0);
                 *sweeps = sweeps.saturating_add(1);
-                deep |= *sweeps >= 2 && sweeps.is_power_of_two();
+                deep |= *sweeps >= 2;
                 log_invalidation(notifier.inval_entry(db_dir, OsStr::new(version.name())));
             }
         }
@@ -125,7 +143,9 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier, seen: &mut HashMap<u
             // old symlink cached; drop it too (the next walk looks it up).
             log_invalidation(notifier.inval_entry(INodeNo(inode::ROOT), OsStr::new(&db)));
         }
-        if deep {
+        let last = seen.last_deep.get(&db).copied();
+        if deep && last.is_none_or(|last| seen.sweep >= last + DEEP_EVERY) {
+            seen.last_deep.insert(db.clone(), seen.sweep);
             // And `.versions/<db>` itself: a version directory the kernel
             // already unhashed is only reachable (and prunable) from there.
             log_invalidation(notifier.inval_entry(INodeNo(inode::VERSIONS_DIR), OsStr::new(&db)));

@@ -69,8 +69,10 @@ struct Job {
 
 /// One run, shared by its workers.
 struct JobShared {
-    current: Arc<Version>,
-    next: Arc<Version>,
+    db: String,
+    /// (current, next) while the run goes on; dropped when it ends, so a
+    /// finished run does not keep a retired version from being deleted.
+    versions: Mutex<Option<(Arc<Version>, Arc<Version>)>>,
     /// `.versions/<db>/<next>` in the mount.
     root: PathBuf,
     /// The keys of `current` to warm, one bit per ordinal.
@@ -133,7 +135,7 @@ impl Prewarmer {
             jobs.running
                 .iter()
                 .rev()
-                .find(|job| job.shared.next.db() == db)
+                .find(|job| job.shared.db == db)
                 .map(|job| Arc::clone(&job.shared))
         };
         let Some(job) = job else {
@@ -157,8 +159,8 @@ impl Prewarmer {
         }
         let run = Arc::new(Run::new(next.db(), current.name(), next.name(), keys));
         let shared = Arc::new(JobShared {
-            current: Arc::clone(current),
-            next: Arc::clone(next),
+            db: next.db().to_string(),
+            versions: Mutex::new(Some((Arc::clone(current), Arc::clone(next)))),
             root: self
                 .mountpoint
                 .join(".versions")
@@ -178,7 +180,7 @@ impl Prewarmer {
             }
             for job in &jobs.running {
                 // A newer switch of the database supersedes the run.
-                if job.shared.next.db() == next.db() {
+                if job.shared.db == next.db() {
                     job.shared.cancel.store(true, Ordering::Relaxed);
                 }
             }
@@ -229,6 +231,18 @@ struct Worker {
 impl Worker {
     /// A worker: takes 64 ordinals at a time until none are left.
     fn work(&self, job: &JobShared) {
+        let versions = job
+            .versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((current, next)) = versions {
+            self.warm_keys(job, &current, &next);
+        }
+        worker_done(&self.core, job);
+    }
+
+    fn warm_keys(&self, job: &JobShared, current: &Version, next: &Version) {
         while !job.cancel.load(Ordering::Relaxed) {
             let at = job.next_word.fetch_add(1, Ordering::Relaxed);
             let Some(&word) = job.words.get(at) else {
@@ -239,7 +253,7 @@ impl Worker {
                 let ordinal = at as u64 * 64 + u64::from(bits.trailing_zeros());
                 bits &= bits - 1;
                 let stats = self.core.prewarm_stats();
-                match self.warm_key(job, ordinal) {
+                match self.warm_key(job, current, next, ordinal) {
                     Outcome::Warmed(bytes) => {
                         job.run.warmed.fetch_add(1, Ordering::Relaxed);
                         job.run.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -255,18 +269,23 @@ impl Worker {
                 }
             }
         }
-        worker_done(&self.core, job);
     }
 
     /// Puts the entry of the old version's key at `ordinal`, in the new
     /// version, into the kernel's caches, and the start of its value into
     /// the page cache.
-    fn warm_key(&self, job: &JobShared, ordinal: u64) -> Outcome {
-        let key = match job.current.keys().key_at(ordinal) {
+    fn warm_key(
+        &self,
+        job: &JobShared,
+        current: &Version,
+        next: &Version,
+        ordinal: u64,
+    ) -> Outcome {
+        let key = match current.keys().key_at(ordinal) {
             Ok(key) => key,
             Err(err) => return failed(job, "cannot read the key", &err),
         };
-        let path = match listing::path_of(job.next.keys(), key) {
+        let path = match listing::path_of(next.keys(), key) {
             Ok(Some(path)) => job.root.join(path),
             Ok(None) => return Outcome::Missing,
             Err(err) => return failed(job, "cannot find the key", &err),
@@ -308,6 +327,7 @@ fn worker_done(core: &FsCore, job: &JobShared) {
         return;
     }
     let took = job.run.finish();
+    *job.versions.lock().unwrap_or_else(|e| e.into_inner()) = None;
     drop(left);
     job.finished.notify_all();
     let stats = core.prewarm_stats();
@@ -333,8 +353,8 @@ fn worker_done(core: &FsCore, job: &JobShared) {
 
 fn failed(job: &JobShared, what: &str, err: &dyn std::fmt::Display) -> Outcome {
     tracing::debug!(
-        db = job.next.db(),
-        version = job.next.name(),
+        db = %job.run.db,
+        version = %job.run.to,
         "pre-warming: {what}: {err}"
     );
     Outcome::Failed
