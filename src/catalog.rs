@@ -534,6 +534,16 @@ pub enum CatalogEvent {
 
 type Listener = Box<dyn Fn(&CatalogEvent) + Send + Sync>;
 
+/// Warms a version up before it is switched in: the mount's pre-warming
+/// (see `fs::fuse::prewarm`). Called by [`Catalog::warm_for_switch`].
+pub trait SwitchWarmer: Send + Sync {
+    /// `next` is about to replace `current` (same database); it is held
+    /// (and listed under `.versions/`) already. Returns once `next` is
+    /// warm or the warmer's own time limit has passed; it may go on
+    /// warming in the background.
+    fn warm(&self, current: &Arc<Version>, next: &Arc<Version>);
+}
+
 /// One database: the pointer to its current version and the versions it
 /// still holds.
 struct Database {
@@ -565,6 +575,8 @@ struct DatabaseInner {
 pub struct Catalog {
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
     listeners: RwLock<Vec<Listener>>,
+    /// Called before a switch; weak, so an unmounted mount goes away.
+    warmers: RwLock<Vec<std::sync::Weak<dyn SwitchWarmer>>>,
     /// What is wrong with the source root as a whole, as of the last
     /// refresh (it cannot be listed, or holds no databases).
     source_problem: Mutex<Option<String>>,
@@ -792,6 +804,70 @@ impl Catalog {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(Box::new(listener));
+    }
+
+    /// Registers a warmer that [`Catalog::warm_for_switch`] calls; it is
+    /// dropped once nothing else holds it.
+    pub fn add_switch_warmer(&self, warmer: std::sync::Weak<dyn SwitchWarmer>) {
+        self.warmers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(warmer);
+    }
+
+    /// Warms `next` up before [`Catalog::publish`] switches it in: makes
+    /// it held (state AVAILABLE, listed under `.versions/<db>/`) and calls
+    /// every registered [`SwitchWarmer`], each returning within its own
+    /// time limit. Returns at once when there is nothing to warm from (no
+    /// served version, or `next` is a rebuild of it) or nobody to warm.
+    /// Blocks: call it from a thread that may wait (not an async task).
+    pub fn warm_for_switch(&self, next: &Arc<Version>) {
+        let Some(current) = self.current(&next.db) else {
+            return;
+        };
+        if current.name == next.name {
+            return;
+        }
+        let warmers: Vec<Arc<dyn SwitchWarmer>> = {
+            let mut warmers = self.warmers.write().unwrap_or_else(|e| e.into_inner());
+            warmers.retain(|w| w.strong_count() > 0);
+            warmers
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect()
+        };
+        if warmers.is_empty() || !self.stage(next) {
+            return;
+        }
+        for warmer in warmers {
+            warmer.warm(&current, next);
+        }
+    }
+
+    /// Holds `next` until it is published, like a prepared version; false
+    /// if another version is prepared (a cluster waiting for agreement on
+    /// it), which is left alone.
+    fn stage(&self, next: &Arc<Version>) -> bool {
+        let database = self.database_or_insert(&next.db);
+        let mut inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.prepared.as_ref().is_some_and(|p| p.name != next.name) {
+            return false;
+        }
+        inner.prepared = Some(Arc::clone(next));
+        if let Some(status) = inner.versions.get_mut(&next.name)
+            && status.state == VersionState::Building
+        {
+            status.state = VersionState::Available;
+        }
+        true
+    }
+
+    /// The version of `db` held but not served yet (see
+    /// [`Catalog::prepare`] and [`Catalog::warm_for_switch`]).
+    pub fn prepared(&self, db: &str) -> Option<Arc<Version>> {
+        let database = self.database(db)?;
+        let inner = database.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.prepared.clone()
     }
 
     /// Records that `db`/`version` is being loaded, with the load's live

@@ -595,6 +595,16 @@ impl Refresher {
                     self.mark_agreed(db, version).await;
                 }
                 self.record_pin(db, version).await;
+                // The mount warms the keys its readers use before the
+                // switch, within its `--prewarm-limit` (blocking, so off
+                // the runtime's threads).
+                let catalog = Arc::clone(&self.catalog);
+                let next = Arc::clone(&v);
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || catalog.warm_for_switch(&next)).await
+                {
+                    tracing::warn!(db, version, "pre-warming failed: {e}");
+                }
                 self.catalog.publish(v, path, self.grace);
                 self.update_disk_usage().await;
                 tracing::info!(

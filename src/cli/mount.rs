@@ -62,6 +62,16 @@ pub struct MountArgs {
     /// mounted (as other FUSE file systems' `nonempty`) [default: refuse].
     #[arg(long)]
     pub nonempty: bool,
+    /// Before switching to a new version, warm the keys readers hold in the
+    /// kernel's caches (entries, attributes and values) in the new version
+    /// for at most this long, then switch anyway; warming goes on after the
+    /// switch. `0s` switches at once and warms after it [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub prewarm_limit: Option<Duration>,
+    /// Do not pre-warm switches (nor track which keys the kernel holds)
+    /// [default: pre-warm].
+    #[arg(long, conflicts_with = "prewarm_limit")]
+    pub no_prewarm: bool,
     /// Stay in the foreground instead of daemonizing once mounted [default:
     /// daemonize].
     #[arg(short = 'f', long)]
@@ -336,6 +346,8 @@ fn serve(
             allow_other: args.allow_other,
             kernel_read_only: args.ro,
             transport: args.fuse_transport,
+            prewarm_limit: (!args.no_prewarm)
+                .then(|| args.prewarm_limit.unwrap_or(crate::fs::DEFAULT_PREWARM_LIMIT)),
             activity,
             remote_reads: cluster.as_ref().map(|node| {
                 crate::fs::RemoteReadsHandle(std::sync::Arc::new(

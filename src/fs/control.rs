@@ -53,9 +53,20 @@ pub fn status_json(catalog: &Catalog) -> String {
 /// (shard ID, session, peers), and each version lists the partitions this
 /// node holds.
 pub fn status_json_with(catalog: &Catalog, cluster: Option<serde_json::Value>) -> String {
+    status_json_full(catalog, cluster, None)
+}
+
+/// [`status_json_with`] of a mount, with what its pre-warming did
+/// (`prewarm`, see `fs::prewarm`).
+pub fn status_json_full(
+    catalog: &Catalog,
+    cluster: Option<serde_json::Value>,
+    prewarm: Option<serde_json::Value>,
+) -> String {
     let store = catalog.store_status();
     let doc = StatusDoc {
         cluster,
+        prewarm,
         store: (store.format != 0).then(|| StoreDoc::from(&store)),
         source_problem: catalog.source_problem(),
         databases: catalog
@@ -87,6 +98,9 @@ struct StatusDoc {
     /// What is wrong with the source root as a whole, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     source_problem: Option<String>,
+    /// What the mount's pre-warming of switches did, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prewarm: Option<serde_json::Value>,
     databases: Vec<DatabaseDoc>,
 }
 

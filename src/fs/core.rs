@@ -35,6 +35,7 @@ use crate::fs::generations::Generations;
 use crate::fs::inode::{self, Inode};
 use crate::fs::listing::{self, Child, Cursor};
 use crate::fs::pins::Pins;
+use crate::fs::prewarm::{LookedUp, PrewarmStats};
 use crate::fs::remote::{ReadDone, RemoteRead, RemoteReads};
 use crate::naming;
 
@@ -79,6 +80,10 @@ pub struct FsCore {
     /// root, `.versions/` and `.versions/<db>/`, so the kernel's cached
     /// listings of those directories are refreshed after a change.
     changed_at: Mutex<SystemTime>,
+    /// Which keys of each version the kernel holds, when pre-warming is on
+    /// (`fs::prewarm`).
+    looked_up: Option<LookedUp>,
+    prewarm: PrewarmStats,
 }
 
 thread_local! {
@@ -147,7 +152,39 @@ impl FsCore {
             refreshes: AtomicU64::new(0),
             remote: None,
             changed_at: Mutex::new(SystemTime::now()),
+            looked_up: None,
+            prewarm: PrewarmStats::default(),
         }
+    }
+
+    /// Tracks which keys the kernel holds, for pre-warming switches within
+    /// `limit` (see `fs::prewarm`).
+    pub fn with_prewarming(mut self, limit: Duration) -> Self {
+        self.looked_up = Some(LookedUp::default());
+        self.prewarm.enable(limit);
+        self
+    }
+
+    /// A copy of the keys of `version` the kernel holds (one bit per
+    /// ordinal), if pre-warming is on and it looked any up.
+    pub fn looked_up(&self, version: &Version) -> Option<Vec<u64>> {
+        let generation = self.generations.get(version)?;
+        self.looked_up.as_ref()?.snapshot(generation, version)
+    }
+
+    /// Number of versions whose looked-up keys are tracked.
+    pub fn tracked_versions(&self) -> usize {
+        self.looked_up.as_ref().map_or(0, LookedUp::tracked)
+    }
+
+    /// What pre-warming did (`.status` shows it).
+    pub fn prewarm_stats(&self) -> &PrewarmStats {
+        &self.prewarm
+    }
+
+    /// The version the kernel holds inodes of under `generation`.
+    pub fn pinned_version(&self, generation: u64) -> Option<Arc<Version>> {
+        self.pins.version(generation)
     }
 
     /// Sends READs of keys held by peers to `remote` (cluster mode).
@@ -307,7 +344,7 @@ impl FsCore {
 
     fn lookup_in_version(
         &self,
-        version: &Version,
+        version: &Arc<Version>,
         generation: u64,
         prefix: &[u8],
         name: &[u8],
@@ -315,6 +352,9 @@ impl FsCore {
         let decoded = naming::decode(name);
         let child =
             listing::lookup(version.keys(), prefix, &decoded).map_err(|e| version.context(e))?;
+        if let (Some(looked_up), Some(Child::File { ordinal })) = (&self.looked_up, child) {
+            looked_up.insert(generation, version, ordinal);
+        }
         match child {
             // The directory never changes: the kernel may remember that the
             // name is missing for as long as it likes.
@@ -339,6 +379,16 @@ impl FsCore {
         match Inode::from_number(ino) {
             Some(Inode::StatusSnapshot(sequence)) => self.status.forget(sequence, count),
             Some(inode) => {
+                if let (
+                    Some(looked_up),
+                    Inode::Key {
+                        generation,
+                        ordinal,
+                    },
+                ) = (&self.looked_up, inode)
+                {
+                    looked_up.remove(generation, ordinal);
+                }
                 if let Some(generation) = inode.generation() {
                     self.pins.release(generation, count);
                 }
@@ -451,7 +501,7 @@ impl FsCore {
     /// The `.status` document now (with this node's cluster, if any).
     fn status_text(&self) -> String {
         let cluster = self.remote.as_ref().and_then(|r| r.node_status());
-        control::status_json_with(&self.catalog, cluster)
+        control::status_json_full(&self.catalog, cluster, self.prewarm.json())
     }
 
     /// A READ of `ino` that peers must answer: `Some` for a key of a
@@ -1076,6 +1126,34 @@ mod tests {
                 .errno(),
             libc::ESTALE
         );
+    }
+
+    #[test]
+    fn key_lookups_are_tracked_until_the_kernel_forgets_them() {
+        let v = version("db", "1", &[(b"a", b"1"), (b"c", b"3"), (b"d/b", b"2")]);
+        let catalog = Catalog::new();
+        catalog.publish(Arc::clone(&v), "test".into(), Duration::from_secs(60));
+        let untracked = FsCore::new(Arc::clone(&catalog), || {}, owner());
+        let root = version_root(&untracked, &v);
+        found(untracked.lookup(root, b"a").unwrap());
+        assert_eq!(untracked.looked_up(&v), None);
+
+        let core = FsCore::new(catalog, || {}, owner()).with_prewarming(Duration::from_secs(1));
+        let root = version_root(&core, &v);
+        assert_eq!(core.looked_up(&v), None);
+        let a = found(core.lookup(root, b"a").unwrap());
+        found(core.lookup(root, b"a").unwrap());
+        let dir = found(core.lookup(root, b"d").unwrap());
+        found(core.lookup(dir.ino, b"b").unwrap());
+        assert_eq!(
+            core.lookup(root, b"zz").unwrap(),
+            Entry::Negative { ttl: FOREVER }
+        );
+        // Ordinals: a = 0, c = 1, d/b = 2; directories are not keys.
+        assert_eq!(core.looked_up(&v), Some(vec![0b101]));
+        core.forget(a.ino, 2);
+        assert_eq!(core.looked_up(&v), Some(vec![0b100]));
+        assert_eq!(core.tracked_versions(), 1);
     }
 
     #[test]

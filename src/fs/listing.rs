@@ -214,6 +214,42 @@ pub fn list(
     Ok(())
 }
 
+/// The path, relative to the version root and `/`-separated, under which
+/// the listing shows `key`: nested directories where the key is pathable,
+/// the rest in flat form from the level where a prefix of it is itself a
+/// key, its flat name at the root otherwise. `None` if `key` is not in
+/// `keys` or cannot be reached through the mount.
+pub fn path_of(keys: &dyn VersionData, key: &[u8]) -> Result<Option<String>, LookupError> {
+    if find_exact(keys, key)?.is_none() {
+        return Ok(None);
+    }
+    let flat = |path: String, rest: &[u8]| {
+        let name = naming::encode(rest);
+        (name.len() <= NAME_MAX).then(|| path + &name)
+    };
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if !naming::is_pathable(key) {
+        return Ok(flat(String::new(), key));
+    }
+    let mut path = String::new();
+    let mut start = 0;
+    for (i, &b) in key.iter().enumerate() {
+        if b != b'/' {
+            continue;
+        }
+        // The exact key wins over the directory: what follows is flat here.
+        if find_exact(keys, &key[..i])?.is_some() {
+            return Ok(flat(path, &key[start..]));
+        }
+        path.push_str(&naming::encode(&key[start..i]));
+        path.push('/');
+        start = i + 1;
+    }
+    Ok(flat(path, &key[start..]))
+}
+
 /// The ordinal of exactly `key`, if it is a key.
 pub fn find_exact(keys: &dyn VersionData, key: &[u8]) -> Result<Option<u64>, LookupError> {
     let at = keys.lower_bound(key)?;
@@ -344,6 +380,17 @@ mod tests {
     }
 
     #[test]
+    fn paths_follow_the_listing() {
+        let keys = data(&[b"1881/boy", b"a", b"a/b", b"x//y", b"p/q/r"]);
+        let path = |k: &[u8]| path_of(&keys, k).unwrap();
+        assert_eq!(path(b"1881/boy").as_deref(), Some("1881/boy"));
+        assert_eq!(path(b"a/b").as_deref(), Some("a%2Fb"));
+        assert_eq!(path(b"x//y").as_deref(), Some("x%2F%2Fy"));
+        assert_eq!(path(b"p/q/r").as_deref(), Some("p/q/r"));
+        assert_eq!(path(b"1881"), None);
+    }
+
+    #[test]
     fn empty_and_overlong_keys_are_not_listed() {
         let long_flat = vec![0u8; 90];
         let keys = data(&[b"", &long_flat, b"ok"]);
@@ -399,6 +446,33 @@ mod tests {
             let expected: Vec<Vec<u8>> =
                 keys.iter().filter(|k| naming::is_reachable(k)).cloned().collect();
             prop_assert_eq!(listed, expected);
+        }
+
+        #[test]
+        fn the_path_of_every_reachable_key_resolves_to_it(
+            keys in proptest::collection::btree_set(key_strategy(), 1..24)
+        ) {
+            let data = InMemoryVersionData::new(keys.iter().map(|k| (k.clone(), vec![])));
+            for key in &keys {
+                let path = path_of(&data, key).unwrap();
+                prop_assert_eq!(path.is_some(), naming::is_reachable(key), "{:?}", key);
+                let Some(path) = path else { continue };
+                let mut prefix = Vec::new();
+                let components: Vec<&str> = path.split('/').collect();
+                for (i, name) in components.iter().enumerate() {
+                    let child = lookup(&data, &prefix, &naming::decode(name.as_bytes())).unwrap();
+                    match child {
+                        Some(Child::Dir { first, depth }) if i + 1 < components.len() => {
+                            prefix = dir_prefix(&data, first, depth).unwrap();
+                        }
+                        Some(Child::File { ordinal }) if i + 1 == components.len() => {
+                            prop_assert_eq!(data.key_at(ordinal).unwrap(), key.as_slice());
+                        }
+                        other => prop_assert!(false, "{:?} at {:?} of {:?}: {:?}", key, name, path, other),
+                    }
+                }
+            }
+            prop_assert_eq!(path_of(&data, b"not a key").unwrap(), None);
         }
 
         #[test]

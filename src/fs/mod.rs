@@ -12,6 +12,8 @@
 //! - [`remote`]: READs of keys that peers hold (cluster mode), answered
 //!   off the session threads;
 //! - [`counters`]: requests received per opcode;
+//! - [`prewarm`]: which keys the kernel holds, so a switch can warm the
+//!   same keys of the new version first (the kernel side is in `fuse`);
 //! - [`fuse`]: the fuser adapter, session, kernel caching and invalidation.
 
 pub mod attr;
@@ -24,6 +26,7 @@ pub mod generations;
 pub mod inode;
 pub mod listing;
 pub mod pins;
+pub mod prewarm;
 pub mod remote;
 
 #[cfg(test)]
@@ -34,5 +37,7 @@ pub use self::control::RefreshTrigger;
 pub use self::core::{DirEntry, Entry, FsCore};
 pub use self::counters::{Op, RequestCounters};
 pub use self::error::{FsError, FsResult};
-pub use self::fuse::{FuseTransport, MountError, MountHandle, MountOptions, mount};
+pub use self::fuse::{
+    DEFAULT_PREWARM_LIMIT, FuseTransport, MountError, MountHandle, MountOptions, mount,
+};
 pub use self::remote::{ReadDone, RemoteRead, RemoteReads, RemoteReadsHandle};

@@ -12,6 +12,7 @@
 //! locks, because the kernel takes the directory's lock to invalidate an
 //! entry of it, and a request thread may be holding it.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::sync::mpsc;
@@ -22,6 +23,21 @@ use fuser::{INodeNo, Notifier};
 use crate::catalog::{Catalog, CatalogEvent};
 use crate::fs::core::FsCore;
 use crate::fs::inode::{self, Inode};
+
+/// Sweeps between two invalidations of the same `.versions/<db>` (see
+/// `drop_retired_entries`): 30 s at the default 10 s interval.
+const DEEP_EVERY: u64 = 3;
+
+/// What the sweeps remember.
+#[derive(Default)]
+struct Sweeps {
+    /// Sweeps so far.
+    sweep: u64,
+    /// Per retired generation, the sweeps that found it pinned.
+    pinned: HashMap<u64, u32>,
+    /// Per database, the sweep that last invalidated `.versions/<db>`.
+    last_deep: HashMap<String, u64>,
+}
 
 /// Tells the sweep thread to end.
 pub(super) struct Stop;
@@ -62,36 +78,63 @@ pub(super) fn sweep_loop(
     stop: &mpsc::Receiver<Stop>,
     sweep: Duration,
 ) {
+    let mut seen = Sweeps::default();
     loop {
         match stop.recv_timeout(sweep) {
-            Err(mpsc::RecvTimeoutError::Timeout) => drop_retired_entries(core, notifier),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                drop_retired_entries(core, notifier, &mut seen);
+            }
             Ok(Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
 /// Invalidates `.versions/<db>/<version>` for every pinned version that is
-/// not its database's current one: the kernel drops the unused dentries
+/// not its database's current one (nor the one about to be): the kernel drops the unused dentries
 /// under it and sends FORGETs, which release the pin. Files still open and
 /// working directories keep their inodes (and the version) alive.
-fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
+///
+/// A retired version still pinned after that (a reader had a file open,
+/// which kept its directory; the kernel unhashed it, so only its parent can
+/// reach it) is dropped through `.versions/<db>` itself. That prunes the
+/// unused entries of every version of the database, the served one too (a
+/// cold cliff for its readers), so it is done only from the 2nd
+/// sweep that finds a retired version still pinned, and at most every
+/// [`DEEP_EVERY`] sweeps per database: never in the sweep right after a
+/// switch, whose per-version invalidation nearly always releases the old
+/// version on its own, and not every sweep while a reader keeps an old
+/// file open for long.
+fn drop_retired_entries(core: &FsCore, notifier: &Notifier, seen: &mut Sweeps) {
     let pinned = core.pinned_generations();
+    seen.sweep += 1;
+    seen.pinned
+        .retain(|generation, _| pinned.contains(generation));
     if pinned.is_empty() {
         return;
     }
     let catalog: &Catalog = core.catalog();
     for db in catalog.database_names() {
         let current = catalog.current(&db).map(|v| v.id());
+        // A version being warmed up before its switch is kept warm.
+        let prepared = catalog.prepared(&db).map(|v| v.id());
         let db_dir = INodeNo(Inode::DbDir(core.db_id(&db)).number().unwrap_or(0));
         let mut retired_pinned = false;
+        let mut deep = false;
         // An offline database has no current version: all of its pinned
         // versions are dropped.
         for version in catalog.held_versions_even_offline(&db) {
             let pinned_here = core
                 .generation_of(&version)
                 .is_some_and(|generation| pinned.contains(&generation));
-            if Some(version.id()) != current && pinned_here {
+            if Some(version.id()) != current
+                && Some(version.id()) != prepared
+                && let Some(generation) = core.generation_of(&version)
+                && pinned_here
+            {
                 retired_pinned = true;
+                let sweeps = seen.pinned.entry(generation).or_insert(0);
+                *sweeps = sweeps.saturating_add(1);
+                deep |= *sweeps >= 2;
                 log_invalidation(notifier.inval_entry(db_dir, OsStr::new(version.name())));
             }
         }
@@ -99,6 +142,10 @@ fn drop_retired_entries(core: &FsCore, notifier: &Notifier) {
             // A lookup of `<db>` that raced with a switch may have left the
             // old symlink cached; drop it too (the next walk looks it up).
             log_invalidation(notifier.inval_entry(INodeNo(inode::ROOT), OsStr::new(&db)));
+        }
+        let last = seen.last_deep.get(&db).copied();
+        if deep && last.is_none_or(|last| seen.sweep >= last + DEEP_EVERY) {
+            seen.last_deep.insert(db.clone(), seen.sweep);
             // And `.versions/<db>` itself: a version directory the kernel
             // already unhashed is only reachable (and prunable) from there.
             log_invalidation(notifier.inval_entry(INodeNo(inode::VERSIONS_DIR), OsStr::new(&db)));

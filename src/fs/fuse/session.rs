@@ -23,6 +23,7 @@ use crate::fs::counters::RequestCounters;
 use crate::fs::fuse::adapter::FuseAdapter;
 use crate::fs::fuse::invalidate::{self, Stop};
 use crate::fs::fuse::mountpoint::{MountError, check_mount_point, lazy_unmount};
+use crate::fs::fuse::prewarm::Prewarmer;
 use crate::fs::fuse::uring::dispatch::Dispatcher;
 use crate::fs::fuse::uring::queue::{DEFAULT_DEPTH, Queues};
 use crate::fs::fuse::uring::{self, FuseTransport, UringOffer};
@@ -62,7 +63,19 @@ pub struct MountOptions {
     /// `enable_uring` (N by default), and its gain (cold reads 1.05-1.65x)
     /// was measured on one VM only (see docs/PERFORMANCE.md).
     pub transport: FuseTransport,
+    /// Pre-warm switches (see `fs::fuse::prewarm`): how long a switch may
+    /// wait for the keys the kernel holds to be warm in the new version,
+    /// before it goes ahead anyway (warming goes on after it). `None`:
+    /// no pre-warming, and no tracking of looked-up keys.
+    pub prewarm_limit: Option<Duration>,
 }
+
+/// The default `--prewarm-limit`: five seconds. Warming costs about one
+/// LOOKUP round trip per key (the value push is a write to the FUSE device),
+/// so this covers a working set of about 100,000 keys on a small VM (see
+/// docs/PERFORMANCE.md), while a refresh is never held up for long: most
+/// refreshes are minutes apart, and a switch is a background event.
+pub const DEFAULT_PREWARM_LIMIT: Duration = Duration::from_secs(5);
 
 impl Default for MountOptions {
     fn default() -> Self {
@@ -76,6 +89,7 @@ impl Default for MountOptions {
             activity: None,
             remote_reads: None,
             transport: FuseTransport::Dev,
+            prewarm_limit: Some(DEFAULT_PREWARM_LIMIT),
         }
     }
 }
@@ -94,6 +108,8 @@ pub struct MountHandle {
     uring: Option<Queues>,
     /// Requests answered over io_uring.
     uring_served: Option<Arc<AtomicU64>>,
+    /// Registered with the catalog (weakly) while mounted.
+    prewarmer: Option<Arc<Prewarmer>>,
 }
 
 /// Mounts `catalog` at `mountpoint` and returns once the kernel has finished
@@ -118,6 +134,9 @@ pub fn mount(
     );
     if let Some(remote) = &options.remote_reads {
         core = core.with_remote_reads(Arc::clone(&remote.0));
+    }
+    if let Some(limit) = options.prewarm_limit {
+        core = core.with_prewarming(limit);
     }
     let core = Arc::new(core);
     let mut config = Config::default();
@@ -201,6 +220,18 @@ pub fn mount(
             }
         });
     }
+    let prewarmer = options.prewarm_limit.map(|limit| {
+        let prewarmer = Arc::new(Prewarmer::new(
+            Arc::clone(&core),
+            notifier.clone(),
+            mountpoint,
+            limit,
+            options.threads.max(1),
+        ));
+        let weak = Arc::downgrade(&prewarmer);
+        catalog.add_switch_warmer(weak);
+        prewarmer
+    });
     let (events, received) = mpsc::channel();
     let invalidator = {
         let core = Arc::clone(&core);
@@ -219,6 +250,7 @@ pub fn mount(
         invalidator: Some(invalidator),
         uring: queues,
         uring_served,
+        prewarmer,
     })
 }
 
@@ -300,6 +332,15 @@ impl MountHandle {
             .map_or(0, |served| served.load(Ordering::Relaxed))
     }
 
+    /// Waits until the pre-warming run of `db` (if any) has ended, or
+    /// `timeout` passes; returns whether it ended. For tests and
+    /// benchmarks: a switch waits for the run only up to the limit.
+    pub fn wait_prewarmed(&self, db: &str, timeout: Duration) -> bool {
+        self.prewarmer
+            .as_ref()
+            .is_none_or(|prewarmer| prewarmer.wait(db, timeout))
+    }
+
     /// The filesystem core behind the mount.
     pub fn core(&self) -> &Arc<FsCore> {
         &self.core
@@ -313,6 +354,9 @@ impl MountHandle {
     }
 
     fn unmount_inner(&mut self) -> Result<(), MountError> {
+        if let Some(prewarmer) = self.prewarmer.take() {
+            prewarmer.stop();
+        }
         *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let _ = self.events.send(Stop);
         if let Some(thread) = self.invalidator.take() {
