@@ -89,10 +89,11 @@ fn status(m: &TestMount) -> serde_json::Value {
     serde_json::from_slice(&read(&m.path().join(".status"))).unwrap()
 }
 
-#[test]
-fn keys_read_before_a_switch_are_served_after_it_without_a_request() {
+/// A mount of version 1 of `db` with pre-warming limited to `limit`
+/// (`None`: off); `None` (after saying why) where FUSE cannot mount.
+fn mount_version_1(limit: Option<Duration>) -> Option<TestMount> {
     if !can_mount() {
-        return;
+        return None;
     }
     let catalog = Catalog::new();
     publish_version(
@@ -100,7 +101,14 @@ fn keys_read_before_a_switch_are_served_after_it_without_a_request() {
         version("1", InMemoryVersionData::new(pairs(1))),
         Duration::from_secs(60),
     );
-    let m = TestMount::with_options(catalog, options(Some(Duration::from_secs(60))));
+    Some(TestMount::with_options(catalog, options(limit)))
+}
+
+#[test]
+fn keys_read_before_a_switch_are_served_after_it_without_a_request() {
+    let Some(m) = mount_version_1(Some(Duration::from_secs(60))) else {
+        return;
+    };
     let (lookups, reads) = read_working_set(&m, 1);
     let n = working_set().len() as u64;
     assert!(
@@ -145,16 +153,9 @@ fn keys_read_before_a_switch_are_served_after_it_without_a_request() {
 
 #[test]
 fn without_prewarming_every_key_is_cold_after_a_switch() {
-    if !can_mount() {
+    let Some(m) = mount_version_1(None) else {
         return;
-    }
-    let catalog = Catalog::new();
-    publish_version(
-        &catalog,
-        version("1", InMemoryVersionData::new(pairs(1))),
-        Duration::from_secs(60),
-    );
-    let m = TestMount::with_options(catalog, options(None));
+    };
     read_working_set(&m, 1);
     let v2 = version("2", InMemoryVersionData::new(pairs(2)));
     m.catalog.warm_for_switch(&v2);
@@ -215,17 +216,10 @@ impl VersionData for Gated {
 
 #[test]
 fn a_switch_waits_at_most_the_limit_and_warming_goes_on_after_it() {
-    if !can_mount() {
-        return;
-    }
-    let catalog = Catalog::new();
-    publish_version(
-        &catalog,
-        version("1", InMemoryVersionData::new(pairs(1))),
-        Duration::from_secs(60),
-    );
     let limit = Duration::from_millis(200);
-    let m = TestMount::with_options(catalog, options(Some(limit)));
+    let Some(m) = mount_version_1(Some(limit)) else {
+        return;
+    };
     read_working_set(&m, 1);
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let v2 = version(

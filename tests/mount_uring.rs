@@ -71,6 +71,16 @@ fn uring() -> MountOptions {
     }
 }
 
+/// Mounts [`catalog`] at `dir` over io_uring (the kernel parameter on for
+/// the mount only); the caller holds the one-mount lock.
+fn mount_over_uring(dir: &std::path::Path) -> sequinsfs::fs::MountHandle {
+    let param = EnableUring::new();
+    let handle = mount(catalog(), || {}, dir, uring()).unwrap();
+    drop(param);
+    assert_eq!(handle.transport(), FuseTransport::Uring);
+    handle
+}
+
 #[test]
 fn unmount_while_busy_detaches_lazily_and_the_rings_keep_serving() {
     if !can_mount() {
@@ -78,10 +88,7 @@ fn unmount_while_busy_detaches_lazily_and_the_rings_keep_serving() {
     }
     let _lock = common::one_mount_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let param = EnableUring::new();
-    let handle = mount(catalog(), || {}, dir.path(), uring()).unwrap();
-    drop(param);
-    assert_eq!(handle.transport(), FuseTransport::Uring);
+    let handle = mount_over_uring(dir.path());
     let mut open = std::fs::File::open(dir.path().join("db/key007")).unwrap();
     handle.unmount().unwrap();
     assert!(!is_mount_point(dir.path()));
@@ -98,9 +105,7 @@ fn an_unmount_from_outside_ends_the_rings() {
     }
     let _lock = common::one_mount_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let param = EnableUring::new();
-    let handle = mount(catalog(), || {}, dir.path(), uring()).unwrap();
-    drop(param);
+    let handle = mount_over_uring(dir.path());
     assert_eq!(
         std::fs::read(dir.path().join("db/key001")).unwrap(),
         b"value 1"

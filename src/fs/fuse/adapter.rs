@@ -83,16 +83,22 @@ impl FuseAdapter {
 
     /// Called first by every request handler.
     fn count(&self, op: Op) {
-        self.core.counters().count(op);
-        if let Some(activity) = &self.activity {
-            activity.touch();
-        }
+        count_request(&self.core, self.activity.as_ref(), op);
     }
 
     /// Logs a failed request (once, at its error's level) and returns the
     /// errno to reply with.
     fn failed(&self, op: Op, ino: INodeNo, err: &FsError) -> Errno {
         failed(op, ino, err)
+    }
+}
+
+/// Counts a request of either transport and tells the idle poller a
+/// request arrived.
+pub(crate) fn count_request(core: &FsCore, activity: Option<&Activity>, op: Op) {
+    core.counters().count(op);
+    if let Some(activity) = activity {
+        activity.touch();
     }
 }
 

@@ -22,7 +22,7 @@ use crate::fs::attr::{ATTR_TTL, Attr, FileKind};
 use crate::fs::core::{Entry, FsCore};
 use crate::fs::counters::Op;
 use crate::fs::error::FsError;
-use crate::fs::fuse::adapter::failed;
+use crate::fs::fuse::adapter::{count_request, failed};
 use crate::naming::NAME_MAX;
 use crate::wakeup::Activity;
 
@@ -53,10 +53,7 @@ impl Dispatcher {
     }
 
     fn count(&self, op: Op) {
-        self.core.counters().count(op);
-        if let Some(activity) = &self.activity {
-            activity.touch();
-        }
+        count_request(&self.core, self.activity.as_ref(), op);
     }
 
     fn fail(&self, op: Op, ino: u64, err: &FsError) -> i32 {
