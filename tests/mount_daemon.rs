@@ -448,6 +448,30 @@ fn mount_serves_over_io_uring_when_asked() {
     assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
 }
 
+/// Without `--fuse-transport`, a standalone mount uses io_uring where the
+/// kernel allows it (`auto` is the default).
+#[test]
+fn a_standalone_mount_uses_io_uring_by_default_where_the_kernel_allows_it() {
+    if !common::can_mount() {
+        return;
+    }
+    if !Path::new(sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM).exists() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let port = common::free_port();
+    let param = common::EnableUring::new();
+    mount_demo(dir.path(), port, &[]);
+    drop(param);
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    stop_daemon(&mnt);
+    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
+}
+
 /// Without the kernel's permission, `--fuse-transport uring` is a one-line
 /// error naming the parameter, and `auto` mounts over /dev/fuse.
 #[test]

@@ -55,9 +55,10 @@ pub struct MountArgs {
     /// How FUSE requests reach the daemon: `dev` (reads and writes of
     /// /dev/fuse), `uring` (FUSE over io_uring, per-CPU queues; fails if the
     /// kernel does not offer it) or `auto` (io_uring when the fuse module's
-    /// `enable_uring` parameter is Y, else dev). See docs/OPERATIONS.md.
-    #[arg(long, value_name = "auto|uring|dev", default_value = "dev")]
-    pub fuse_transport: crate::fs::FuseTransport,
+    /// `enable_uring` parameter is Y, else dev). See docs/OPERATIONS.md
+    /// [default: auto; dev in cluster mode].
+    #[arg(long, value_name = "auto|uring|dev")]
+    pub fuse_transport: Option<crate::fs::FuseTransport>,
     /// Mount even if the mount point is not empty, hiding its files while
     /// mounted (as other FUSE file systems' `nonempty`) [default: refuse].
     #[arg(long)]
@@ -345,7 +346,16 @@ fn serve(
             gid: args.gid,
             allow_other: args.allow_other,
             kernel_read_only: args.ro,
-            transport: args.fuse_transport,
+            // io_uring where the kernel allows it: it beats /dev/fuse on
+            // cold reads (docs/PERFORMANCE.md), and `enable_uring` is off
+            // unless an administrator turned it on. Not for a node of a
+            // cluster by default: a READ of a peer's key would hold up the
+            // ring thread of the reader's CPU for the whole network fetch.
+            transport: args.fuse_transport.unwrap_or(if cluster.is_some() {
+                crate::fs::FuseTransport::Dev
+            } else {
+                crate::fs::FuseTransport::Auto
+            }),
             prewarm_limit: (!args.no_prewarm)
                 .then(|| args.prewarm_limit.unwrap_or(crate::fs::DEFAULT_PREWARM_LIMIT)),
             activity,
