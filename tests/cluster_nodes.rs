@@ -413,7 +413,17 @@ fn a_crashed_node_costs_no_failed_read() {
     let Some((zk, dir, source, pairs)) = setup() else {
         return;
     };
-    let mut nodes = start_cluster(dir.path(), &zk, &source, &["1", "2", "3"], "");
+    // min_replication 2: a node serves once it sees both copies of every
+    // partition, so the survivors know where the other copy of each of the
+    // crashed node's partitions is (with 1, a node may switch and serve
+    // before the second copy's advertisement reaches it).
+    let mut nodes = start_cluster(
+        dir.path(),
+        &zk,
+        &source,
+        &["1", "2", "3"],
+        "min_replication = 2\n",
+    );
     nodes[2].kill();
     for node in &nodes[..2] {
         check_every_key(node, &pairs, "1");
