@@ -10,6 +10,7 @@
 //! | [`zk`] | [`ZkCoordinator`]: the trait over a ZooKeeper session that survives outages |
 //! | [`memory`] | [`MemoryCluster`]: the trait in one process, for tests of cluster logic |
 //! | [`proxy`] | asking the peers that hold a partition, with backup requests |
+//! | [`pipeline`] | the HTTP/1.1 client under it: kept-alive, pipelined connections to peers |
 //! | [`node`] | [`ClusterNode`]: this node's shard ID, assignment, readiness, proxying |
 //! | [`directory`] | every key of a partial version, listed by peers, for the mount |
 //! | [`peer_reads`] | the mount's READs of keys that peers hold |
@@ -21,6 +22,7 @@ pub mod directory;
 pub mod memory;
 pub mod node;
 pub mod peer_reads;
+pub mod pipeline;
 pub mod proxy;
 pub mod rereplicate;
 pub mod zk;

@@ -415,10 +415,8 @@ impl ClusterNode {
         key: RemoteKey,
         range: Option<std::ops::Range<u64>>,
     ) -> ProxyOutcome {
-        let mut partitions = vec![key.partition];
-        partitions.extend(key.alternate);
         let mut outcome = ProxyOutcome::NoPeers;
-        for partition in partitions {
+        for partition in std::iter::once(key.partition).chain(key.alternate) {
             let peers = self.peers_of(db, version, partition);
             outcome = self
                 .proxy

@@ -22,15 +22,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::sync::Arc;
+
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use http_body_util::Empty;
-use hyper::body::Incoming;
-use hyper::{Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::StatusCode;
+
+use super::pipeline::{PeerClient, PeerError, PeerResponse};
 
 /// How an exchange with the peers of a partition ended.
 #[derive(Debug)]
@@ -38,7 +36,7 @@ pub enum ProxyOutcome {
     /// A peer answered 200 or 404; its response, body not yet read.
     Answered {
         peer: String,
-        response: Response<Incoming>,
+        response: PeerResponse,
     },
     /// No peer holds the partition, or every peer failed: 502.
     NoPeers,
@@ -46,9 +44,10 @@ pub enum ProxyOutcome {
     TimedOut,
 }
 
-/// The proxy of one node: a pooled HTTP client and the peers' health.
+/// The proxy of one node: pipelined connections to the peers (see
+/// [`super::pipeline`]) and the peers' health.
 pub struct Proxy {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Arc<PeerClient>,
     timeout: Duration,
     stage_timeout: Duration,
     health: PeerHealth,
@@ -59,14 +58,9 @@ impl Proxy {
     /// every `stage_timeout` (sequins' `proxy_timeout` and
     /// `proxy_stage_timeout`).
     pub fn new(timeout: Duration, stage_timeout: Duration) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         // A peer that does not accept a connection within the stage timeout
         // is as good as dead for this request.
-        connector.set_connect_timeout(Some(stage_timeout.max(Duration::from_millis(1))));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = Arc::new(PeerClient::new(stage_timeout.max(Duration::from_millis(1))));
         Proxy {
             client,
             timeout,
@@ -154,25 +148,12 @@ impl Proxy {
         peer: String,
         path_and_query: &str,
         range: Option<&str>,
-    ) -> impl std::future::Future<Output = (String, Result<Response<Incoming>, AttemptError>)> + use<>
-    {
-        let uri = format!("http://{peer}{path_and_query}").parse::<Uri>();
+    ) -> impl std::future::Future<Output = (String, Result<PeerResponse, PeerError>)> + use<> {
+        let path_and_query = path_and_query.to_string();
         let range = range.map(str::to_string);
-        let client = self.client.clone();
+        let client = Arc::clone(&self.client);
         async move {
-            let result = match uri {
-                Ok(uri) => {
-                    let mut request = hyper::Request::get(uri);
-                    if let Some(range) = range {
-                        request = request.header(hyper::header::RANGE, range);
-                    }
-                    match request.body(Empty::new()) {
-                        Ok(request) => client.request(request).await.map_err(AttemptError::Http),
-                        Err(e) => Err(AttemptError::Request(e)),
-                    }
-                }
-                Err(e) => Err(AttemptError::Uri(e)),
-            };
+            let result = client.get(&peer, &path_and_query, range.as_deref()).await;
             (peer, result)
         }
     }
@@ -185,32 +166,19 @@ impl Proxy {
 
 /// One attempt in flight: the peer and its result.
 type Attempt = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (String, Result<Response<Incoming>, AttemptError>)> + Send,
-    >,
+    Box<dyn std::future::Future<Output = (String, Result<PeerResponse, PeerError>)> + Send>,
 >;
-
-/// Why one attempt failed.
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    #[error("{0}")]
-    Http(hyper_util::client::legacy::Error),
-    #[error("invalid peer address: {0}")]
-    Uri(hyper::http::uri::InvalidUri),
-    #[error("invalid request: {0}")]
-    Request(hyper::http::Error),
-}
 
 /// 200 (206 for a range) and 404 are answers; anything else (500, 501, ...) is a failure of
 /// that peer and the next one is asked.
-fn is_answer(response: &Response<Incoming>) -> bool {
+fn is_answer(response: &PeerResponse) -> bool {
     matches!(
         response.status(),
         StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_FOUND
     )
 }
 
-fn log_failure(peer: &str, failed: &Result<Response<Incoming>, AttemptError>) {
+fn log_failure(peer: &str, failed: &Result<PeerResponse, PeerError>) {
     match failed {
         Ok(response) => tracing::debug!(peer, status = %response.status(), "proxy: peer failed"),
         Err(e) => tracing::debug!(peer, "proxy: peer failed: {e}"),
@@ -296,6 +264,10 @@ mod tests {
 
     use super::*;
     use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use hyper::Response;
+    use hyper::body::Incoming;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 

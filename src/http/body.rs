@@ -29,7 +29,7 @@ pub enum Body {
     /// A range of a value, read a chunk at a time.
     Value(ValueStream),
     /// A peer's answer to a proxied request, relayed as it arrives.
-    Peer(hyper::body::Incoming),
+    Peer(crate::cluster::pipeline::PeerBody),
 }
 
 impl Default for Body {

@@ -192,6 +192,9 @@ async fn run(
         // connection's deadline (see `idle`) does the same job with one
         // timer per connection. Without a timer hyper arms none.
         .header_read_timeout(None)
+        // Answers to pipelined requests (a peer's proxy sends them so, see
+        // `cluster::pipeline`) leave in one write rather than one each.
+        .pipeline_flush(true)
         // Below hyper's minimum the builder panics; never pass it.
         .max_buf_size(options.max_header_bytes.max(8192));
     let request_timeout = options.header_read_timeout;
