@@ -506,9 +506,7 @@ impl ClusterNode {
         version: &str,
         partition: u32,
     ) -> Result<crate::store::keyindex::SortedRun, super::directory::DirectoryError> {
-        use super::directory::{
-            DirectoryError, LISTING_CONTENT_TYPE, LISTING_PARAM, ListingParser,
-        };
+        use super::directory::{DirectoryError, LISTING_PARAM, ListingParser};
         use http_body_util::BodyExt;
         let path = format!(
             "/{}/?proxy={}&{LISTING_PARAM}={partition}",
@@ -517,9 +515,19 @@ impl ClusterNode {
         );
         let peers = self.peers_of(db, version, partition);
         let unavailable = |reason: String| DirectoryError::Unavailable { partition, reason };
-        let (peer, response) = match self.proxy.fetch(&peers, &path).await {
+        // A peer that answers with anything but a listing (Go sequins
+        // answers with its status page) is passed over for the next.
+        let outcome = self
+            .proxy
+            .fetch_judged(&peers, &path, None, listing_verdict)
+            .await;
+        let (peer, response) = match outcome {
             ProxyOutcome::Answered { peer, response } => (peer, response),
-            ProxyOutcome::NoPeers => return Err(unavailable("no peer could answer".into())),
+            ProxyOutcome::NoPeers => {
+                return Err(unavailable(
+                    "no peer could answer with a listing (Go sequins peers cannot)".into(),
+                ));
+            }
             ProxyOutcome::TimedOut => return Err(unavailable("no peer answered in time".into())),
         };
         let refused = |message: String| DirectoryError::Listing {
@@ -528,15 +536,7 @@ impl ClusterNode {
             offset: 0,
             message,
         };
-        if response.status() != hyper::StatusCode::OK {
-            return Err(refused(format!("answered {}", response.status())));
-        }
-        let content_type = response.headers().get(hyper::header::CONTENT_TYPE);
-        if content_type.and_then(|v| v.to_str().ok()) != Some(LISTING_CONTENT_TYPE) {
-            return Err(refused(
-                "not a listing (a peer that does not list keys, such as Go sequins)".into(),
-            ));
-        }
+        // `listing_verdict` took only a 200 listing.
         let mut parser = ListingParser::new(&peer, partition);
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
@@ -789,6 +789,23 @@ fn path_escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// For listings: a 200 with the listing content type is the answer; a 200
+/// of anything else is declined (a Go sequins peer's status page); other
+/// statuses (503: the peer does not hold the partition) are failures.
+fn listing_verdict(response: &super::pipeline::PeerResponse) -> super::proxy::Verdict {
+    use super::proxy::Verdict;
+    let is_listing = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        == Some(super::directory::LISTING_CONTENT_TYPE);
+    match response.status() {
+        hyper::StatusCode::OK if is_listing => Verdict::Answer,
+        hyper::StatusCode::OK => Verdict::Declined,
+        _ => Verdict::Failed,
+    }
 }
 
 #[cfg(test)]

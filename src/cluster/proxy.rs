@@ -83,6 +83,20 @@ impl Proxy {
         path_and_query: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> ProxyOutcome {
+        self.fetch_judged(peers, path_and_query, range, value_verdict)
+            .await
+    }
+
+    /// [`Proxy::fetch_range`] where `judge` says which responses are
+    /// answers; one it declines makes the next peer be asked at once,
+    /// without counting against the peer that sent it.
+    pub async fn fetch_judged(
+        &self,
+        peers: &[String],
+        path_and_query: &str,
+        range: Option<std::ops::Range<u64>>,
+        judge: fn(&PeerResponse) -> Verdict,
+    ) -> ProxyOutcome {
         let range = range.map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
         let range = range.as_deref();
         let order = self.health.order(peers);
@@ -116,14 +130,19 @@ impl Proxy {
                     return ProxyOutcome::TimedOut;
                 }
                 Some((peer, result)) = attempts.next() => {
-                    match result {
-                        Ok(response) if is_answer(&response) => {
+                    let verdict = result.as_ref().map_or(Verdict::Failed, judge);
+                    match (verdict, result) {
+                        (Verdict::Answer, Ok(response)) => {
                             self.health.succeeded(&peer);
                             return ProxyOutcome::Answered { peer, response };
                         }
-                        failed => {
-                            log_failure(&peer, &failed);
-                            self.health.failed(&peer);
+                        (verdict, failed) => {
+                            if verdict == Verdict::Declined {
+                                tracing::debug!(peer, "proxy: peer declined; asking the next");
+                            } else {
+                                log_failure(&peer, &failed);
+                                self.health.failed(&peer);
+                            }
                             if next < order.len() {
                                 // Start the next attempt now.
                                 stage.as_mut().reset(tokio::time::Instant::now());
@@ -169,13 +188,27 @@ type Attempt = std::pin::Pin<
     Box<dyn std::future::Future<Output = (String, Result<PeerResponse, PeerError>)> + Send>,
 >;
 
-/// 200 (206 for a range) and 404 are answers; anything else (500, 501, ...) is a failure of
-/// that peer and the next one is asked.
-fn is_answer(response: &PeerResponse) -> bool {
-    matches!(
-        response.status(),
-        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_FOUND
-    )
+/// What a peer's response is to the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The answer: relayed, the other attempts dropped.
+    Answer,
+    /// A failure of the peer: the next peer is asked at once, and this one
+    /// is tried last for a while.
+    Failed,
+    /// Not what was asked for, through no fault of the peer (a Go sequins
+    /// peer answering a listing request with its status page): the next
+    /// peer is asked at once.
+    Declined,
+}
+
+/// For values: 200 (206 for a range) and 404 are answers; anything else
+/// (500, 501, ...) is a failure of that peer and the next one is asked.
+pub fn value_verdict(response: &PeerResponse) -> Verdict {
+    match response.status() {
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_FOUND => Verdict::Answer,
+        _ => Verdict::Failed,
+    }
 }
 
 fn log_failure(peer: &str, failed: &Result<PeerResponse, PeerError>) {
@@ -416,6 +449,35 @@ mod tests {
         let (_, status, _) =
             body_of(proxy.fetch(std::slice::from_ref(&missing.addr), "/x").await).await;
         assert_eq!(status, 404);
+    }
+
+    /// A peer whose answer is declined (a Go sequins peer asked for a
+    /// listing answers with its status page) is passed over at once, and
+    /// not held against it.
+    #[tokio::test]
+    async fn a_declined_answer_asks_the_next_peer_at_once() {
+        let status_page = peer(200, Duration::ZERO, "{\"status\":\"ok\"}").await;
+        let lister = peer(201, Duration::ZERO, "listing").await;
+        // Only 201 is taken here, so the status page's 200 is declined.
+        fn judge(response: &PeerResponse) -> Verdict {
+            match response.status() {
+                StatusCode::CREATED => Verdict::Answer,
+                StatusCode::OK => Verdict::Declined,
+                _ => Verdict::Failed,
+            }
+        }
+        // A stage timeout beyond the whole budget: the lister is asked in
+        // time only if the status page's answer makes it be asked at once.
+        let proxy = Proxy::new(Duration::from_secs(5), Duration::from_secs(60));
+        let peers = in_order(&proxy, &[&status_page, &lister]);
+        let outcome = proxy.fetch_judged(&peers, "/db/?x", None, judge).await;
+        let (peer, status, body) = body_of(outcome).await;
+        assert_eq!(
+            (peer, status, body.as_str()),
+            (lister.addr.clone(), 201, "listing")
+        );
+        assert_eq!(status_page.requests.load(Ordering::SeqCst), 1);
+        assert!(proxy.unhealthy_peers().is_empty());
     }
 
     /// A peer that failed is tried after the others for a while: here it
