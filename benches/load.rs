@@ -229,14 +229,19 @@ fn phase_load(kind: &str) {
 
 fn phase_serve() {
     let dir = data_dir();
-    let store = dir.join("store-seqfile");
+    let cfg = config(&dir.join("seqfile"), &dir.join("store-seqfile"));
+    random_lookups(cfg, records());
+}
+
+/// Starts an engine with `cfg` (its store already loaded), answers a
+/// million lookups of random keys of the `n` in the version, and prints
+/// their rate and the process's memory while the engine still serves.
+fn random_lookups(cfg: Config, n: u64) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let cfg = config(&dir.join("seqfile"), &store);
     let rate = runtime.block_on(async {
         let engine = Engine::start(cfg).await.unwrap();
         engine.refresh_now().await;
         let v = engine.catalog().current("db").unwrap();
-        let n = records();
         let mut x = 88172645463325252u64;
         let started = Instant::now();
         let lookups = 1_000_000;
@@ -458,31 +463,8 @@ fn first_key_dir() -> PathBuf {
 /// the engine, which for SequenceFiles in place search the key index.
 fn phase_first_key_serve() {
     let dir = first_key_dir();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let cfg = config(&dir.join("source"), &dir.join("store"));
-    let n = first_key_records();
-    let rate = runtime.block_on(async {
-        let engine = Engine::start(cfg).await.unwrap();
-        engine.refresh_now().await;
-        let v = engine.catalog().current("db").unwrap();
-        let mut x = 88172645463325252u64;
-        let started = Instant::now();
-        let lookups = 1_000_000;
-        for _ in 0..lookups {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let k = key(x % n);
-            assert!(v.get(&k).unwrap().is_some());
-        }
-        let rate = lookups as f64 / started.elapsed().as_secs_f64();
-        drop(v);
-        let status = proc_status();
-        println!("anon_rss_mib={}", status("RssAnon") / 1024.0);
-        engine.shutdown().await;
-        rate
-    });
-    println!("rate={rate}");
+    random_lookups(cfg, first_key_records());
 }
 
 fn sync() {

@@ -323,6 +323,31 @@ async fn shard_ids_are_assigned_automatically() {
     .await;
 }
 
+/// Nodes `a` (shard 1) and `b` (shard 2) of `cluster`, `a` advertising
+/// partition 0 of db/v1; returns them with `b`'s watch of that version,
+/// once it has seen the advertisement.
+async fn a_advertises_to_b(
+    zk: &ZkServer,
+    cluster: &str,
+    session: Duration,
+) -> (
+    ZkCoordinator,
+    ZkCoordinator,
+    watch::Receiver<PartitionHolders>,
+) {
+    let a = ZkCoordinator::start(config(zk, cluster, session), "a:1");
+    let b = ZkCoordinator::start(config(zk, cluster, session), "b:1");
+    a.join(Some("1")).await.unwrap();
+    b.join(Some("2")).await.unwrap();
+    a.advertise("db", "v1", 0).unwrap();
+    let mut seen_by_b = b.watch_partitions("db", "v1").unwrap();
+    wait_until("advertised", &mut seen_by_b, |h| {
+        *h == holders(&[(0, &["a:1"])])
+    })
+    .await;
+    (a, b, seen_by_b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_outage_keeps_the_session() {
     let Some(mut zk) = ZkServer::started() else {
@@ -331,16 +356,7 @@ async fn short_outage_keeps_the_session() {
     bounded(async {
         // Long enough to survive a JVM restart on a busy machine.
         let session = Duration::from_secs(20);
-        let a = ZkCoordinator::start(config(&zk, "outage", session), "a:1");
-        let b = ZkCoordinator::start(config(&zk, "outage", session), "b:1");
-        a.join(Some("1")).await.unwrap();
-        b.join(Some("2")).await.unwrap();
-        a.advertise("db", "v1", 0).unwrap();
-        let mut seen_by_b = b.watch_partitions("db", "v1").unwrap();
-        wait_until("advertised", &mut seen_by_b, |h| {
-            *h == holders(&[(0, &["a:1"])])
-        })
-        .await;
+        let (a, b, mut seen_by_b) = a_advertises_to_b(&zk, "outage", session).await;
         let mut a_peers = a.peers();
         wait_until("a sees b", &mut a_peers, |p| p.len() == 1).await;
 
@@ -386,16 +402,7 @@ async fn expired_session_is_recreated() {
     };
     bounded(async {
         let session = Duration::from_millis(1200);
-        let a = ZkCoordinator::start(config(&zk, "expiry", session), "a:1");
-        let b = ZkCoordinator::start(config(&zk, "expiry", session), "b:1");
-        a.join(Some("1")).await.unwrap();
-        b.join(Some("2")).await.unwrap();
-        a.advertise("db", "v1", 0).unwrap();
-        let mut seen_by_b = b.watch_partitions("db", "v1").unwrap();
-        wait_until("advertised", &mut seen_by_b, |h| {
-            *h == holders(&[(0, &["a:1"])])
-        })
-        .await;
+        let (a, b, mut seen_by_b) = a_advertises_to_b(&zk, "expiry", session).await;
         let raw = observer(&zk).await;
         let node_path = "/expiry/v1/nodes/1@a:1";
         let partition_path = "/expiry/v1/partitions/db/v1/00000@a:1";

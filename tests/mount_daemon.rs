@@ -419,32 +419,43 @@ fn find_daemon(mnt: &Path) -> Option<i32> {
 /// The tests that depend on the fuse module's `enable_uring` parameter.
 static URING_PARAM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `--fuse-transport uring` serves the mount over io_uring when the kernel
-/// allows it (the test sets `enable_uring` for the mount and restores it).
-#[test]
-fn mount_serves_over_io_uring_when_asked() {
+/// The demo mounted with `args` while the fuse module allows io_uring (set
+/// for the mount and restored); then stopped, and its log returned. None
+/// (with a skip printed) where there is no mount or no FUSE over io_uring.
+fn demo_mounted_with_uring_allowed(args: &[&str], check: impl FnOnce(&Path)) -> Option<String> {
     if !common::can_mount() {
-        return;
+        return None;
     }
     if !Path::new(sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM).exists() {
         eprintln!("skipped: this kernel has no FUSE over io_uring");
-        return;
+        return None;
     }
     let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     let port = common::free_port();
     let param = common::EnableUring::new();
-    mount_demo(dir.path(), port, &["--fuse-transport", "uring"]);
+    mount_demo(dir.path(), port, args);
     drop(param);
-    assert_eq!(
-        std::fs::read(mnt.join("baby-names/1881/boy")).unwrap(),
-        b"John"
-    );
-    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    check(&mnt);
     stop_daemon(&mnt);
     assert!(!is_mounted(&mnt), "unmounted on SIGTERM");
-    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    Some(std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap())
+}
+
+/// `--fuse-transport uring` serves the mount over io_uring when the kernel
+/// allows it.
+#[test]
+fn mount_serves_over_io_uring_when_asked() {
+    let Some(log) = demo_mounted_with_uring_allowed(&["--fuse-transport", "uring"], |mnt| {
+        assert_eq!(
+            std::fs::read(mnt.join("baby-names/1881/boy")).unwrap(),
+            b"John"
+        );
+        assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    }) else {
+        return;
+    };
     assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
 }
 
@@ -452,23 +463,11 @@ fn mount_serves_over_io_uring_when_asked() {
 /// kernel allows it (`auto` is the default).
 #[test]
 fn a_standalone_mount_uses_io_uring_by_default_where_the_kernel_allows_it() {
-    if !common::can_mount() {
+    let Some(log) = demo_mounted_with_uring_allowed(&[], |mnt| {
+        assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    }) else {
         return;
-    }
-    if !Path::new(sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM).exists() {
-        eprintln!("skipped: this kernel has no FUSE over io_uring");
-        return;
-    }
-    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    let port = common::free_port();
-    let param = common::EnableUring::new();
-    mount_demo(dir.path(), port, &[]);
-    drop(param);
-    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
-    stop_daemon(&mnt);
-    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    };
     assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
 }
 

@@ -1039,23 +1039,30 @@ mod tests {
         assert_eq!(text(response).await, (200, "until the end".into()));
     }
 
+    /// A peer whose first answer is `long` bytes and whose later ones are
+    /// `next`.
+    async fn long_answer_then(long: usize, next: &'static str) -> RawPeer {
+        let answers = [ok(&"x".repeat(long)), ok(next)];
+        raw_peer(64 * 1024, move |n| answers[(n as usize).min(1)].clone()).await
+    }
+
+    async fn get_text(client: &PeerClient, peer: &RawPeer, path: &str) -> String {
+        text(client.get(&peer.addr, path, None).await.unwrap())
+            .await
+            .1
+    }
+
     #[tokio::test]
     async fn a_long_body_is_streamed_and_the_lane_stays_usable() {
-        let long = "x".repeat(3 * BUFFERED_BODY + 17);
-        let answers = [ok(&long), ok("short")];
-        let peer = raw_peer(64 * 1024, move |n| answers[(n as usize).min(1)].clone()).await;
+        let long = 3 * BUFFERED_BODY + 17;
+        let peer = long_answer_then(long, "short").await;
         let client = client();
         let response = client.get(&peer.addr, "/long", None).await.unwrap();
         let hint = hyper::body::Body::size_hint(response.body());
-        assert_eq!(hint.exact(), Some(long.len() as u64));
+        assert_eq!(hint.exact(), Some(long as u64));
         let (status, body) = text(response).await;
-        assert_eq!((status, body.len()), (200, long.len()));
-        assert_eq!(
-            text(client.get(&peer.addr, "/s", None).await.unwrap())
-                .await
-                .1,
-            "short"
-        );
+        assert_eq!((status, body.len()), (200, long));
+        assert_eq!(get_text(&client, &peer, "/s").await, "short");
         assert_eq!(peer.connections.load(Ordering::SeqCst), 1);
     }
 
@@ -1064,15 +1071,10 @@ mod tests {
     /// connection.
     #[tokio::test]
     async fn a_dropped_stream_does_not_spoil_the_connection() {
-        let long = "y".repeat(4 * BUFFERED_BODY);
-        let answers = [ok(&long), ok("next")];
-        let peer = raw_peer(64 * 1024, move |n| answers[(n as usize).min(1)].clone()).await;
+        let peer = long_answer_then(4 * BUFFERED_BODY, "next").await;
         let client = client();
-        let mut body = client
-            .get(&peer.addr, "/long", None)
-            .await
-            .unwrap()
-            .into_body();
+        let response = client.get(&peer.addr, "/long", None).await.unwrap();
+        let mut body = response.into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
         drop(body);
@@ -1081,12 +1083,7 @@ mod tests {
         while client.streaming_lanes(&peer.addr) > 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(
-            text(client.get(&peer.addr, "/n", None).await.unwrap())
-                .await
-                .1,
-            "next"
-        );
+        assert_eq!(get_text(&client, &peer, "/n").await, "next");
         assert_eq!(peer.connections.load(Ordering::SeqCst), 1);
     }
 

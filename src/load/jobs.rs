@@ -161,10 +161,30 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// The result of a task of a `JoinSet`: a panic or abort becomes an
 /// internal error of the load.
-pub(crate) fn joined<T>(
+fn joined<T>(
     joined: Result<Result<T, LoadErrorKind>, tokio::task::JoinError>,
 ) -> Result<T, LoadErrorKind> {
     joined.map_err(|e| LoadErrorKind::Internal(format!("load task failed: {e}")))?
+}
+
+/// The results of every task of `tasks`, in the order they finished. The
+/// first error is returned at once and the other tasks are aborted: those
+/// already running poll the load's cancellation token, and their output
+/// would be discarded anyway.
+pub(crate) async fn join_all<T: 'static>(
+    mut tasks: tokio::task::JoinSet<Result<T, LoadErrorKind>>,
+) -> Result<Vec<T>, LoadErrorKind> {
+    let mut results = Vec::with_capacity(tasks.len());
+    while let Some(result) = tasks.join_next().await {
+        match joined(result) {
+            Ok(value) => results.push(value),
+            Err(e) => {
+                tasks.abort_all();
+                return Err(e);
+            }
+        }
+    }
+    Ok(results)
 }
 
 /// Cores this machine has.

@@ -35,7 +35,7 @@ use crate::partition;
 use crate::source::SourceFile;
 use crate::store::keyindex::SortedRun;
 
-use super::jobs::{LoadContext, blocking, joined};
+use super::jobs::{LoadContext, blocking, join_all};
 use super::{Built, LoadErrorKind, block_name, sparkey_compression};
 use crate::config::StorageCompression;
 use crate::format::sequencefile::Compression;
@@ -108,18 +108,7 @@ pub(crate) async fn load(
             load_file(&ctx, &file, n, &sinks)
         });
     }
-    let mut records = 0;
-    while let Some(result) = tasks.join_next().await {
-        match joined(result) {
-            Ok(count) => records += count,
-            Err(e) => {
-                // Stop the siblings (they poll the token): their output is
-                // discarded anyway.
-                tasks.abort_all();
-                return Err(e);
-            }
-        }
-    }
+    let records: u64 = join_all(tasks).await?.into_iter().sum();
     tracing::debug!(
         seconds = reading.elapsed().as_secs_f64(),
         records,
@@ -158,10 +147,7 @@ pub(crate) async fn load(
             Ok(())
         }));
     }
-    let mut runs: Vec<(u32, SortedRun)> = Vec::new();
-    while let Some(result) = sorts.join_next().await {
-        runs.push(joined(result)?);
-    }
+    let mut runs: Vec<(u32, SortedRun)> = join_all(sorts).await?;
     runs.sort_by_key(|(p, _)| *p);
     tracing::debug!(
         seconds = indexing.elapsed().as_secs_f64(),
@@ -180,9 +166,7 @@ pub(crate) async fn load(
     let locate = super::positions_to_addresses(runs.iter().map(|(_, r)| r), &bits);
     let num_keys =
         super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect(), locate).await?;
-    while let Some(result) = indexes.join_next().await {
-        joined(result)?;
-    }
+    join_all(indexes).await?;
     tracing::debug!(
         seconds = indexing.elapsed().as_secs_f64(),
         "wrote hash indexes and the key index"
@@ -208,11 +192,10 @@ async fn all_uncompressed(ctx: &LoadContext, inputs: &[SourceFile]) -> Result<bo
             Ok(reader.header().compression == Compression::None)
         });
     }
-    let mut all = true;
-    while let Some(result) = tasks.join_next().await {
-        all &= joined(result)?;
-    }
-    Ok(all)
+    Ok(join_all(tasks)
+        .await?
+        .into_iter()
+        .all(|uncompressed| uncompressed))
 }
 
 /// The name (stem) of the in-place copy of the version's `index`th file.
@@ -250,18 +233,10 @@ async fn load_in_place(ctx: &LoadContext, inputs: Vec<SourceFile>) -> Result<Bui
     }
     let mut files: Vec<Option<InPlaceFile>> = (0..n).map(|_| None).collect();
     let mut records = 0;
-    while let Some(result) = tasks.join_next().await {
-        match joined(result) {
-            Ok((index, read)) => {
-                records += read.records;
-                blocks[index as usize].entries = read.records;
-                files[index as usize] = Some(read);
-            }
-            Err(e) => {
-                tasks.abort_all();
-                return Err(e);
-            }
-        }
+    for (index, read) in join_all(tasks).await? {
+        records += read.records;
+        blocks[index as usize].entries = read.records;
+        files[index as usize] = Some(read);
     }
     tracing::debug!(
         seconds = reading.elapsed().as_secs_f64(),
@@ -292,10 +267,7 @@ async fn load_in_place(ctx: &LoadContext, inputs: Vec<SourceFile>) -> Result<Bui
             Ok((p as u32, run))
         }));
     }
-    let mut runs: Vec<(u32, SortedRun)> = Vec::new();
-    while let Some(result) = sorts.join_next().await {
-        runs.push(joined(result)?);
-    }
+    let mut runs: Vec<(u32, SortedRun)> = join_all(sorts).await?;
     runs.sort_by_key(|(p, _)| *p);
     tracing::debug!(
         seconds = sorting.elapsed().as_secs_f64(),

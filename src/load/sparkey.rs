@@ -12,7 +12,7 @@ use crate::store::keyindex::SortedRun;
 use crate::store::manifest::BlockInfo;
 
 use super::error::key_text;
-use super::jobs::{LoadContext, blocking, joined};
+use super::jobs::{LoadContext, blocking, join_all};
 use super::plan::SparkeyTable;
 use super::{Built, LoadErrorKind, block_name};
 
@@ -39,16 +39,7 @@ pub(crate) async fn load(
             load_table(&ctx, &name, n, table).await
         });
     }
-    let mut loaded: Vec<(BlockInfo, SortedRun)> = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        match joined(result) {
-            Ok(block) => loaded.push(block),
-            Err(e) => {
-                tasks.abort_all();
-                return Err(e);
-            }
-        }
-    }
+    let mut loaded: Vec<(BlockInfo, SortedRun)> = join_all(tasks).await?;
     loaded.sort_by(|a, b| a.0.name.cmp(&b.0.name));
 
     // One run per partition over all its tables: a key in two tables of
@@ -77,10 +68,7 @@ pub(crate) async fn load(
             Ok((p, run))
         }));
     }
-    let mut runs: Vec<(usize, SortedRun)> = Vec::with_capacity(n as usize);
-    while let Some(result) = sorts.join_next().await {
-        runs.push(joined(result)?);
-    }
+    let mut runs: Vec<(usize, SortedRun)> = join_all(sorts).await?;
     runs.sort_by_key(|(p, _)| *p);
     // A run's origin is its table's position in `blocks`, and its position
     // the entry's index address: that is the value's location as it is.
