@@ -639,8 +639,17 @@ impl ResponseParser {
                     if let (Some(piece), Some(sender)) = (piece, pieces.as_ref())
                         && sender.send(Ok(piece)).await.is_err()
                     {
-                        // The requester has gone: the rest is read and
-                        // dropped, so the connection stays usable.
+                        // The requester has gone. A short rest is read and
+                        // dropped, so the connection stays usable; for a
+                        // long or unknown one, a new connection is cheaper
+                        // (and a peer cannot keep the lane busy).
+                        let short_rest = matches!(progress.framing,
+                            Framing::Length(left) if left <= BUFFERED_BODY as u64);
+                        if !short_rest {
+                            return Err(PeerError::Io(io::Error::other(
+                                "the requester left a long answer",
+                            )));
+                        }
                         *pieces = None;
                     }
                     if ended {
@@ -1066,12 +1075,14 @@ mod tests {
         assert_eq!(peer.connections.load(Ordering::SeqCst), 1);
     }
 
-    /// A requester that drops a streamed answer half-way: the rest is read
-    /// and dropped, and the next request is answered on the same
+    /// A requester that drops a streamed answer half-way: a short rest is
+    /// read and dropped, and the next request is answered on the same
     /// connection.
     #[tokio::test]
     async fn a_dropped_stream_does_not_spoil_the_connection() {
-        let peer = long_answer_then(4 * BUFFERED_BODY, "next").await;
+        // The first piece handed over is the first megabyte and a read's
+        // worth; the rest is under a megabyte.
+        let peer = long_answer_then(2 * BUFFERED_BODY, "next").await;
         let client = client();
         let response = client.get(&peer.addr, "/long", None).await.unwrap();
         let mut body = response.into_body();
@@ -1085,6 +1096,23 @@ mod tests {
         }
         assert_eq!(get_text(&client, &peer, "/n").await, "next");
         assert_eq!(peer.connections.load(Ordering::SeqCst), 1);
+    }
+
+    /// Dropping a streamed answer with a long rest closes its connection
+    /// rather than reading the rest; requests go on on a new one.
+    #[tokio::test]
+    async fn a_dropped_long_stream_closes_its_connection() {
+        let peer = long_answer_then(8 * BUFFERED_BODY, "next").await;
+        let client = client();
+        let response = client.get(&peer.addr, "/long", None).await.unwrap();
+        let mut body = response.into_body();
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        while client.open_lanes(&peer.addr) > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(get_text(&client, &peer, "/n").await, "next");
+        assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
