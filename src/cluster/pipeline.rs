@@ -1030,20 +1030,27 @@ mod tests {
         assert!(peer.connections.load(Ordering::SeqCst) >= 2);
     }
 
-    #[tokio::test]
-    async fn a_body_read_until_close() {
-        // A peer that closes its side after the answer.
+    /// A peer that answers its first request with `answer` and then closes
+    /// the connection, or (`hold`) keeps it open for a while, so that what
+    /// the client makes of the answer comes from its bytes alone.
+    async fn answering_once(answer: &'static str, hold: bool) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf).await;
-            stream
-                .write_all(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
-                .await
-                .unwrap();
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            if hold {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_body_read_until_close() {
+        let addr = answering_once("HTTP/1.0 200 OK\r\n\r\nuntil the end", false).await;
         let response = client().get(&addr, "/k", None).await.unwrap();
         assert_eq!(text(response).await, (200, "until the end".into()));
     }
@@ -1075,44 +1082,50 @@ mod tests {
         assert_eq!(peer.connections.load(Ordering::SeqCst), 1);
     }
 
-    /// A requester that drops a streamed answer half-way: a short rest is
-    /// read and dropped, and the next request is answered on the same
-    /// connection.
-    #[tokio::test]
-    async fn a_dropped_stream_does_not_spoil_the_connection() {
-        // The first piece handed over is the first megabyte and a read's
-        // worth; the rest is under a megabyte.
-        let peer = long_answer_then(2 * BUFFERED_BODY, "next").await;
+    /// Asks for a streamed answer of `long` bytes and drops it after its
+    /// first piece; once `settled` holds of the client, asks again.
+    /// Returns how many connections the peer saw.
+    async fn connections_after_dropping(
+        long: usize,
+        settled: fn(&PeerClient, &str) -> bool,
+    ) -> u32 {
+        let peer = long_answer_then(long, "next").await;
         let client = client();
         let response = client.get(&peer.addr, "/long", None).await.unwrap();
         let mut body = response.into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
         drop(body);
-        // The lane reads the rest and drops it, then takes requests again
-        // (it runs on this test's thread: yielding lets it).
-        while client.streaming_lanes(&peer.addr) > 0 {
+        // The lane runs on this test's thread: yielding lets it go on.
+        while !settled(&client, &peer.addr) {
             tokio::task::yield_now().await;
         }
         assert_eq!(get_text(&client, &peer, "/n").await, "next");
-        assert_eq!(peer.connections.load(Ordering::SeqCst), 1);
+        peer.connections.load(Ordering::SeqCst)
+    }
+
+    /// A requester that drops a streamed answer half-way: a short rest is
+    /// read and dropped, and the next request is answered on the same
+    /// connection. (The first piece handed over is the first megabyte and
+    /// a read's worth, so the rest of two megabytes is under one.)
+    #[tokio::test]
+    async fn a_dropped_stream_does_not_spoil_the_connection() {
+        let settled = |c: &PeerClient, peer: &str| c.streaming_lanes(peer) == 0;
+        assert_eq!(
+            connections_after_dropping(2 * BUFFERED_BODY, settled).await,
+            1
+        );
     }
 
     /// Dropping a streamed answer with a long rest closes its connection
     /// rather than reading the rest; requests go on on a new one.
     #[tokio::test]
     async fn a_dropped_long_stream_closes_its_connection() {
-        let peer = long_answer_then(8 * BUFFERED_BODY, "next").await;
-        let client = client();
-        let response = client.get(&peer.addr, "/long", None).await.unwrap();
-        let mut body = response.into_body();
-        body.frame().await.unwrap().unwrap();
-        drop(body);
-        while client.open_lanes(&peer.addr) > 0 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(get_text(&client, &peer, "/n").await, "next");
-        assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
+        let settled = |c: &PeerClient, peer: &str| c.open_lanes(peer) == 0;
+        assert_eq!(
+            connections_after_dropping(8 * BUFFERED_BODY, settled).await,
+            2
+        );
     }
 
     #[tokio::test]
@@ -1136,19 +1149,8 @@ mod tests {
                 "byte 44 of the connection: the connection closed inside an answer",
             ),
         ] {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            tokio::spawn(async move {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf).await;
-                stream.write_all(answer.as_bytes()).await.unwrap();
-                if answer.ends_with("short") {
-                    return;
-                }
-                // Held open: the error must come from the bytes alone.
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            });
+            // The last answer is cut short by the close.
+            let addr = answering_once(answer, !answer.ends_with("short")).await;
             let result = client().get(&addr, "/k", None).await;
             let err = result.map(|_| ()).unwrap_err().to_string();
             assert!(err.contains(expected), "{answer:?}: {err}");
