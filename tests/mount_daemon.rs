@@ -419,16 +419,17 @@ fn find_daemon(mnt: &Path) -> Option<i32> {
 /// The tests that depend on the fuse module's `enable_uring` parameter.
 static URING_PARAM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The demo mounted with `args` while the fuse module allows io_uring (set
-/// for the mount and restored); then stopped, and its log returned. None
-/// (with a skip printed) where there is no mount or no FUSE over io_uring.
-fn demo_mounted_with_uring_allowed(args: &[&str], check: impl FnOnce(&Path)) -> Option<String> {
+/// Mounts the demo with `args` while the fuse module allows io_uring (set
+/// for the mount and restored), reads `files` (path, contents), stops it,
+/// and checks that it served over io_uring. Skips (printing why) where
+/// there is no mount or no FUSE over io_uring.
+fn assert_demo_served_over_io_uring(args: &[&str], files: &[(&str, &[u8])]) {
     if !common::can_mount() {
-        return None;
+        return;
     }
     if !Path::new(sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM).exists() {
         eprintln!("skipped: this kernel has no FUSE over io_uring");
-        return None;
+        return;
     }
     let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
@@ -437,38 +438,30 @@ fn demo_mounted_with_uring_allowed(args: &[&str], check: impl FnOnce(&Path)) -> 
     let param = common::EnableUring::new();
     mount_demo(dir.path(), port, args);
     drop(param);
-    check(&mnt);
+    for (path, contents) in files {
+        assert_eq!(std::fs::read(mnt.join(path)).unwrap(), *contents, "{path}");
+    }
     stop_daemon(&mnt);
     assert!(!is_mounted(&mnt), "unmounted on SIGTERM");
-    Some(std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap())
+    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
 }
 
 /// `--fuse-transport uring` serves the mount over io_uring when the kernel
 /// allows it.
 #[test]
 fn mount_serves_over_io_uring_when_asked() {
-    let Some(log) = demo_mounted_with_uring_allowed(&["--fuse-transport", "uring"], |mnt| {
-        assert_eq!(
-            std::fs::read(mnt.join("baby-names/1881/boy")).unwrap(),
-            b"John"
-        );
-        assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
-    }) else {
-        return;
-    };
-    assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
+    assert_demo_served_over_io_uring(
+        &["--fuse-transport", "uring"],
+        &[("baby-names/1881/boy", b"John"), ("colors/red", b"#ff0000")],
+    );
 }
 
 /// Without `--fuse-transport`, a standalone mount uses io_uring where the
 /// kernel allows it (`auto` is the default).
 #[test]
 fn a_standalone_mount_uses_io_uring_by_default_where_the_kernel_allows_it() {
-    let Some(log) = demo_mounted_with_uring_allowed(&[], |mnt| {
-        assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
-    }) else {
-        return;
-    };
-    assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
+    assert_demo_served_over_io_uring(&[], &[("colors/red", b"#ff0000")]);
 }
 
 /// Without the kernel's permission, `--fuse-transport uring` is a one-line
