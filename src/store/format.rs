@@ -31,7 +31,7 @@ pub const STORE_FORMAT: u32 = 2;
 /// The format of a store without a format file.
 pub const UNRECORDED_FORMAT: u32 = 1;
 
-const FORMAT_FILE: &str = "store.json";
+pub(crate) const FORMAT_FILE: &str = "store.json";
 const FORMAT_FILE_TMP: &str = "store.json.tmp";
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -256,6 +256,15 @@ mod tests {
     }
 
     #[test]
+    fn a_new_store_starts_at_the_current_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = LocalStore::open(&root).unwrap();
+        assert_eq!(store.opened_format(), STORE_FORMAT, "nothing to migrate");
+        assert_eq!(format::read(&root).unwrap(), STORE_FORMAT);
+    }
+
+    #[test]
     fn a_store_of_a_newer_format_is_refused_and_left_alone() {
         let dir = first_release_store();
         format::write(dir.path(), STORE_FORMAT + 1).unwrap();

@@ -152,7 +152,12 @@ impl LocalStore {
         writeln!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
 
         // Before anything under data/ is touched: a store of a newer
-        // format is refused as it is.
+        // format is refused as it is. A new store (no data directory yet)
+        // starts at the current format: there is nothing to migrate.
+        let new_store = !root.join(DATA_DIR).exists() && !root.join(format::FORMAT_FILE).exists();
+        if new_store {
+            format::write(root, format::STORE_FORMAT)?;
+        }
         let opened_format = format::read(root)?;
         format::check_known(root, opened_format)?;
         for dir in [DATA_DIR, TMP_DIR] {
