@@ -21,6 +21,13 @@
 //!   ──► rename into data/
 //! ```
 //!
+//! Uncompressed SequenceFiles served in place skip the partition logs:
+//!
+//! ```text
+//! copy + parse + sort the file's keys (one worker per file; no sort when
+//!   the file is in key order) ──► merge keys.idx (one thread per core)
+//! ```
+//!
 //! Everything is written into a staging directory and published by the
 //! store only when complete; an error discards the staging directory, and a
 //! cancellation (the daemon stopping) leaves it for the next start to
@@ -166,7 +173,7 @@ impl Loader {
         );
         ctx.only = only.map(Arc::new);
         let result = match plan {
-            Plan::Empty => write_key_index(&ctx, Vec::new(), None)
+            Plan::Empty => write_key_index(&ctx, Vec::new(), None, Duplicates::Error)
                 .await
                 .map(|num_keys| {
                     (
@@ -282,13 +289,23 @@ impl Loader {
     }
 }
 
-/// Merges the partitions' sorted runs into the version's `keys.idx`, with
-/// one thread per core that a worker permit is free for (at least one: it
+/// What a key found in two runs means to [`write_key_index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Duplicates {
+    /// An error: each run is a partition, and a key has one partition.
+    Error,
+    /// The later run's entry wins: each run is a file, in file order.
+    LaterRunWins,
+}
+
+/// Merges finished sorted runs into the version's `keys.idx`, with one
+/// thread per core that a worker permit is free for (at least one: it
 /// waits for that). With `locate`, the index records where each value is.
 pub(crate) async fn write_key_index(
     ctx: &LoadContext,
     runs: Vec<SortedRun>,
     locate: Option<Arc<Locate>>,
+    duplicates: Duplicates,
 ) -> Result<u64, LoadErrorKind> {
     let merging = Instant::now();
     let permits = ctx.workers_for_cores().await?;
@@ -299,8 +316,15 @@ pub(crate) async fn write_key_index(
         let locate = locate
             .as_deref()
             .map(|l| l as &(dyn Fn(u32, u64, u32) -> (u32, u64) + Sync));
-        let merged =
-            keyindex::write_merged(&keys_path, &runs, parts, locate, &|| cancel.is_cancelled());
+        let cancelled = || cancel.is_cancelled();
+        let merged = match duplicates {
+            Duplicates::Error => {
+                keyindex::write_merged(&keys_path, &runs, parts, locate, &cancelled)
+            }
+            Duplicates::LaterRunWins => {
+                keyindex::write_merged_later_wins(&keys_path, runs, parts, locate, &cancelled)
+            }
+        };
         drop(permits);
         crate::store::start_writeback(&keys_path);
         merged.map_err(|e| match e {

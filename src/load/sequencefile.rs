@@ -9,9 +9,14 @@
 //! source are written to the copy and parsed from the same buffer), and
 //! the key index records for every key the file, the offset of its value
 //! in the file and its length. No value is rewritten and no hash index is
-//! built; a load costs a copy of the files plus sorting the keys. Later
-//! records of a key override earlier ones in file order, then record order,
-//! which is one of the orders the Sparkey path may apply.
+//! built. Each file's keys are one run, sorted by the file's worker as soon
+//! as the file is read, which costs nothing when the file is already in key
+//! order (a Hadoop reducer writes its file that way); the runs of all files
+//! are then merged into the key index. A load costs a copy of the files,
+//! parsing them and that merge. Later records of a key override earlier
+//! ones in file order, then record order, which is one of the orders the
+//! Sparkey path may apply (a key in two files makes the merge regroup the
+//! runs by key first; see `keyindex::write_merged_later_wins`).
 //!
 //! The number of partitions N is the number of files. A node of a cluster
 //! reads every file and keeps only the records of its partitions (the
@@ -164,8 +169,13 @@ pub(crate) async fn load(
         })
         .collect();
     let locate = super::positions_to_addresses(runs.iter().map(|(_, r)| r), &bits);
-    let num_keys =
-        super::write_key_index(ctx, runs.into_iter().map(|(_, r)| r).collect(), locate).await?;
+    let num_keys = super::write_key_index(
+        ctx,
+        runs.into_iter().map(|(_, r)| r).collect(),
+        locate,
+        super::Duplicates::Error,
+    )
+    .await?;
     join_all(indexes).await?;
     tracing::debug!(
         seconds = indexing.elapsed().as_secs_f64(),
@@ -203,9 +213,9 @@ fn in_place_name(index: u32) -> String {
     format!("file-{index:05}")
 }
 
-/// What reading one file in place produced: its keys by partition.
+/// What reading one file in place produced: its keys, finished.
 struct InPlaceFile {
-    runs: Vec<SortedRun>,
+    run: SortedRun,
     records: u64,
 }
 
@@ -228,59 +238,30 @@ async fn load_in_place(ctx: &LoadContext, inputs: Vec<SourceFile>) -> Result<Bui
         let ctx = ctx.clone();
         tasks.spawn_blocking(move || {
             let _permit = permit;
-            copy_file(&ctx, &file, index, n).map(|read| (index, read))
+            copy_file(&ctx, &file, index).map(|read| (index, read))
         });
     }
-    let mut files: Vec<Option<InPlaceFile>> = (0..n).map(|_| None).collect();
+    let mut runs: Vec<Option<SortedRun>> = (0..n).map(|_| None).collect();
     let mut records = 0;
     for (index, read) in join_all(tasks).await? {
         records += read.records;
         blocks[index as usize].entries = read.records;
-        files[index as usize] = Some(read);
+        runs[index as usize] = Some(read.run);
     }
     tracing::debug!(
         seconds = reading.elapsed().as_secs_f64(),
         records,
         "copied and indexed every file in place"
     );
-
-    // Partition p's run is every file's keys of p, in file order: the
-    // last record of a key (in file order, then record order) wins.
-    let mut by_partition: Vec<Vec<SortedRun>> = (0..n).map(|_| Vec::new()).collect();
-    for file in files.into_iter().flatten() {
-        for (p, run) in file.runs.into_iter().enumerate() {
-            by_partition[p].push(run);
-        }
-    }
-    let sorting = Instant::now();
-    let mut sorts = tokio::task::JoinSet::new();
-    for (p, parts) in by_partition.into_iter().enumerate() {
-        sorts.spawn(ctx.cpu_job(move || {
-            let mut parts = parts.into_iter();
-            let mut run = parts.next().unwrap_or_default();
-            for part in parts {
-                run.absorb(part, p as u32);
-            }
-            run.finish().map_err(|d| {
-                LoadErrorKind::Internal(format!("duplicate origin for {:?}", d.key))
-            })?;
-            Ok((p as u32, run))
-        }));
-    }
-    let mut runs: Vec<(u32, SortedRun)> = join_all(sorts).await?;
-    runs.sort_by_key(|(p, _)| *p);
-    tracing::debug!(
-        seconds = sorting.elapsed().as_secs_f64(),
-        "sorted every partition's keys"
-    );
-    // Runs recorded (partition, value offset, file index); the key index
-    // records (table = the file's block, address = the value offset).
-    let locate: Arc<super::Locate> =
-        Arc::new(|_partition: u32, offset: u64, file: u32| (file, offset));
+    // Runs recorded (file index, value offset, file index); the key index
+    // records (table = the file's block, address = the value offset). The
+    // last record of a key, in file order then record order, wins.
+    let locate: Arc<super::Locate> = Arc::new(|_file: u32, offset: u64, file: u32| (file, offset));
     let num_keys = super::write_key_index(
         ctx,
-        runs.into_iter().map(|(_, r)| r).collect(),
+        runs.into_iter().flatten().collect(),
         Some(locate),
+        super::Duplicates::LaterRunWins,
     )
     .await?;
     Ok(Built {
@@ -292,12 +273,12 @@ async fn load_in_place(ctx: &LoadContext, inputs: Vec<SourceFile>) -> Result<Bui
 }
 
 /// Copies one file into the version as it reads it, and collects its keys
-/// with the offset and length of their values; runs on a blocking thread.
+/// with the offset and length of their values, sorted (free when the file
+/// is in key order); runs on a blocking thread.
 fn copy_file(
     ctx: &LoadContext,
     file: &SourceFile,
     index: u32,
-    n: u32,
 ) -> Result<InPlaceFile, LoadErrorKind> {
     let progress = &ctx.progress;
     let path = ctx.staging.join(format!("{}.seq", in_place_name(index)));
@@ -317,7 +298,7 @@ fn copy_file(
         failed: None,
     };
     let mut reader = sequencefile::Reader::new(&mut tee, &file.name)?;
-    let mut runs: Vec<SortedRun> = (0..n).map(|_| SortedRun::new()).collect();
+    let mut run = SortedRun::new();
     let throttle = ctx.options.throttle;
     let mut records = 0u64;
     let read = loop {
@@ -330,10 +311,9 @@ fn copy_file(
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        let (p, _) = partition::partitions(key, n);
-        // Run entries record (origin, position, ordinal): here the
-        // partition, the value's offset and the file's index.
-        runs[p as usize].put(key, value.len() as u64, p, at, index);
+        // Run entries record (origin, position, ordinal): here the file's
+        // index, the value's offset and the file's index again.
+        run.put(key, value.len() as u64, index, at, index);
         records += 1;
         if records % PROGRESS_EVERY == 0 {
             progress
@@ -350,11 +330,13 @@ fn copy_file(
     read?;
     drop(copy);
     crate::store::start_writeback(&path);
+    run.finish()
+        .map_err(|d| LoadErrorKind::Internal(format!("duplicate origin for {:?}", d.key)))?;
     progress
         .records_done
         .fetch_add(records % PROGRESS_EVERY, Ordering::Relaxed);
     progress.files_done.fetch_add(1, Ordering::Relaxed);
-    Ok(InPlaceFile { runs, records })
+    Ok(InPlaceFile { run, records })
 }
 
 /// Writes everything read through it to `copy`, so that the copy holds

@@ -77,6 +77,7 @@ pub(crate) async fn load(
         ctx,
         runs.into_iter().map(|(_, r)| r).collect(),
         Some(Arc::new(locate)),
+        super::Duplicates::Error,
     )
     .await?;
     Ok(Built {

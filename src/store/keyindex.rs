@@ -65,10 +65,17 @@ pub struct KeyIndexError {
 /// duplicates allowed), then [`SortedRun::finish`]ed into sorted unique keys.
 /// Each key remembers its origin (a block number) so that a key stored in two
 /// blocks can be reported by name.
+///
+/// A run whose keys arrive in strictly ascending order, as a Hadoop reducer
+/// writes each of its files, is noticed as it is filled (one comparison
+/// with the previous key per put), and finishing it costs nothing.
 #[derive(Default)]
 pub struct SortedRun {
     bytes: Vec<u8>,
     entries: Vec<RunEntry>,
+    /// Some entry is a delete, or not strictly after the entry before it:
+    /// [`SortedRun::finish`] has to sort.
+    unordered: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -106,10 +113,16 @@ impl SortedRun {
 
     /// Records a delete, in write order.
     pub fn delete(&mut self, key: &[u8], origin: u32) {
+        self.unordered = true;
         self.push(key, DELETED, origin, 0, 0);
     }
 
     fn push(&mut self, key: &[u8], value_len: u64, origin: u32, position: u64, ordinal: u32) {
+        if !self.unordered
+            && let Some(last) = self.entries.last()
+        {
+            self.unordered = key <= self.key_of(last);
+        }
         let start = self.bytes.len() as u64;
         self.bytes.extend_from_slice(key);
         self.entries.push(RunEntry {
@@ -124,6 +137,11 @@ impl SortedRun {
 
     /// Moves all of `other`'s entries into this run, marked as `origin`.
     pub fn absorb(&mut self, other: SortedRun, origin: u32) {
+        let follows = match (self.entries.last(), other.entries.first()) {
+            (Some(last), Some(first)) => other.key_of(first) > self.key_of(last),
+            _ => true,
+        };
+        self.unordered |= other.unordered || !follows;
         let base = self.bytes.len() as u64;
         self.bytes.extend_from_slice(&other.bytes);
         self.entries
@@ -167,6 +185,9 @@ impl SortedRun {
     /// the 8 bytes *after* the prefix common to all keys of the run, as one
     /// integer; whole keys are compared only when those 8 bytes tie.
     pub fn finish(&mut self) -> Result<(), KeyInTwoBlocks> {
+        if !self.unordered {
+            return Ok(());
+        }
         let bytes = &self.bytes;
         let key = |e: &RunEntry| &bytes[e.start as usize..e.start as usize + e.len as usize];
         let skip = common_prefix_len(self.entries.iter().map(key));
@@ -211,6 +232,7 @@ impl SortedRun {
             i = j;
         }
         self.entries = kept;
+        self.unordered = false;
         Ok(())
     }
 
@@ -324,6 +346,59 @@ pub fn write_merged(
     let count: u64 = runs.iter().map(|r| r.len() as u64).sum();
     let parts = parts.clamp(1, (count / MIN_KEYS_PER_PART).max(1) as usize);
     write_merged_in_parts(path, runs, parts, locate, cancelled)
+}
+
+/// [`write_merged`] for finished runs that may share keys, where the entry
+/// of the later run wins (the files of a version served in place, in file
+/// order). Runs that share no key, the usual case (a Hadoop job writes each
+/// key to one file), are merged as they are. When the merge meets a key in
+/// two runs, the runs are regrouped by a hash of the key, so that all
+/// entries of a key meet in one group in run order, each group is finished
+/// (sorted, the last entry of a key kept) on its own thread, and the groups,
+/// which now share no key, are merged.
+pub fn write_merged_later_wins(
+    path: &Path,
+    runs: Vec<SortedRun>,
+    parts: usize,
+    locate: Locate<'_>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<u64, MergeError> {
+    match write_merged(path, &runs, parts, locate, cancelled) {
+        Err(MergeError::Duplicate(_)) => {}
+        done => return done,
+    }
+    let groups = parts.max(1);
+    let mut regrouped: Vec<SortedRun> = (0..groups).map(|_| SortedRun::new()).collect();
+    for run in &runs {
+        if cancelled() {
+            return Err(MergeError::Cancelled);
+        }
+        for e in &run.entries {
+            let key = run.key_of(e);
+            // One origin for all: a key in two runs is not an error here.
+            regrouped[key_hash(key) as usize % groups].push(
+                key,
+                e.value_len,
+                0,
+                e.position,
+                e.ordinal,
+            );
+        }
+    }
+    drop(runs);
+    std::thread::scope(|scope| {
+        for run in regrouped.iter_mut() {
+            scope.spawn(move || run.finish().expect("one origin cannot conflict"));
+        }
+    });
+    write_merged(path, &regrouped, parts, locate, cancelled)
+}
+
+/// FNV-1a: spreads keys over groups; equal keys always agree.
+fn key_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// [`write_merged`] cut into exactly `parts` slices (at least one), however
@@ -1048,6 +1123,117 @@ mod tests {
                         Some((tables[k], 1000 + k.len() as u64))
                     );
                 }
+            }
+        });
+    }
+
+    /// Puts and deletes over a small alphabet, in random order or sorted
+    /// by key (so that runs in key order, with and without repeated keys,
+    /// take the path that skips the sort): finishing keeps what a map
+    /// keeps, the last put of every key not deleted after it.
+    #[test]
+    fn finishing_matches_a_map() {
+        use proptest::prelude::*;
+        let ops = proptest::collection::vec(
+            (
+                proptest::collection::vec(0u8..3, 0..6),
+                proptest::bool::weighted(0.1),
+            ),
+            0..200,
+        );
+        let cases = crate::test_support::proptest_cases(128);
+        proptest!(ProptestConfig::with_cases(cases), |(mut ops in ops, in_order: bool)| {
+            if in_order {
+                ops.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+            let mut run = SortedRun::new();
+            let mut model = std::collections::BTreeMap::new();
+            for (n, (key, delete)) in ops.iter().enumerate() {
+                if *delete {
+                    run.delete(key, 0);
+                    model.remove(key);
+                } else {
+                    run.put(key, n as u64, 0, 0, 0);
+                    model.insert(key.clone(), n as u64);
+                }
+            }
+            run.finish().unwrap();
+            let got: Vec<(Vec<u8>, u64)> = (0..run.len())
+                .map(|i| (run.key(i).to_vec(), run.entries[i].value_len))
+                .collect();
+            let want: Vec<(Vec<u8>, u64)> = model.into_iter().collect();
+            prop_assert_eq!(got, want);
+        });
+    }
+
+    #[test]
+    fn only_runs_out_of_key_order_are_sorted() {
+        let mut ascending = SortedRun::new();
+        for k in [&b"a"[..], b"ab", b"b"] {
+            ascending.put(k, 1, 0, 0, 0);
+        }
+        assert!(!ascending.unordered);
+        let mut repeated = SortedRun::new();
+        repeated.put(b"a", 1, 0, 0, 0);
+        repeated.put(b"a", 2, 0, 0, 0);
+        assert!(
+            repeated.unordered,
+            "a repeated key needs the sort to drop one"
+        );
+        let mut deleted = SortedRun::new();
+        deleted.delete(b"a", 0);
+        assert!(deleted.unordered, "a delete needs the sort to drop it");
+        let mut tail = SortedRun::new();
+        tail.put(b"c", 1, 0, 0, 0);
+        ascending.absorb(tail, 1);
+        assert!(
+            !ascending.unordered,
+            "a run after the last key keeps the order"
+        );
+        let mut behind = SortedRun::new();
+        behind.put(b"b", 1, 0, 0, 0);
+        ascending.absorb(behind, 2);
+        assert!(ascending.unordered);
+        ascending.finish().unwrap_err();
+    }
+
+    /// Runs in run order, keys repeated within and across runs, merged in
+    /// 1 to 5 parts: the index holds what a map holds after inserting every
+    /// run's entries in order, with the winning entry's location.
+    #[test]
+    fn later_runs_win_like_a_map() {
+        use proptest::prelude::*;
+        let runs_strategy = proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec(0u8..3, 0..8), 0..100),
+            1..6,
+        );
+        let cases = crate::test_support::proptest_cases(64);
+        proptest!(ProptestConfig::with_cases(cases), |(runs_keys in runs_strategy, parts in 1usize..6)| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut model = std::collections::BTreeMap::new();
+            let mut runs = Vec::new();
+            let mut written = 0u64;
+            for (r, keys) in runs_keys.iter().enumerate() {
+                let mut run = SortedRun::new();
+                for k in keys {
+                    written += 1;
+                    run.put(k, written, r as u32, 1000 + written, r as u32);
+                    model.insert(k.clone(), (written, r as u32));
+                }
+                run.finish().unwrap();
+                runs.push(run);
+            }
+            let path = dir.path().join("keys.idx");
+            let locate = |_: u32, position: u64, run: u32| (run, position);
+            let merged = write_merged_later_wins(&path, runs, parts, Some(&locate), &|| false);
+            prop_assert_eq!(merged.unwrap(), model.len() as u64);
+            let idx = KeyIndex::open(&path).unwrap();
+            prop_assert_eq!(idx.len(), model.len() as u64);
+            for (i, (k, (written, run))) in model.iter().enumerate() {
+                let i = i as u64;
+                prop_assert_eq!(idx.key(i).unwrap(), k.as_slice());
+                prop_assert_eq!(idx.value_len(i).unwrap(), *written);
+                prop_assert_eq!(idx.location(i).unwrap(), Some((*run, 1000 + written)));
             }
         });
     }
