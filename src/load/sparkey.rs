@@ -116,6 +116,8 @@ async fn load_table(
         let out = std::fs::File::create(&index_path).map_err(LoadErrorKind::io(&index_path))?;
         sparkey::framed::decode(std::io::BufReader::new(framed), out, &index_name)?;
         let _ = std::fs::remove_file(&framed_path);
+        crate::store::start_writeback(&log_path);
+        crate::store::start_writeback(&index_path);
         let reader = sparkey::Reader::open(&log_path, &index_path).map_err(|source| {
             LoadErrorKind::Table {
                 file: log_name.clone(),

@@ -547,7 +547,10 @@ impl Source {
     }
 
     /// Downloads `file` to `dest` (created or truncated; its directory must
-    /// exist), streaming with bounded memory, then fsyncs it. `progress` is
+    /// exist), streaming with bounded memory. The copy is not fsynced: it
+    /// lands in a staging directory, which the store fsyncs as a whole
+    /// before publishing it, and a file that is dropped (a framed index
+    /// once decoded) need never reach the disk. `progress` is
     /// called with the number of bytes just written (a delta, so parallel
     /// downloads can add into one counter). Returns the size. On error the
     /// partial `dest` is removed.

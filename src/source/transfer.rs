@@ -414,8 +414,8 @@ impl<R: Read> Read for LimitedReader<R> {
     }
 }
 
-/// Streams a remote file into `dest`, then fsyncs it. On error the partial
-/// file is removed.
+/// Streams a remote file into `dest` (not fsynced: see `Source::download`).
+/// On error the partial file is removed.
 pub(crate) async fn download_remote(
     mut remote: RemoteRead,
     dest: &Path,
@@ -434,7 +434,6 @@ pub(crate) async fn download_remote(
             progress(chunk.len() as u64);
         }
         out.flush().await.map_err(io_error)?;
-        out.sync_all().await.map_err(io_error)?;
         Ok(written)
     }
     .await;
@@ -445,7 +444,8 @@ pub(crate) async fn download_remote(
 }
 
 /// Copies a local source file into `dest` (the kernel's copy_file_range
-/// where possible), then fsyncs it. On error the partial file is removed.
+/// where possible; not fsynced: see `Source::download`). On error the
+/// partial file is removed.
 pub(crate) async fn download_local(
     source: File,
     display: &str,
@@ -495,11 +495,6 @@ pub(crate) async fn download_local(
                 reason: format!("copied {copied} bytes, listed as {size}"),
             });
         }
-        let to = out.clone();
-        tokio::task::spawn_blocking(move || to.sync_all())
-            .await
-            .map_err(|join| dest_error(io::Error::other(join)))?
-            .map_err(dest_error)?;
         Ok(copied)
     }
     .await;
