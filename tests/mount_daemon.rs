@@ -114,6 +114,13 @@ fn idle_poll_holds_the_cpu_latency_request_while_requests_arrive() {
 /// daemon with its store in `dir/store`, HTTP on `port` and `extra` flags;
 /// returns the command's output once it succeeded.
 fn mount_demo(dir: &Path, port: u16, extra: &[&str]) -> std::process::Output {
+    // The fuse module's `enable_uring` is the machine's: only the tests
+    // that hold URING_PARAM let a daemon turn it on.
+    mount_demo_with(dir, port, &[extra, &["--leave-kernel-uring"]].concat())
+}
+
+/// [`mount_demo`] with exactly the arguments `extra`.
+fn mount_demo_with(dir: &Path, port: u16, extra: &[&str]) -> std::process::Output {
     let source = dir.join("source");
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -188,6 +195,7 @@ fn mount_takes_the_source_from_the_config_file() {
     let out = run_bounded(
         Command::new(bin())
             .arg("mount")
+            .arg("--leave-kernel-uring")
             .arg("--config")
             .arg(&config)
             .arg(&mnt),
@@ -230,6 +238,7 @@ fn sigterm_during_the_first_load_stops_the_mount() {
     let log = dir.path().join("daemon.log");
     let parent = Command::new(bin())
         .arg("mount")
+        .arg("--leave-kernel-uring")
         .arg(&source)
         .arg(&mnt)
         .arg("--config")
@@ -283,6 +292,7 @@ fn a_nonempty_mount_point_needs_nonempty() {
         run_bounded(
             Command::new(bin())
                 .arg("mount")
+                .arg("--leave-kernel-uring")
                 .arg(&source)
                 .arg(&mnt)
                 .arg("--local-store")
@@ -464,19 +474,49 @@ fn a_standalone_mount_uses_io_uring_by_default_where_the_kernel_allows_it() {
     assert_demo_served_over_io_uring(&[], &[("colors/red", b"#ff0000")]);
 }
 
-/// Without the kernel's permission, `--fuse-transport uring` is a one-line
-/// error naming the parameter, and `auto` mounts over /dev/fuse.
+/// By default a standalone mount turns on the kernel's `enable_uring` if it
+/// is off, says so in its log, and serves over io_uring.
+#[test]
+fn a_standalone_mount_turns_io_uring_on_in_the_kernel() {
+    if !common::can_mount() {
+        return;
+    }
+    let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
+    if !Path::new(param).exists() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
+    let _restore = common::EnableUring::set("N");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    mount_demo_with(dir.path(), common::free_port(), &[]);
+    assert_eq!(std::fs::read_to_string(param).unwrap().trim(), "Y");
+    assert_eq!(std::fs::read(mnt.join("colors/red")).unwrap(), b"#ff0000");
+    stop_daemon(&mnt);
+    let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
+    assert!(
+        log.contains("turned on FUSE over io_uring in the kernel"),
+        "{log}"
+    );
+    assert!(log.contains("serving FUSE requests over io_uring"), "{log}");
+}
+
+/// With `--leave-kernel-uring` and the kernel's permission off, `--fuse-transport
+/// uring` is a one-line error naming the parameter, `auto` mounts over
+/// /dev/fuse, and the parameter stays off.
 #[test]
 fn fuse_transport_uring_without_the_kernel_is_a_clear_error() {
     if !common::can_mount() {
         return;
     }
     let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
-    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
-    if std::fs::read_to_string(param).is_ok_and(|v| v.trim() == "Y") {
-        eprintln!("skipped: {param} is Y on this machine");
+    if !Path::new(param).exists() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
         return;
     }
+    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
+    let _restore = common::EnableUring::set("N");
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     let mnt = dir.path().join("mnt");
@@ -493,7 +533,7 @@ fn fuse_transport_uring_without_the_kernel_is_a_clear_error() {
             .arg(&mnt)
             .arg("--local-store")
             .arg(dir.path().join("store"))
-            .args(["--fuse-transport", "uring"]),
+            .args(["--fuse-transport", "uring", "--leave-kernel-uring"]),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -509,4 +549,5 @@ fn fuse_transport_uring_without_the_kernel_is_a_clear_error() {
     stop_daemon(&mnt);
     let log = std::fs::read_to_string(dir.path().join("store/sequinsfs.log")).unwrap();
     assert!(log.contains("using /dev/fuse"), "{log}");
+    assert_eq!(std::fs::read_to_string(param).unwrap().trim(), "N");
 }

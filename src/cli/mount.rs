@@ -54,11 +54,16 @@ pub struct MountArgs {
     pub ro: bool,
     /// How FUSE requests reach the daemon: `dev` (reads and writes of
     /// /dev/fuse), `uring` (FUSE over io_uring, per-CPU queues; fails if the
-    /// kernel does not offer it) or `auto` (io_uring when the fuse module's
-    /// `enable_uring` parameter is Y, else dev). See docs/OPERATIONS.md
-    /// [default: auto; dev in cluster mode].
+    /// kernel does not offer it) or `auto` (io_uring when the kernel offers
+    /// it, else dev). See docs/OPERATIONS.md [default: auto; dev in cluster
+    /// mode].
     #[arg(long, value_name = "auto|uring|dev")]
     pub fuse_transport: Option<crate::fs::FuseTransport>,
+    /// Leave the fuse module's `enable_uring` parameter as it is [default:
+    /// a mount that may use io_uring (`auto` or `uring`) turns it on if it
+    /// is off and the daemon may write it (root), and logs that it did].
+    #[arg(long)]
+    pub leave_kernel_uring: bool,
     /// Mount even if the mount point is not empty, hiding its files while
     /// mounted (as other FUSE file systems' `nonempty`) [default: refuse].
     #[arg(long)]
@@ -341,21 +346,22 @@ fn serve(
                 return Ok(());
             }
         }
+        // io_uring where the kernel allows it: it beats /dev/fuse on cold
+        // reads (docs/PERFORMANCE.md). Not for a node of a cluster by
+        // default: a READ of a peer's key would hold up the ring thread of
+        // the reader's CPU for the whole network fetch.
+        let transport = args.fuse_transport.unwrap_or(if cluster.is_some() {
+            crate::fs::FuseTransport::Dev
+        } else {
+            crate::fs::FuseTransport::Auto
+        });
         let options = MountOptions {
             uid: args.uid,
             gid: args.gid,
             allow_other: args.allow_other,
             kernel_read_only: args.ro,
-            // io_uring where the kernel allows it: it beats /dev/fuse on
-            // cold reads (docs/PERFORMANCE.md), and `enable_uring` is off
-            // unless an administrator turned it on. Not for a node of a
-            // cluster by default: a READ of a peer's key would hold up the
-            // ring thread of the reader's CPU for the whole network fetch.
-            transport: args.fuse_transport.unwrap_or(if cluster.is_some() {
-                crate::fs::FuseTransport::Dev
-            } else {
-                crate::fs::FuseTransport::Auto
-            }),
+            transport,
+            turn_on_kernel_uring: !args.leave_kernel_uring,
             prewarm_limit: (!args.no_prewarm)
                 .then(|| args.prewarm_limit.unwrap_or(crate::fs::DEFAULT_PREWARM_LIMIT)),
             activity,

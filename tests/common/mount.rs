@@ -84,25 +84,38 @@ fn test_transport() -> FuseTransport {
 /// puts back what was there. A connection keeps io_uring once INIT agreed on
 /// it, so only the mount itself needs the parameter.
 pub struct EnableUring {
+    /// What to put back when dropped.
     previous: Option<String>,
 }
 
 impl EnableUring {
+    /// Y until dropped, then N again if it was N (if it was Y, another
+    /// test's guard may have set it: that one puts it back).
     pub fn new() -> EnableUring {
         let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
-        let previous = std::fs::read_to_string(param).ok();
-        if previous.as_deref().map(str::trim) != Some("Y") {
+        let previous = std::fs::read_to_string(param)
+            .ok()
+            .filter(|previous| previous.trim() != "Y");
+        if previous.is_some() {
             std::fs::write(param, "Y").unwrap_or_else(|e| panic!("enable {param}: {e}"));
         }
+        EnableUring { previous }
+    }
+
+    /// `value` (Y or N) until dropped, then whatever was there before, even
+    /// if a daemon changed it meanwhile. For tests that hold the parameter
+    /// alone.
+    pub fn set(value: &str) -> EnableUring {
+        let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
+        let previous = std::fs::read_to_string(param).ok();
+        std::fs::write(param, value).unwrap_or_else(|e| panic!("set {param}: {e}"));
         EnableUring { previous }
     }
 }
 
 impl Drop for EnableUring {
     fn drop(&mut self) {
-        if let Some(previous) = &self.previous
-            && previous.trim() != "Y"
-        {
+        if let Some(previous) = &self.previous {
             let _ = std::fs::write(
                 sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM,
                 previous.trim(),

@@ -59,10 +59,14 @@ pub struct MountOptions {
     /// Where READs of keys held by peers go, on a node of a cluster.
     pub remote_reads: Option<RemoteReadsHandle>,
     /// /dev/fuse (fuser's session threads) or io_uring per-CPU queues.
-    /// /dev/fuse by default: io_uring needs root to set the fuse module's
-    /// `enable_uring` (N by default), and its gain (cold reads 1.05-1.65x)
-    /// was measured on one VM only (see docs/PERFORMANCE.md).
+    /// /dev/fuse by default here, for library users and tests; the `mount`
+    /// command asks for `auto` (see `cli::mount`).
     pub transport: FuseTransport,
+    /// With `auto` or `uring`, turn on the fuse module's `enable_uring` if
+    /// it is off, once the mount point has been checked (see
+    /// `uring::turn_on_in_kernel`). Off by default: it is the machine's
+    /// setting, and only the `mount` command turns it on unless told not to.
+    pub turn_on_kernel_uring: bool,
     /// Pre-warm switches (see `fs::fuse::prewarm`): how long a switch may
     /// wait for the keys the kernel holds to be warm in the new version,
     /// before it goes ahead anyway (warming goes on after it). `None`:
@@ -89,6 +93,7 @@ impl Default for MountOptions {
             activity: None,
             remote_reads: None,
             transport: FuseTransport::Dev,
+            turn_on_kernel_uring: false,
             prewarm_limit: Some(DEFAULT_PREWARM_LIMIT),
         }
     }
@@ -161,6 +166,9 @@ pub fn mount(
         SessionACL::Owner
     };
     config.n_threads = Some(options.threads.max(1));
+    if options.transport != FuseTransport::Dev && options.turn_on_kernel_uring {
+        super::uring::turn_on_in_kernel();
+    }
     // The io_uring queues are ready before INIT can promise them.
     let mut queues = prepare_uring(options.transport, mountpoint)?;
     let offer = queues.as_ref().map(|_| Arc::new(UringOffer::default()));
