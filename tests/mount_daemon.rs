@@ -429,19 +429,27 @@ fn find_daemon(mnt: &Path) -> Option<i32> {
 /// The tests that depend on the fuse module's `enable_uring` parameter.
 static URING_PARAM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The parameter, held for one test; `None` (the test skips, printing why)
+/// where there is no mount or no FUSE over io_uring.
+fn hold_uring_param() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !common::can_mount() {
+        return None;
+    }
+    if !Path::new(sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM).exists() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return None;
+    }
+    Some(URING_PARAM.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// Mounts the demo with `args` while the fuse module allows io_uring (set
 /// for the mount and restored), reads `files` (path, contents), stops it,
 /// and checks that it served over io_uring. Skips (printing why) where
 /// there is no mount or no FUSE over io_uring.
 fn assert_demo_served_over_io_uring(args: &[&str], files: &[(&str, &[u8])]) {
-    if !common::can_mount() {
+    let Some(_serial) = hold_uring_param() else {
         return;
-    }
-    if !Path::new(sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM).exists() {
-        eprintln!("skipped: this kernel has no FUSE over io_uring");
-        return;
-    }
-    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     let port = common::free_port();
@@ -478,15 +486,10 @@ fn a_standalone_mount_uses_io_uring_by_default_where_the_kernel_allows_it() {
 /// is off, says so in its log, and serves over io_uring.
 #[test]
 fn a_standalone_mount_turns_io_uring_on_in_the_kernel() {
-    if !common::can_mount() {
+    let Some(_serial) = hold_uring_param() else {
         return;
-    }
+    };
     let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
-    if !Path::new(param).exists() {
-        eprintln!("skipped: this kernel has no FUSE over io_uring");
-        return;
-    }
-    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
     let _restore = common::EnableUring::set("N");
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
@@ -507,15 +510,10 @@ fn a_standalone_mount_turns_io_uring_on_in_the_kernel() {
 /// /dev/fuse, and the parameter stays off.
 #[test]
 fn fuse_transport_uring_without_the_kernel_is_a_clear_error() {
-    if !common::can_mount() {
+    let Some(_serial) = hold_uring_param() else {
         return;
-    }
+    };
     let param = sequinsfs::fs::fuse::uring::ENABLE_URING_PARAM;
-    if !Path::new(param).exists() {
-        eprintln!("skipped: this kernel has no FUSE over io_uring");
-        return;
-    }
-    let _serial = URING_PARAM.lock().unwrap_or_else(|e| e.into_inner());
     let _restore = common::EnableUring::set("N");
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
