@@ -352,9 +352,10 @@ pub fn write_merged(
 /// of the later run wins (the files of a version served in place, in file
 /// order). Runs that share no key, the usual case (a Hadoop job writes each
 /// key to one file), are merged as they are. When the merge meets a key in
-/// two runs, the runs are regrouped by a hash of the key, so that all
-/// entries of a key meet in one group in run order, each group is finished
-/// (sorted, the last entry of a key kept) on its own thread, and the groups,
+/// two runs, the runs are regrouped by the key's partition (sequins' hash;
+/// any function of the key would do), so that all entries of a key meet in
+/// one group in run order, each group is finished (sorted, the last entry
+/// of a key kept) on its own thread, and the groups,
 /// which now share no key, are merged.
 pub fn write_merged_later_wins(
     path: &Path,
@@ -367,7 +368,7 @@ pub fn write_merged_later_wins(
         Err(MergeError::Duplicate(_)) => {}
         done => return done,
     }
-    let groups = parts.max(1);
+    let groups = parts.max(1) as u32;
     let mut regrouped: Vec<SortedRun> = (0..groups).map(|_| SortedRun::new()).collect();
     for run in &runs {
         if cancelled() {
@@ -376,7 +377,7 @@ pub fn write_merged_later_wins(
         for e in &run.entries {
             let key = run.key_of(e);
             // One origin for all: a key in two runs is not an error here.
-            regrouped[key_hash(key) as usize % groups].push(
+            regrouped[crate::partition::partition(key, groups) as usize].push(
                 key,
                 e.value_len,
                 0,
@@ -392,13 +393,6 @@ pub fn write_merged_later_wins(
         }
     });
     write_merged(path, &regrouped, parts, locate, cancelled)
-}
-
-/// FNV-1a: spreads keys over groups; equal keys always agree.
-fn key_hash(key: &[u8]) -> u64 {
-    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// [`write_merged`] cut into exactly `parts` slices (at least one), however
