@@ -166,11 +166,8 @@ pub fn mount(
         SessionACL::Owner
     };
     config.n_threads = Some(options.threads.max(1));
-    if options.transport != FuseTransport::Dev && options.turn_on_kernel_uring {
-        super::uring::turn_on_in_kernel();
-    }
     // The io_uring queues are ready before INIT can promise them.
-    let mut queues = prepare_uring(options.transport, mountpoint)?;
+    let mut queues = prepare_uring(options.transport, options.turn_on_kernel_uring, mountpoint)?;
     let offer = queues.as_ref().map(|_| Arc::new(UringOffer::default()));
     let adapter = FuseAdapter::new(Arc::clone(&core), options.activity.clone(), offer.clone());
     // Session::new mounts and completes the INIT handshake.
@@ -269,18 +266,21 @@ fn geteuid() -> u32 {
 
 /// The io_uring queues `transport` asks for, set up before mounting: `None`
 /// for /dev/fuse, and for `auto` when the kernel does not allow io_uring
-/// (logged). `uring` fails the mount instead.
+/// and, with `turn_on`, cannot be made to (logged). `uring` fails the mount
+/// instead.
 fn prepare_uring(
     transport: FuseTransport,
+    turn_on: bool,
     mountpoint: &Path,
 ) -> Result<Option<Queues>, MountError> {
     let unavailable = |why: String| MountError::Io {
         path: mountpoint.to_path_buf(),
         source: std::io::Error::other(why),
     };
+    let allowed = || uring::kernel_enables_uring() || (turn_on && uring::turn_on_in_kernel());
     match transport {
         FuseTransport::Dev => return Ok(None),
-        FuseTransport::Auto | FuseTransport::Uring if !uring::kernel_enables_uring() => {
+        FuseTransport::Auto | FuseTransport::Uring if !allowed() => {
             let why = format!(
                 "FUSE over io_uring is off in the kernel ({} is not Y)",
                 uring::ENABLE_URING_PARAM

@@ -67,8 +67,9 @@ impl std::fmt::Display for FuseTransport {
     }
 }
 
-/// Turns on the fuse module's `enable_uring` if it is off, so that a mount
-/// about to be made can use io_uring; logs what it did. A kernel without
+/// Turns on the fuse module's `enable_uring` (the caller found it off), so
+/// that a mount about to be made can use io_uring; logs what it did and
+/// returns whether it is on now. A kernel without
 /// the parameter, or a daemon not allowed to write it (not root, a
 /// read-only `/sys` in a container), leaves it as it is: the mount then
 /// goes on as `auto` and `uring` always did without it.
@@ -77,19 +78,23 @@ impl std::fmt::Display for FuseTransport {
 /// that do not ask (every other FUSE file system today) are unaffected,
 /// and it stays on after the daemon exits, as other daemons leave the
 /// kernel settings they need (Docker's `ip_forward`).
-pub fn turn_on_in_kernel() {
-    let Ok(value) = std::fs::read_to_string(ENABLE_URING_PARAM) else {
-        return;
-    };
-    if value.trim() == "Y" {
-        return;
+pub fn turn_on_in_kernel() -> bool {
+    if !std::path::Path::new(ENABLE_URING_PARAM).exists() {
+        return false;
     }
     match std::fs::write(ENABLE_URING_PARAM, "Y") {
-        Ok(()) => tracing::info!(
-            "turned on FUSE over io_uring in the kernel ({ENABLE_URING_PARAM} = Y): cold reads \
-             are several times faster than over /dev/fuse; --leave-kernel-uring leaves it alone"
-        ),
-        Err(e) => tracing::info!("cannot turn on {ENABLE_URING_PARAM}: {e}"),
+        Ok(()) => {
+            tracing::info!(
+                "turned on FUSE over io_uring in the kernel ({ENABLE_URING_PARAM} = Y): cold \
+                 reads are several times faster than over /dev/fuse; --leave-kernel-uring \
+                 leaves it alone"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::info!("cannot turn on {ENABLE_URING_PARAM}: {e}");
+            false
+        }
     }
 }
 
